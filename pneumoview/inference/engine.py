@@ -1,0 +1,357 @@
+"""The inference engine: picks a device, loads verified models once, and analyses radiographs.
+
+Every number the engine returns is in the original image's pixel frame (see :mod:`pneumoview.types`). Results are
+frozen numpy dataclasses (:class:`~pneumoview.types.AnalysisResult`), safe to hand to another thread.
+
+Stages run in the order classifier → segmentation ensemble → detector, so a viewer can show the case-level
+probability first (:meth:`Engine.iter_stages`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pneumoview.errors import ModelError, ModelNotInstalledError
+from pneumoview.inference.manifest import Manifest, ModelSpec, load_manifest, models_dirs
+from pneumoview.inference.weights import build_and_load, find_weights, verified_weights
+from pneumoview.preprocess import FrameMap, prepare
+from pneumoview.types import STAGES, AnalysisResult, ModelRef, XrayImage
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+DEFAULT_SELECTION = {"classify": "rsna3-classifier", "segment": "seg-ensemble", "detect": "detector"}
+
+
+def resolve_device(requested: str | None = None) -> str:
+    """The torch device string to use.
+
+    ``requested`` (from ``--device`` or the settings) wins; else ``$PNEUMOVIEW_DEVICE``; else ``"auto"``, which
+    means CUDA if available, then Apple MPS, then CPU. An unavailable explicit device raises ModelError.
+    """
+    import torch
+
+    choice = (requested or os.environ.get("PNEUMOVIEW_DEVICE") or "auto").strip().lower()
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return "cuda:0"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    if choice.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelError(
+                f"device {choice!r} was asked for but CUDA is not available here; use --device cpu"
+            )
+        return "cuda:0" if choice == "cuda" else choice
+    if choice == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ModelError(
+                "device 'mps' was asked for but Apple MPS is not available here; use --device cpu"
+            )
+        return "mps"
+    if choice == "cpu":
+        return "cpu"
+    raise ModelError(f"unknown device {choice!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+class _ModelCache:
+    """Loaded models per (model id, sha256, device), shared by every Engine in the process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[tuple[str, str, str], Any] = {}
+
+    def get(self, spec: ModelSpec, device: str, dirs: Sequence[Path] | None, random_weights: bool) -> Any:
+        # The file's location is part of the key, so a model is never served from the cache after its weights
+        # file disappeared or another folder took precedence; the checksum is verified on every real load.
+        where = "" if random_weights else str(find_weights(spec, dirs))
+        key = (spec.id, "random" if random_weights else spec.sha256, device, where)
+        with self._lock:
+            model = self._models.get(key)
+            if model is None:
+                path = None if random_weights else verified_weights(spec, dirs)
+                model = build_and_load(spec, path).to(device)
+                if device.startswith("cuda") and spec.task != "detect":
+                    import torch
+
+                    model = model.to(memory_format=torch.channels_last)
+                self._models[key] = model
+            return model
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+MODEL_CACHE = _ModelCache()
+
+
+@dataclass(frozen=True)
+class StageSelection:
+    """Which model (or ensemble) runs each stage; ``None`` skips the stage."""
+
+    classify: str | None = DEFAULT_SELECTION["classify"]
+    segment: str | None = DEFAULT_SELECTION["segment"]
+    detect: str | None = DEFAULT_SELECTION["detect"]
+
+
+class Engine:
+    """Runs the classifier, segmentation ensemble and detector on radiographs.
+
+    Args:
+        manifest: the model registry (default: every manifest in :func:`models_dirs`).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (see :func:`resolve_device`).
+        selection: model/ensemble id per stage.
+        models_dir: the user's models-folder setting (searched first).
+        random_weights: build the architectures with random weights instead of loading files — for tests and
+            benchmarks only; results are meaningless.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest | None = None,
+        *,
+        device: str | None = None,
+        selection: StageSelection | None = None,
+        models_dir: str | Path | None = None,
+        random_weights: bool = False,
+    ) -> None:
+        self.dirs = models_dirs(models_dir)
+        self.manifest = manifest if manifest is not None else load_manifest(self.dirs)
+        self.device = resolve_device(device)
+        self.selection = selection or StageSelection()
+        self.random_weights = random_weights
+        self._notes: list[str] = []
+
+    # -- models -------------------------------------------------------------------------------------------------
+
+    def stage_specs(self, stage: str) -> list[tuple[ModelSpec, float]]:
+        """The models that run ``stage`` with their ensemble weights (normalised to sum 1)."""
+        ident = getattr(self.selection, stage)
+        if ident is None:
+            return []
+        if ident in self.manifest.ensembles:
+            ens = self.manifest.ensemble(ident)
+            total = sum(ens.weights)
+            return [
+                (self.manifest.model(m), w / total) for m, w in zip(ens.members, ens.weights, strict=True)
+            ]
+        return [(self.manifest.model(ident), 1.0)]
+
+    def _model(self, spec: ModelSpec) -> Any:
+        return MODEL_CACHE.get(spec, self.device, self.dirs, self.random_weights)
+
+    def load(self) -> list[str]:
+        """Load every selected model now (e.g. in a background thread at start-up); returns problems as sentences."""
+        problems = []
+        for stage in STAGES:
+            try:
+                for spec, _ in self.stage_specs(stage):
+                    self._model(spec)
+            except ModelError as exc:
+                problems.append(f"{stage}: {exc}")
+        return problems
+
+    def available_stages(self) -> dict[str, str | None]:
+        """For each stage, None when it can run, else the reason it cannot (e.g. weights not installed)."""
+        out: dict[str, str | None] = {}
+        for stage in STAGES:
+            try:
+                specs = self.stage_specs(stage)
+                if not specs:
+                    out[stage] = "no model selected"
+                    continue
+                if not self.random_weights:
+                    for spec, _ in specs:
+                        verified_weights(spec, self.dirs)
+                out[stage] = None
+            except ModelError as exc:
+                out[stage] = str(exc)
+        return out
+
+    # -- analysis -----------------------------------------------------------------------------------------------
+
+    def analyze(self, image: XrayImage, stages: Sequence[str] = STAGES) -> AnalysisResult:
+        """Run the stages on one image and return the complete result."""
+        return self.analyze_batch([image], stages=stages)[0]
+
+    def iter_stages(
+        self, image: XrayImage, stages: Sequence[str] = STAGES, cancelled: Callable[[], bool] | None = None
+    ) -> Iterator[AnalysisResult]:
+        """Yield a growing result after each stage (classifier first), so a viewer can show results early.
+
+        Stages whose models are not installed are skipped with a note. ``cancelled()`` is checked between stages.
+        """
+        results = self.analyze_batch([image], stages=stages, per_stage=True, cancelled=cancelled)
+        yield from results
+
+    def analyze_batch(
+        self,
+        images: Sequence[XrayImage],
+        stages: Sequence[str] = STAGES,
+        *,
+        batch_size: int = 8,
+        per_stage: bool = False,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> list[AnalysisResult]:
+        """Analyse many images with batched forward passes. With ``per_stage`` (one image only), return the
+        intermediate result after each stage instead."""
+        import torch
+
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; valid stages: {', '.join(STAGES)}")
+        partial = [
+            AnalysisResult(image_id=im.image_id, image_shape=im.shape, device=self.device) for im in images
+        ]
+        snapshots: list[AnalysisResult] = []
+        t_all = time.perf_counter()
+        for stage in [s for s in STAGES if s in stages]:
+            if cancelled is not None and cancelled():
+                break
+            t0 = time.perf_counter()
+            try:
+                specs = self.stage_specs(stage)
+                models = [(spec, w, self._model(spec)) for spec, w in specs]
+            except ModelNotInstalledError as exc:
+                partial = [replace(r, notes=(*r.notes, f"{stage} skipped: {exc}")) for r in partial]
+                continue
+            if not specs:
+                continue
+            run = {"classify": self._classify, "segment": self._segment, "detect": self._detect}[stage]
+            try:
+                with torch.inference_mode():
+                    partial = run(images, partial, models, batch_size)
+            except torch.OutOfMemoryError:
+                self._fallback_to_cpu()
+                models = [(spec, w, self._model(spec)) for spec, w in specs]
+                with torch.inference_mode():
+                    partial = run(images, partial, models, batch_size)
+                partial = [
+                    replace(
+                        r, notes=(*r.notes, "The GPU ran out of memory; this image was analysed on the CPU.")
+                    )
+                    for r in partial
+                ]
+            ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(images))
+            refs = tuple(ModelRef(s.id, s.task, s.version, s.sha256[:12]) for s, _, _ in models)
+            partial = [
+                replace(
+                    r,
+                    models=r.models + refs,
+                    timings_ms={**r.timings_ms, stage: ms},
+                    stages_done=(*r.stages_done, stage),
+                    device=self.device,
+                )
+                for r in partial
+            ]
+            if per_stage:
+                snapshots.append(partial[0])
+        total = (time.perf_counter() - t_all) * 1000.0 / max(1, len(images))
+        partial = [replace(r, timings_ms={**r.timings_ms, "total": total}) for r in partial]
+        if per_stage:
+            snapshots.append(partial[0])
+            return snapshots
+        return partial
+
+    def _fallback_to_cpu(self) -> None:
+        import torch
+
+        torch.cuda.empty_cache()
+        self.device = "cpu"
+
+    def _autocast(self) -> Any:
+        import contextlib
+
+        import torch
+
+        if self.device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _batches(
+        self, images: Sequence[XrayImage], spec: ModelSpec, batch_size: int
+    ) -> Iterator[tuple[range, Any, list[FrameMap]]]:
+        import torch
+
+        for start in range(0, len(images), batch_size):
+            idx = range(start, min(len(images), start + batch_size))
+            arrays, frames = zip(*(prepare(images[i].display, spec.input) for i in idx), strict=True)
+            x = torch.from_numpy(np.stack(arrays)).to(self.device)
+            if self.device.startswith("cuda"):
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield idx, x, list(frames)
+
+    def _classify(self, images, partial, models, batch_size):
+        import torch
+
+        spec, _, model = models[0]
+        out = list(partial)
+        for idx, x, _ in self._batches(images, spec, batch_size):
+            with self._autocast():
+                logits = model(x)
+            probs = torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float32)
+            for j, i in enumerate(idx):
+                p_op = float(probs[j, spec.positive_index]) if spec.positive_index is not None else None
+                out[i] = replace(out[i], class_names=spec.classes, class_probs=probs[j], p_opacity=p_op)
+        return out
+
+    def _segment(self, images, partial, models, batch_size):
+        import torch
+
+        sums = [np.zeros(im.shape, dtype=np.float32) for im in images]
+        members: list[dict[str, np.ndarray]] = [{} for _ in images]
+        for spec, weight, model in models:
+            for idx, x, frames in self._batches(images, spec, batch_size):
+                with self._autocast():
+                    logits = model(x)
+                probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+                for j, i in enumerate(idx):
+                    members[i][spec.id] = probs[j]
+                    sums[i] += weight * frames[j].map_to_original(probs[j])
+        return [
+            replace(r, prob_map=np.clip(s, 0.0, 1.0), member_maps=m)
+            for r, s, m in zip(partial, sums, members, strict=True)
+        ]
+
+    def _detect(self, images, partial, models, batch_size):
+        spec, _, model = models[0]
+        out = list(partial)
+        for idx, x, frames in self._batches(images, spec, batch_size):
+            with self._autocast():
+                dets = model(list(x.float()))
+            for j, i in enumerate(idx):
+                d = dets[j]
+                keep = (d["labels"] == 1).cpu().numpy()
+                xyxy = frames[j].boxes_to_original(d["boxes"].float().cpu().numpy()[keep])
+                scores = d["scores"].float().cpu().numpy()[keep].astype(np.float32)
+                order = np.argsort(-scores, kind="stable")
+                xyxy, scores = xyxy[order], scores[order]
+                xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1).astype(np.float32)
+                out[i] = replace(out[i], det_boxes=xywh, det_scores=scores)
+        return out
+
+
+def model_refs(result: AnalysisResult) -> list[dict[str, str]]:
+    """The provenance of a result as plain dicts (for JSON/CSV outputs)."""
+    return [
+        {"id": m.id, "task": m.task, "version": m.version, "sha256_prefix": m.sha256_prefix}
+        for m in result.models
+    ]
+
+
+def torch_version() -> str:
+    """Version string of the installed torch (imports torch)."""
+    import torch
+
+    return str(torch.__version__)
