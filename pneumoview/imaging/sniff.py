@@ -1,0 +1,92 @@
+"""Recognise DICOM, PNG and JPEG files by their first bytes, not by their names.
+
+DICOM files from PACS exports and DICOMDIR trees often have no suffix at all, and old ACR-NEMA-style files have
+neither the 128-byte preamble nor the ``DICM`` marker, so the suffix is only a hint.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Literal
+
+ImageKind = Literal["dicom", "png", "jpeg"]
+
+#: Suffixes a file dialog or folder scan should offer. Files without a suffix may still be DICOM: use
+#: :func:`sniff_kind` on them.
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".dic", ".ima", ".png", ".jpg", ".jpeg", ".jpe")
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
+GZIP_SIGNATURE = b"\x1f\x8b"
+ZIP_SIGNATURE = b"PK\x03\x04"
+
+# Groups a DICOM data set without a preamble can start with: file meta (0002), directory (0004) or the
+# identifying group (0008), which every composite object has.
+_FIRST_GROUPS = frozenset({0x0002, 0x0004, 0x0008})
+_VRS = frozenset(
+    b"AE AS AT CS DA DS DT FL FD IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split()
+)
+_HEAD_BYTES = 132
+
+
+def sniff_kind(path: str | Path) -> ImageKind | None:
+    """Tell what kind of image file ``path`` is from its first 132 bytes.
+
+    Returns ``"dicom"`` for a ``DICM`` marker at byte 128 or for a data set that starts directly with a plausible
+    group 0002/0004/0008 element (implicit or explicit VR, little or big endian), ``"png"`` or ``"jpeg"`` for their
+    signatures, and ``None`` for anything else, including unreadable paths and folders. Never raises.
+    """
+    try:
+        p = Path(path)
+        with p.open("rb") as f:
+            head = f.read(_HEAD_BYTES)
+        size = p.stat().st_size
+    except OSError:
+        return None
+    return sniff_bytes(head, size)
+
+
+def sniff_bytes(head: bytes, file_size: int | None = None) -> ImageKind | None:
+    """Like :func:`sniff_kind` for the first bytes of a file (at least 132 of them when the file is that long)."""
+    if head.startswith(PNG_SIGNATURE):
+        return "png"
+    if head.startswith(JPEG_SIGNATURE):
+        return "jpeg"
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    if _looks_like_bare_dicom(head, file_size if file_size is not None else len(head)):
+        return "dicom"
+    return None
+
+
+def _looks_like_bare_dicom(head: bytes, file_size: int) -> bool:
+    if len(head) < 8:
+        return False
+    group_le, element_le = struct.unpack_from("<HH", head)
+    if group_le in _FIRST_GROUPS:
+        if head[4:6] in _VRS:
+            return True
+        (length,) = struct.unpack_from("<I", head, 4)
+        if element_le == 0x0000:  # group length elements hold one 4-byte UL
+            return length == 4
+        return length < file_size
+    group_be, _ = struct.unpack_from(">HH", head)
+    # Big endian exists only with explicit VR.
+    return group_be in _FIRST_GROUPS and head[4:6] in _VRS
+
+
+def describe_unknown(head: bytes) -> str:
+    """A sentence for a file that is none of the supported kinds (used in error messages)."""
+    if not head:
+        return "the file is empty; copy it again from its source."
+    if head.startswith(GZIP_SIGNATURE):
+        return (
+            "the file is gzip-compressed, not a DICOM, PNG or JPEG file; unpack it first (gunzip or 7-Zip) "
+            "and open the unpacked file."
+        )
+    if head.startswith(ZIP_SIGNATURE):
+        return (
+            "the file is a ZIP archive, not a DICOM, PNG or JPEG file; extract it first and open the folder."
+        )
+    return "the file is not a DICOM, PNG or JPEG file (its first bytes match none of them); choose an image file."
