@@ -1,0 +1,369 @@
+"""Batch analysis of folders and files: the code path of ``pneumoview predict`` and of the viewer's batch dialog.
+
+Outputs in ``out_dir`` (see :mod:`pneumoview.export` for the formats):
+
+* ``submission.csv``, ``findings.csv``, ``run.json`` — written at the end (and on cancel) from the journal;
+* ``annotated/<image_id>.png`` — one per analysed image;
+* ``.pneumoview-journal/<key>.json`` — one small record per input, written atomically as soon as that input is
+  finished. The journal is what makes a killed run resumable: a re-run skips every input that has a ``done``
+  record made with the same thresholds (unless ``force``) and the final CSVs are rebuilt from the journal in input
+  order, so rows are never duplicated or dropped. Failed inputs are retried on a re-run.
+
+Inputs are only ever read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pneumoview import __version__
+from pneumoview.errors import ImageReadError
+from pneumoview.export import (
+    annotated_image,
+    atomic_write_text,
+    export_stem,
+    findings_rows,
+    save_png,
+    write_findings_csv,
+    write_json,
+    write_submission_csv,
+)
+from pneumoview.imaging import load_image
+from pneumoview.postprocess import postprocess
+from pneumoview.study_index import ScanEntry, ScanError, scan
+from pneumoview.thresholds import Thresholds
+
+if TYPE_CHECKING:
+    from pneumoview.inference.engine import Engine
+
+JOURNAL = ".pneumoview-journal"
+STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED = "done", "skipped", "failed"
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    """One input: an image file, or a file the folder scan already knows is unusable (``error``)."""
+
+    path: Path
+    error: str | None = None
+    stage: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """What happened to one input."""
+
+    path: Path
+    image_id: str | None
+    status: str
+    message: str = ""
+    n_boxes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Progress after one input: ``done`` of ``total`` inputs handled, and an ETA in seconds (None at first)."""
+
+    done: int
+    total: int
+    item: BatchItem
+    elapsed_s: float
+    eta_s: float | None
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """The outcome of a run (also in ``run.json``)."""
+
+    out_dir: Path
+    total: int
+    done: int
+    skipped: int
+    failed: tuple[tuple[str, str], ...]
+    cancelled: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_status(self) -> int:
+        """0 when every input was analysed (now or before), 1 when some failed or the run was cancelled."""
+        return 1 if self.failed or self.cancelled else 0
+
+
+def collect_inputs(paths: Sequence[str | Path]) -> list[BatchInput]:
+    """Expand folders (recursively, with the study scanner: DICOMDIR, DICOM with or without ``.dcm``, PNG, JPEG)
+    and keep files as given. Non-image DICOM objects are left out; unreadable files become inputs with ``error``."""
+    out: list[BatchInput] = []
+    seen: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            for item in scan(p):
+                key = item.path.resolve()
+                if key in seen:
+                    continue
+                seen.add(key)
+                if isinstance(item, ScanError):
+                    out.append(BatchInput(item.path, item.message, item.stage))
+                elif isinstance(item, ScanEntry) and item.kind == "image":
+                    out.append(BatchInput(item.path))
+        elif p.is_file():
+            if p.resolve() not in seen:
+                seen.add(p.resolve())
+                out.append(BatchInput(p))
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return out
+
+
+def shard(inputs: Sequence[BatchInput], k: int, n: int) -> list[BatchInput]:
+    """The ``k``-th of ``n`` interleaved shards (0-based)."""
+    if not 0 <= k < n:
+        raise ValueError(f"shard {k}/{n}: K must be between 0 and N-1")
+    return [x for i, x in enumerate(inputs) if i % n == k]
+
+
+def _journal_path(out_dir: Path, path: Path) -> Path:
+    # The key hides the input path, which may contain patient names.
+    key = hashlib.sha256(str(path.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    return out_dir / JOURNAL / f"{key}.json"
+
+
+def _read_journal(p: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def iter_batch(
+    inputs: Sequence[BatchInput],
+    out_dir: str | Path,
+    engine: Engine,
+    thresholds: Thresholds | None = None,
+    *,
+    force: bool = False,
+    write_png: bool = True,
+    include_identifiers: bool = False,
+    chunk: int = 4,
+    finalize_outputs: bool = True,
+    all_inputs: Sequence[BatchInput] | None = None,
+) -> Iterator[BatchProgress]:
+    """Analyse ``inputs`` and yield progress after each one.
+
+    Closing the generator early (``.close()``, or stopping a ``for`` loop) cancels the run: the inputs finished so far
+    are kept and the CSVs/run.json are written for them. ``all_inputs`` (default ``inputs``) lists every input of a
+    sharded run, so the merged CSVs cover all shards' journals.
+    """
+    t = thresholds or Thresholds()
+    out = Path(out_dir)
+    (out / JOURNAL).mkdir(parents=True, exist_ok=True)
+    total = len(inputs)
+    start = time.perf_counter()
+    done_count = 0
+    analysed = 0
+    cancelled = True
+    try:
+        pending: list[tuple[BatchInput, Any]] = []
+        for inp in inputs:
+            jp = _journal_path(out, inp.path)
+            record = None if force else _read_journal(jp)
+            if (
+                record is not None
+                and record.get("status") == STATUS_DONE
+                and record.get("thresholds") == t.to_dict()
+                and record.get("write_png") in (write_png, True)
+            ):
+                done_count += 1
+                item = BatchItem(
+                    inp.path, record.get("image_id"), STATUS_SKIPPED, "already done (use --force)"
+                )
+                yield _progress(done_count, total, item, start, analysed)
+                continue
+            if inp.error is not None:
+                _write_failure(jp, inp.path, inp.stage or "header", inp.error)
+                done_count += 1
+                yield _progress(
+                    done_count, total, BatchItem(inp.path, None, STATUS_FAILED, inp.error), start, analysed
+                )
+                continue
+            try:
+                image = load_image(inp.path)
+            except ImageReadError as exc:
+                _write_failure(jp, inp.path, exc.stage, exc.message)
+                done_count += 1
+                item = BatchItem(inp.path, None, STATUS_FAILED, exc.message)
+                yield _progress(done_count, total, item, start, analysed)
+                continue
+            pending.append((inp, image))
+            if len(pending) >= chunk:
+                for item in _analyse(pending, out, engine, t, write_png, include_identifiers):
+                    done_count += 1
+                    analysed += 1
+                    yield _progress(done_count, total, item, start, analysed)
+                pending = []
+        for item in _analyse(pending, out, engine, t, write_png, include_identifiers):
+            done_count += 1
+            analysed += 1
+            yield _progress(done_count, total, item, start, analysed)
+        cancelled = False
+    finally:
+        if finalize_outputs:
+            finalize(out, all_inputs if all_inputs is not None else inputs, engine, t, cancelled=cancelled,
+                     elapsed_s=time.perf_counter() - start, analysed=analysed)  # fmt: skip
+
+
+def _progress(done: int, total: int, item: BatchItem, start: float, analysed: int) -> BatchProgress:
+    elapsed = time.perf_counter() - start
+    eta = None
+    if analysed and done < total:
+        eta = elapsed / done * (total - done)
+    return BatchProgress(done, total, item, elapsed, eta)
+
+
+def _write_failure(jp: Path, path: Path, stage: str, message: str) -> None:
+    atomic_write_text(
+        jp,
+        json.dumps({"status": STATUS_FAILED, "path": str(path), "stage": stage, "message": message}) + "\n",
+    )
+
+
+def _analyse(pending, out: Path, engine: Engine, t: Thresholds, write_png: bool, include_identifiers: bool):
+    if not pending:
+        return
+    t0 = time.perf_counter()
+    images = [im for _, im in pending]
+    results = engine.analyze_batch(images)
+    per_image = (time.perf_counter() - t0) / len(images)
+    for (inp, image), result in zip(pending, results, strict=True):
+        t1 = time.perf_counter()
+        findings = postprocess(result, t, spacing_mm=image.spacing_mm)
+        patient_id = image.image_id
+        if include_identifiers and image.identifiers.get("PatientID"):
+            patient_id = image.identifiers["PatientID"]
+        png = None
+        if write_png:
+            png = out / "annotated" / f"{export_stem(image, include_identifiers)}.png"
+            save_png(annotated_image(image, result, findings), png)
+        record = {
+            "status": STATUS_DONE,
+            "path": str(inp.path),
+            "image_id": image.image_id,
+            "patient_id": patient_id,
+            "prediction_string": findings.prediction_string(),
+            "findings": findings_rows(image, result, findings, include_identifiers),
+            "annotated_png": None if png is None else png.name,
+            "notes": list(image.notes) + list(result.notes) + list(findings.notes),
+            "timings_ms": dict(result.timings_ms),
+            "models": [asdict(m) for m in result.models],
+            "device": result.device,
+            "thresholds": t.to_dict(),
+            "write_png": write_png,
+        }
+        atomic_write_text(_journal_path(out, inp.path), json.dumps(record) + "\n")
+        yield BatchItem(
+            inp.path, image.image_id, STATUS_DONE, "; ".join(record["notes"]), len(findings.fused),
+            per_image + time.perf_counter() - t1,
+        )  # fmt: skip
+
+
+def finalize(
+    out_dir: str | Path,
+    inputs: Sequence[BatchInput],
+    engine: Engine | None,
+    thresholds: Thresholds,
+    *,
+    cancelled: bool = False,
+    elapsed_s: float = 0.0,
+    analysed: int = 0,
+    command: Sequence[str] | None = None,
+) -> BatchSummary:
+    """Rebuild ``submission.csv``, ``findings.csv`` and ``run.json`` from the journal, in input order."""
+    out = Path(out_dir)
+    submission: list[tuple[str, str]] = []
+    findings: list[dict[str, str]] = []
+    failed: list[tuple[str, str]] = []
+    done = 0
+    models: dict[str, dict[str, str]] = {}
+    timings: dict[str, list[float]] = {}
+    device = None if engine is None else engine.device
+    for inp in inputs:
+        record = _read_journal(_journal_path(out, inp.path))
+        if record is None:
+            continue
+        if record["status"] == STATUS_FAILED:
+            failed.append((record["path"], f"{record['stage']}: {record['message']}"))
+            continue
+        done += 1
+        submission.append((record["patient_id"], record["prediction_string"]))
+        findings.extend(record["findings"])
+        for m in record["models"]:
+            models[m["id"]] = m
+        for k, v in record["timings_ms"].items():
+            timings.setdefault(k, []).append(float(v))
+        device = record.get("device", device)
+    write_submission_csv(submission, out / "submission.csv")
+    write_findings_csv(findings, out / "findings.csv")
+    pending = len(inputs) - done - len(failed)
+    summary = BatchSummary(out, len(inputs), done, 0, tuple(failed), cancelled or pending > 0)
+    write_json(
+        out / "run.json",
+        {
+            "app": "PneumoView",
+            "app_version": __version__,
+            "notice": "Research use only — not for diagnosis",
+            "command": list(command if command is not None else sys.argv),
+            "python": platform.python_version(),
+            "device": device,
+            "models": list(models.values()),
+            "thresholds": thresholds.to_dict(),
+            "inputs": len(inputs),
+            "done": done,
+            "failed": [{"path": p, "reason": r} for p, r in failed],
+            "not_processed": pending,
+            "cancelled": summary.cancelled,
+            "analysed_this_run": analysed,
+            "elapsed_s_this_run": round(elapsed_s, 3),
+            "images_per_s_this_run": round(analysed / elapsed_s, 3) if elapsed_s > 0 and analysed else None,
+            "mean_ms_per_stage": {k: round(sum(v) / len(v), 2) for k, v in timings.items()},
+        },
+    )
+    return summary
+
+
+def run_batch(
+    inputs: Sequence[BatchInput],
+    out_dir: str | Path,
+    engine: Engine,
+    thresholds: Thresholds | None = None,
+    *,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+    **kwargs: Any,
+) -> BatchSummary:
+    """Run :func:`iter_batch` to the end and return the summary read back from ``run.json``."""
+    for progress in iter_batch(inputs, out_dir, engine, thresholds, **kwargs):
+        if on_progress is not None:
+            on_progress(progress)
+    return read_summary(out_dir)
+
+
+def read_summary(out_dir: str | Path) -> BatchSummary:
+    """The summary of the last run in ``out_dir`` (from ``run.json``)."""
+    data = json.loads((Path(out_dir) / "run.json").read_text(encoding="utf-8"))
+    return BatchSummary(
+        Path(out_dir),
+        data["inputs"],
+        data["done"],
+        0,
+        tuple((f["path"], f["reason"]) for f in data["failed"]),
+        data["cancelled"],
+        {"run": data},
+    )

@@ -1,0 +1,97 @@
+"""Options shared by the model-running subcommands (thresholds, device, model selection)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pneumoview.thresholds import CONFIDENCE_MODES, FUSION_MODES, MODES, Thresholds
+
+_FLOAT_OPTIONS = {
+    "seg_threshold": ("--seg-threshold", "segmentation probability above which a pixel is opacity"),
+    "min_area_fraction": (
+        "--min-area",
+        "minimum bounding-box area of a segmentation region, as a fraction of the image area "
+        "(seed 001: 25,000 px² on a 1024² image = 0.0238); reported in mm² when the spacing is known",
+    ),
+    "shrink": ("--shrink", "fraction of box width/height kept (0.875 = shrink to 87.5%%; 1 = off)"),
+    "det_score": ("--det-score", "minimum detector score"),
+    "nms_iou": ("--nms-iou", "IoU above which overlapping detector boxes are suppressed"),
+    "fusion_iou": ("--fusion-iou", "IoU at which detector and segmentation boxes are merged"),
+    "gate": ("--gate", "classifier gate: no boxes when P(opacity) is below this (0 = off)"),
+}
+
+
+def add_threshold_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group(
+        "thresholds",
+        "post-processing operating points (defaults: the saved settings, else built-in defaults)",
+    )
+    for field, (flag, text) in _FLOAT_OPTIONS.items():
+        g.add_argument(flag, dest=field, type=float, default=None, metavar="X", help=text)
+    g.add_argument(
+        "--fusion", choices=FUSION_MODES, default=None, help="how detector and segmentation boxes combine"
+    )
+    g.add_argument("--confidence", choices=CONFIDENCE_MODES, default=None, help="score of a segmentation box")
+    g.add_argument(
+        "--mode", choices=MODES, default=None, help="'seed001' reproduces seed 001's post-processing exactly"
+    )
+    g.add_argument(
+        "--thresholds-file", type=Path, default=None, metavar="JSON", help="thresholds saved as JSON"
+    )
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("models")
+    g.add_argument(
+        "--device", default=None, help="auto (default; CUDA → MPS → CPU), cpu, cuda, cuda:N or mps "
+        "(also $PNEUMOVIEW_DEVICE)"
+    )  # fmt: skip
+    g.add_argument("--models-dir", type=Path, default=None, help="extra folder searched first for models")
+    for stage, default in (
+        ("classifier", "rsna3-classifier"),
+        ("segmenter", "seg-ensemble"),
+        ("detector", "detector"),
+    ):
+        g.add_argument(
+            f"--{stage}",
+            default=default,
+            metavar="ID",
+            help=f"model or ensemble id ('none' to skip; default {default})",
+        )
+
+
+def saved_thresholds() -> Thresholds:
+    """The user's saved defaults (settings file), else the built-in defaults."""
+    try:
+        from pneumoview.settings import load_settings
+
+        return Thresholds.from_dict(load_settings().thresholds)
+    except Exception:  # noqa: BLE001 - a broken settings file must never stop a batch run
+        return Thresholds()
+
+
+def thresholds_from_args(args: argparse.Namespace) -> Thresholds:
+    base = saved_thresholds()
+    if args.thresholds_file is not None:
+        base = Thresholds.from_dict(json.loads(Path(args.thresholds_file).read_text(encoding="utf-8")))
+    changes = {
+        k: getattr(args, k)
+        for k in (*_FLOAT_OPTIONS, "fusion", "confidence", "mode")
+        if getattr(args, k, None) is not None
+    }
+    return base.replace(**changes) if changes else base
+
+
+def engine_from_args(args: argparse.Namespace):
+    """An Engine for the selected models (imports torch)."""
+    from pneumoview.inference.engine import Engine, StageSelection
+
+    def pick(v: str | None) -> str | None:
+        return None if v is None or v.lower() == "none" else v
+
+    selection = StageSelection(
+        classify=pick(args.classifier), segment=pick(args.segmenter), detect=pick(args.detector)
+    )
+    return Engine(device=args.device, selection=selection, models_dir=args.models_dir)

@@ -1,0 +1,218 @@
+"""``pneumoview predict``: analyse folders/files and write RSNA submission, findings, annotated PNGs and run.json."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+from pneumoview.commands.common import (
+    add_model_options,
+    add_threshold_options,
+    engine_from_args,
+    thresholds_from_args,
+)
+
+EPILOG = textwrap.dedent(
+    """
+    outputs (in --out DIR):
+      submission.csv   RSNA format: patientId,PredictionString ("conf x y w h ..." in original pixels; empty = none)
+      findings.csv     one row per image and box: probabilities, box source, confidence, x y w h, area px/mm²,
+                       thresholds, model versions and hash prefixes
+      annotated/       one annotated PNG per image (heat map, mask outline, boxes, footer with models/thresholds)
+      run.json         app version, models and hashes, thresholds, device, timings, failed files with reasons
+
+    patientId is the file stem for RSNA-style names (<patientId>.dcm), otherwise a non-identifying hash;
+    --include-identifiers uses the DICOM PatientID instead and adds identifier columns.
+
+    re-running into the same DIR skips images already done with the same thresholds (--force redoes them);
+    a killed run resumes where it stopped. Inputs are never modified.
+
+    many GPUs or machines:
+      torchrun --nproc_per_node 4 -m pneumoview predict IN --out OUT   (each rank takes a shard; rank 0 merges)
+      pneumoview predict IN --out OUT --shard K/N                       (job arrays; then --merge-only)
+
+    exit status: 0 all images done; 1 finished but some files failed (listed in run.json); 2 usage or setup error.
+    """
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="analyse images and write submission.csv, findings.csv, annotated PNGs and run.json",
+        description="Analyse chest X-rays (DICOM, DICOMDIR, PNG, JPEG) with the classifier, segmentation ensemble "
+        "and detector. Research use only — not for diagnosis.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "inputs", nargs="+", type=Path, metavar="INPUT", help="folders (searched recursively) or files"
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--force", action="store_true", help="redo images already done in DIR")
+    p.add_argument("--no-png", action="store_true", help="skip the annotated PNGs")
+    p.add_argument(
+        "--include-identifiers",
+        action="store_true",
+        help="use PatientID as patientId and add patient identifier columns (off by default: privacy)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=4, metavar="N", help="images per forward pass (default 4)"
+    )
+    p.add_argument("--shard", default=None, metavar="K/N", help="process only shard K of N (0-based)")
+    p.add_argument(
+        "--merge-only", action="store_true", help="only rebuild the CSVs/run.json from DIR's journal"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threshold_options(p)
+    add_model_options(p)
+    p.set_defaults(run=run)
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"pneumoview predict: --shard must look like K/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= k < n:
+        raise SystemExit(f"pneumoview predict: --shard {text}: K must be between 0 and N-1")
+    return k, n
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun; (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def run(args: argparse.Namespace) -> int:
+    from pneumoview.batch import collect_inputs, finalize, iter_batch, shard
+    from pneumoview.errors import ModelError, PneumoViewError
+
+    try:
+        thresholds = thresholds_from_args(args)
+    except (ValueError, OSError) as exc:
+        print(f"pneumoview predict: bad thresholds: {exc}", file=sys.stderr)
+        return 2
+    shard_arg = _parse_shard(args.shard)
+    out = args.out
+    if any(Path(i).resolve() == out.resolve() for i in args.inputs):
+        print(
+            "pneumoview predict: --out must not be an input folder (inputs are never written to)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        inputs = collect_inputs(args.inputs)
+    except FileNotFoundError as exc:
+        print(f"pneumoview predict: {exc}", file=sys.stderr)
+        return 2
+    if not inputs:
+        print(f"pneumoview predict: no images found in {', '.join(map(str, args.inputs))}", file=sys.stderr)
+        return 2
+    if args.merge_only:
+        summary = finalize(out, inputs, None, thresholds)
+        print(f"merged {summary.done} done, {len(summary.failed)} failed of {summary.total} into {out}")
+        return summary.exit_status
+
+    rank, world = _distributed()
+    mine = inputs
+    if world > 1:
+        mine = shard(inputs, rank, world)
+    elif shard_arg is not None:
+        mine = shard(inputs, *shard_arg)
+    try:
+        engine = engine_from_args(args)
+        if world > 1 and engine.device.startswith("cuda"):
+            engine.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    except (PneumoViewError, ModelError) as exc:
+        print(f"pneumoview predict: cannot set up the models: {exc}", file=sys.stderr)
+        return 2
+    problems = {k: v for k, v in engine.available_stages().items() if v is not None}
+    if len(problems) == 3:
+        print("pneumoview predict: no model can run:", file=sys.stderr)
+        for stage, why in problems.items():
+            print(f"  {stage}: {why}", file=sys.stderr)
+        return 2
+    if rank == 0:
+        for stage, why in problems.items():
+            print(f"note: {stage} will be skipped: {why}", file=sys.stderr)
+
+    progress = _progress_bar(len(mine), disable=args.quiet or rank != 0)
+    failed = 0
+    single_writer = world == 1 and shard_arg is None
+    gen = iter_batch(
+        mine,
+        out,
+        engine,
+        thresholds,
+        force=args.force,
+        write_png=not args.no_png,
+        include_identifiers=args.include_identifiers,
+        chunk=max(1, args.batch_size),
+        finalize_outputs=single_writer,
+    )
+    try:
+        for p in gen:
+            failed += p.item.status == "failed"
+            progress.set_postfix(failed=failed, refresh=False)
+            progress.update(1)
+    except KeyboardInterrupt:
+        gen.close()
+        progress.close()
+        print(
+            f"\ninterrupted: finished images are kept in {out}; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 1
+    progress.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if rank != 0:
+            dist.destroy_process_group()
+            return 0
+    if not single_writer and shard_arg is not None:
+        print(
+            f"shard {args.shard} finished; merge all shards with: pneumoview predict ... --out {out} --merge-only"
+        )
+        return 1 if failed else 0
+    summary = finalize(out, inputs, engine, thresholds, analysed=len(mine)) if not single_writer else None
+    if summary is None:
+        from pneumoview.batch import read_summary
+
+        summary = read_summary(out)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    print(
+        f"{summary.done} of {summary.total} images analysed, {len(summary.failed)} failed; outputs in {out} "
+        f"(submission.csv, findings.csv, annotated/, run.json)"
+    )
+    for path, why in summary.failed[:20]:
+        print(f"  failed: {path}: {why}")
+    if len(summary.failed) > 20:
+        print(f"  … and {len(summary.failed) - 20} more (see run.json)")
+    return summary.exit_status
+
+
+def _progress_bar(total: int, disable: bool):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, unit="img", desc="analysing", disable=disable, file=sys.stderr, dynamic_ncols=True
+    )

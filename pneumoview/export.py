@@ -1,0 +1,250 @@
+"""Output files shared by ``pneumoview predict``, the batch dialog and the viewer's export menu.
+
+* ``submission.csv`` — the RSNA challenge format: ``patientId,PredictionString`` with ``confidence x y w h`` per box in
+  original pixels (empty when none), one row per image.
+* ``findings.csv`` — one row per image and per box (see :data:`FINDINGS_COLUMNS`).
+* annotated PNGs — the same renderer as the viewer's export (:func:`annotated_image`).
+
+Nothing here writes patient identifiers unless ``include_identifiers`` is set. Every file is written atomically
+(temporary file in the same folder, then ``os.replace``), so a crash never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumoview import __version__
+from pneumoview.postprocess import Findings
+from pneumoview.render import render_annotated, save_png
+from pneumoview.types import AnalysisResult, XrayImage
+
+SUBMISSION_HEADER = ("patientId", "PredictionString")
+FINDINGS_COLUMNS = (
+    "image_id",
+    "source_file",
+    "rows",
+    "cols",
+    "p_normal",
+    "p_not_normal_no_opacity",
+    "p_opacity",
+    "box_index",
+    "box_source",
+    "confidence",
+    "x",
+    "y",
+    "w",
+    "h",
+    "area_px",
+    "area_mm2",
+    "gated",
+    "thresholds",
+    "models",
+    "device",
+)
+IDENTIFIER_COLUMNS = ("patient_id", "patient_name", "study_instance_uid", "sop_instance_uid")
+
+__all__ = [
+    "FINDINGS_COLUMNS",
+    "SUBMISSION_HEADER",
+    "annotated_image",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "export_stem",
+    "findings_rows",
+    "footer_lines",
+    "models_text",
+    "save_png",
+    "write_findings_csv",
+    "write_json",
+    "write_submission_csv",
+]
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def export_stem(image: XrayImage, include_identifiers: bool = False) -> str:
+    """A file-name stem for exports of ``image``: its non-identifying ``image_id`` by default; with
+    ``include_identifiers``, the PatientID and the image id (characters unsafe in file names replaced)."""
+    stem = image.image_id
+    if include_identifiers and image.identifiers.get("PatientID"):
+        stem = f"{image.identifiers['PatientID']}_{stem}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:120]
+
+
+def models_text(result: AnalysisResult) -> str:
+    """``id@version#sha12`` for every model that ran, separated by ``;``."""
+    return ";".join(f"{m.id}@{m.version}#{m.sha256_prefix}" for m in result.models)
+
+
+def _thresholds_text(findings: Findings) -> str:
+    return json.dumps(findings.thresholds.to_dict(), separators=(",", ":"), sort_keys=True)
+
+
+def _class_probs(result: AnalysisResult) -> tuple[str, str, str]:
+    """(P(Normal), P(No Lung Opacity / Not Normal), P(opacity)) as strings, empty when unknown."""
+    names = list(result.class_names)
+    probs = result.class_probs
+
+    def p(name: str) -> str:
+        if probs is None or name not in names:
+            return ""
+        return f"{float(probs[names.index(name)]):.4f}"
+
+    p_op = "" if result.p_opacity is None else f"{result.p_opacity:.4f}"
+    return p("Normal"), p("No Lung Opacity / Not Normal"), p_op
+
+
+def findings_rows(
+    image: XrayImage, result: AnalysisResult, findings: Findings, include_identifiers: bool = False
+) -> list[dict[str, str]]:
+    """Rows of ``findings.csv`` for one image: one per final box, or a single row with no box."""
+    p_norm, p_nn, p_op = _class_probs(result)
+    base = {
+        "image_id": image.image_id,
+        "source_file": image.source.name if not include_identifiers else str(image.source),
+        "rows": str(image.shape[0]),
+        "cols": str(image.shape[1]),
+        "p_normal": p_norm,
+        "p_not_normal_no_opacity": p_nn,
+        "p_opacity": p_op,
+        "gated": "yes" if findings.gated else "no",
+        "thresholds": _thresholds_text(findings),
+        "models": models_text(result),
+        "device": result.device,
+    }
+    if include_identifiers:
+        ids = image.identifiers
+        base |= {
+            "patient_id": ids.get("PatientID", ""),
+            "patient_name": ids.get("PatientName", ""),
+            "study_instance_uid": ids.get("StudyInstanceUID", ""),
+            "sop_instance_uid": ids.get("SOPInstanceUID", ""),
+        }
+    fused = findings.fused
+    if len(fused) == 0:
+        return [base | {"box_index": "", "box_source": "", "confidence": "", "x": "", "y": "", "w": "", "h": "",
+                        "area_px": "", "area_mm2": ""}]  # fmt: skip
+    areas = fused.areas_px()
+    mm2 = fused.areas_mm2(image.spacing_mm)
+    rows = []
+    for i, (box, score, src) in enumerate(zip(fused.boxes, fused.scores, fused.sources, strict=True)):
+        x, y, w, h = (float(v) for v in box)
+        rows.append(
+            base
+            | {
+                "box_index": str(i),
+                "box_source": src,
+                "confidence": f"{float(score):.4f}",
+                "x": f"{x:.1f}",
+                "y": f"{y:.1f}",
+                "w": f"{w:.1f}",
+                "h": f"{h:.1f}",
+                "area_px": f"{float(areas[i]):.0f}",
+                "area_mm2": "" if mm2 is None else f"{float(mm2[i]):.1f}",
+            }
+        )
+    return rows
+
+
+def _csv_text(header: Sequence[str], rows: Iterable[Sequence[str] | Mapping[str, str]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow([r.get(c, "") for c in header] if isinstance(r, Mapping) else r)
+    return buf.getvalue()
+
+
+def write_findings_csv(rows: Iterable[Mapping[str, str]], path: str | Path) -> Path:
+    """Write ``findings.csv`` atomically (identifier columns appear only when the rows have them)."""
+    rows = list(rows)
+    header = list(FINDINGS_COLUMNS)
+    if any("patient_id" in r for r in rows):
+        header += list(IDENTIFIER_COLUMNS)
+    return atomic_write_text(path, _csv_text(header, rows))
+
+
+def write_submission_csv(rows: Iterable[tuple[str, str]], path: str | Path) -> Path:
+    """Write an RSNA ``submission.csv`` atomically from ``(patientId, PredictionString)`` pairs."""
+    return atomic_write_text(path, _csv_text(SUBMISSION_HEADER, rows))
+
+
+def footer_lines(result: AnalysisResult, findings: Findings) -> list[str]:
+    """The annotated PNG's footer: models with versions and hashes, thresholds, device (the notice is added by
+    the renderer)."""
+    t = findings.thresholds
+    p = "n/a" if result.p_opacity is None else f"{result.p_opacity:.2f}"
+    return [
+        f"PneumoView {__version__} | image {result.image_id} | P(opacity) {p} | device {result.device}",
+        "models: " + (", ".join(f"{m.id} v{m.version} #{m.sha256_prefix}" for m in result.models) or "none"),
+        (
+            f"thresholds: seg>{t.seg_threshold:g} min-area {t.min_area_fraction * 100:.2f}% shrink {t.shrink:g} "
+            f"det>={t.det_score:g} nms {t.nms_iou:g} fusion {t.fusion}@{t.fusion_iou:g} gate {t.gate:g} "
+            f"mode {t.mode}"
+        ),
+    ]
+
+
+def annotated_image(
+    image: XrayImage,
+    result: AnalysisResult,
+    findings: Findings,
+    *,
+    heat_map: bool = True,
+    mask_outline: bool = True,
+    show_sources: Sequence[str] = ("fused",),
+) -> np.ndarray:
+    """The annotated PNG's pixels: native resolution, heat map, mask outline, boxes, footer (with the research-use
+    notice). ``(H + footer, W, 3)`` uint8 RGB."""
+    return render_annotated(
+        image.display,
+        findings,
+        prob_map=result.prob_map if heat_map or mask_outline else None,
+        heat_opacity=0.35 if heat_map else 0.0,
+        mask_outline=mask_outline,
+        show_sources=show_sources,
+        footer_lines=footer_lines(result, findings),
+    )
