@@ -44,6 +44,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pneumoview.commands.evaluate",
     "pneumoview.commands.tune",
     "pneumoview.commands.models",
+    "pneumoview.training.cli",
 )
 
 

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Inference latency: per model and whole pipeline, first call vs steady state, batch throughput, peak RSS.
+
+Uses the installed models (``models/`` or ``--models-dir``) when they are there, else the default architectures
+with random weights (timings only). Baseline in the same run: a naive seed-style loop (one image at a time, autograd
+on — no ``inference_mode``/``no_grad`` —, no batching, preprocessing per call).
+
+    .venv/bin/python benchmarks/bench_engine.py [--device cpu|cuda] [--images 16] [--models-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATA = ROOT.parent / "shared" / "data" / "rsna"
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _random_models_dir(tmp: Path) -> Path:
+    sys.path.insert(0, str(ROOT))
+    from tests.model_fixtures import add_ensemble, add_model
+
+    add_model(tmp, "rsna3-classifier", task="classify", builder="resnet18_classifier", size=128,
+              builder_args={"num_classes": 3, "in_channels": 1},
+              classes=["Normal", "No Lung Opacity / Not Normal", "Lung Opacity"], positive_class="Lung Opacity")  # fmt: skip
+    add_model(tmp, "seg-unet", task="segment", builder="unet", size=128,
+              builder_args={"encoder": "resnet18", "in_channels": 1})  # fmt: skip
+    add_model(tmp, "seg-dl", task="segment", builder="deeplabv3plus", size=128,
+              builder_args={"encoder": "resnet18", "in_channels": 1})  # fmt: skip
+    add_ensemble(tmp, "seg-ensemble", ["seg-unet", "seg-dl"])
+    add_model(tmp, "detector", task="detect", builder="fasterrcnn_mobilenet_v3_fpn", size=256, channels=3,
+              mean=0.0, std=1.0, builder_args={"num_classes": 2, "min_size": 256, "max_size": 256})  # fmt: skip
+    return tmp
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--models-dir", type=Path, default=None)
+    args = ap.parse_args()
+
+    import torch
+
+    from pneumoview.imaging import load_image
+    from pneumoview.inference.engine import MODEL_CACHE, Engine
+    from pneumoview.inference.manifest import load_manifest, models_dirs
+    from pneumoview.preprocess import prepare
+
+    paths = sorted((DATA / "images-1024").glob("*.png"))[: args.images]
+    images = [load_image(p) for p in paths]
+    dirs = models_dirs(args.models_dir)
+    manifest = load_manifest(dirs)
+    source = "installed models"
+    if (
+        not {"rsna3-classifier", "detector"} <= set(manifest.models)
+        or "seg-ensemble" not in manifest.ensembles
+    ):
+        tmp = Path(tempfile.mkdtemp())
+        dirs = [_random_models_dir(tmp)]
+        manifest = load_manifest(dirs)
+        source = "random weights (no installed models)"
+    engine = Engine(manifest, device=args.device, models_dir=dirs[0])
+    print(f"device {engine.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"{len(images)} real 1024-px RSNA images, {source}")  # fmt: skip
+
+    rows = []
+    t0 = time.perf_counter()
+    engine.load()
+    load_s = time.perf_counter() - t0
+    first = engine.analyze(images[0])
+    rows.append(("first call (after model load)", first.timings_ms["total"], None))
+    steady = [engine.analyze(im) for im in images[1:]]
+    for stage in ("classify", "segment", "detect", "total"):
+        vals = [r.timings_ms[stage] for r in steady]
+        rows.append((f"steady {stage}", statistics.median(vals), max(vals)))
+    t0 = time.perf_counter()
+    engine.analyze_batch(images, batch_size=8)
+    batch_s = time.perf_counter() - t0
+
+    # Naive seed-style loop: same models, one image at a time, autograd on, no batching.
+    specs = [engine.stage_specs(s) for s in ("classify", "segment", "detect")]
+    models = [[(spec, MODEL_CACHE.get(spec, engine.device, dirs, False)) for spec, _ in st] for st in specs]
+    t0 = time.perf_counter()
+    for im in images:
+        for st in models:
+            for spec, model in st:
+                x, _ = prepare(im.display, spec.input)
+                xt = torch.from_numpy(x)[None].to(engine.device)
+                if spec.task == "detect":
+                    model([xt[0]])
+                else:
+                    model(xt)
+    naive_s = time.perf_counter() - t0
+    steady_total = sum(r.timings_ms["total"] for r in steady) / 1000
+
+    print()
+    print(f"| {'measure':34s} | {'ms (median)':>11s} | {'ms (max)':>9s} |")
+    print(f"|{'-' * 36}|{'-' * 13}|{'-' * 11}|")
+    for name, med, mx in rows:
+        print(f"| {name:34s} | {med:11.1f} | {'' if mx is None else f'{mx:9.1f}':>9s} |")
+    n = len(images)
+    print()
+    print(f"| {'path':42s} | {'images/s':>8s} | {'vs naive':>8s} |")
+    print(f"|{'-' * 44}|{'-' * 10}|{'-' * 10}|")
+    print(f"| {'naive seed-style loop (autograd, 1 by 1)':42s} | {n / naive_s:8.2f} | {1.0:8.2f} |")
+    print(f"| {'engine.analyze, one image at a time':42s} | {(n - 1) / steady_total:8.2f} | "
+          f"{((n - 1) / steady_total) / (n / naive_s):8.2f} |")  # fmt: skip
+    print(
+        f"| {'engine.analyze_batch (batch 8)':42s} | {n / batch_s:8.2f} | {(n / batch_s) / (n / naive_s):8.2f} |"
+    )
+    print()
+    print(f"model load {load_s:.2f} s; peak RSS {_rss_mb():.0f} MB")
+    if engine.device.startswith("cuda"):
+        print(f"peak CUDA memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,267 @@
+"""Training recipes: every hyperparameter of a run in one :class:`TrainConfig`, with named presets per family.
+
+Presets (``--recipe``):
+
+=========== ============ ======================================================================================
+family      recipe       what
+=========== ============ ======================================================================================
+classifier  default      ResNet-18, 1 channel, 256 px, AdamW 1e-3 + cosine with 2 warm-up epochs, 40 epochs,
+                         batch 32, label smoothing 0.05, full augmentation; rsna3 classes (from scratch)
+classifier  seed002      seed 002: ResNet-18, 3 channels, centre crop 224, mean 0.55006141 / std 0.17962446,
+                         SGD 1e-3 momentum 0.5 wd 1e-2, batch 128, 40 epochs, flip only; acse4 classes
+detector    default      Faster R-CNN ResNet-18 FPN, 384 px, AdamW 2e-4 + cosine with 1 warm-up epoch,
+                         24 epochs, batch 16, gradient clipping 10, full augmentation (from scratch)
+detector    seed003      seed 003: Faster R-CNN ResNet-50 FPN at 800 px, SGD 0.005 momentum 0.9 wd 5e-4,
+                         StepLR(3, 0.1) after torchvision's 1/1000 linear warm-up, 5 epochs, batch 8, no
+                         augmentation; negatives have **no** box (not seed 003's full-frame box)
+segmenter   default      U-Net ResNet-18 (decoder 256-128-64-32), 1 channel, 256 px, AdamW 1e-3 + cosine with 2
+                         warm-up epochs, 40 epochs, batch 16, loss 0.5·BCE + 0.5·soft IoU, full augmentation
+segmenter   seed001      seed 001: 128 px, 3 channels scaled to [-1, 1], Adam 1e-4, batch 16, 20 epochs, loss
+                         0.5·BCE + 0.5·soft IoU (smooth 1) on the opacity channel only (the seed included the
+                         background channel, which inflates IoU), no augmentation, no schedule
+=========== ============ ======================================================================================
+
+The seeds started from ImageNet (001, 002) or COCO (003) weights; ``--imagenet`` starts from torchvision's ImageNet
+weights where they are in the torch hub cache. Segmentation targets are the RSNA boxes filled in as masks, as in
+seed 001.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from pneumoview.preprocess import InputSpec
+
+FAMILIES = ("classifier", "detector", "segmenter")
+TASK_OF_FAMILY = {"classifier": "classify", "detector": "detect", "segmenter": "segment"}
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("cosine", "step", "constant")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+AUGMENTS = ("full", "flip", "none")
+
+SEED002_MEAN = 0.55006141
+SEED002_STD = 0.17962446
+# Seed 001 ensemble members (builder:encoder); the default ensemble uses three light ones.
+SEED001_MEMBERS = ("unet:resnet152", "unet:densenet121", "scse_unet:vgg19", "deeplabv3plus:resnet152")
+DEFAULT_MEMBERS = ("unet:resnet18", "scse_unet:vgg11", "deeplabv3plus:resnet18")
+LIGHT_DECODER = [256, 128, 64, 32]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one training run (recipe + command-line overrides).
+
+    Sizes are in pixels (square inputs); ``lr`` is the peak learning rate; ``warmup_epochs`` may be fractional;
+    ``step_size`` is in epochs; ``max_minutes`` caps the whole run's wall time (the schedule is shortened to fit
+    after the first epoch); ``max_steps`` caps the optimiser steps per epoch (smoke tests); ``stop_after`` ends
+    this session after that many epochs (the checkpoint can be resumed).
+    """
+
+    family: str
+    recipe: str
+    model_id: str
+    builder: str
+    builder_args: dict[str, Any] = field(default_factory=dict)
+    size: int = 256
+    channels: int = 1
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.25,)
+    resize: str = "stretch"
+    scheme: str | None = None
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    scheduler: str = "cosine"
+    warmup_epochs: float = 1.0
+    warmup_factor: float = 0.01
+    step_size: int = 3
+    gamma: float = 0.1
+    epochs: int = 40
+    batch_size: int = 16
+    eval_batch_size: int | None = None
+    accumulate: int = 1
+    patience: int = 0
+    augment: str = "full"
+    balanced: bool = False
+    label_smoothing: float = 0.0
+    dropout: float = 0.0
+    seg_bce_weight: float = 0.5
+    grad_clip: float = 0.0
+    imagenet: bool = False
+    require_imagenet: bool = False
+    amp: str = "auto"
+    channels_last: bool = True
+    val_fraction: float = 0.2
+    folds: int | None = None
+    fold: int | None = None
+    split_seed: int = 0
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"
+    max_minutes: float | None = None
+    max_steps: int | None = None
+    stop_after: int | None = None
+    limit: int | None = None
+    version: str = "1.0.0"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        checks = [
+            (self.family in FAMILIES, f"family must be one of {', '.join(FAMILIES)}"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}"),
+            (self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}"),
+            (self.augment in AUGMENTS, f"--augment must be one of {', '.join(AUGMENTS)}"),
+            (self.lr > 0, "--lr must be positive"),
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.accumulate >= 1, "--accumulate must be at least 1"),
+            (self.size >= 32, "--size must be at least 32 px"),
+            (self.family != "segmenter" or self.size % 32 == 0, "segmenter --size must be a multiple of 32"),
+            (self.channels in (1, 3), "--channels must be 1 or 3"),
+            (self.workers >= 0, "--workers must be 0 or more"),
+            (0.0 <= self.seg_bce_weight <= 1.0, "the BCE weight must be in [0, 1]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        self.input_spec  # noqa: B018 - validates size, channels, mean/std and resize now, not mid-run
+
+    @property
+    def task(self) -> str:
+        return TASK_OF_FAMILY[self.family]
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec(
+            size=(self.size, self.size),
+            channels=self.channels,
+            mean=tuple(self.mean),
+            std=tuple(self.std),
+            resize=self.resize,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        for k in ("mean", "std"):
+            if k in kwargs:
+                kwargs[k] = tuple(kwargs[k])
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)
+
+
+def member_builder(member: str) -> tuple[str, dict[str, Any]]:
+    """``"unet:resnet34"`` → ``("unet", {"encoder": "resnet34"})``; a bare name has no encoder."""
+    builder, _, encoder = member.partition(":")
+    if not builder:
+        raise ValueError(f"bad model {member!r}; write BUILDER or BUILDER:ENCODER, e.g. unet:resnet34")
+    return builder, ({"encoder": encoder} if encoder else {})
+
+
+def _segmenter_args(builder: str, encoder_args: dict[str, Any], light: bool) -> dict[str, Any]:
+    args = dict(encoder_args)
+    if light and builder in ("unet", "scse_unet"):
+        args.setdefault("decoder_channels", list(LIGHT_DECODER))
+    return args
+
+
+def default_model_id(family: str, builder: str, builder_args: Mapping[str, Any], scheme: str | None) -> str:
+    if family == "classifier":
+        return f"{scheme or 'rsna3'}-classifier"
+    if family == "detector":
+        return "detector"
+    encoder = builder_args.get("encoder")
+    return f"seg-{builder}" + (f"-{encoder}" if encoder else "")
+
+
+def recipe(family: str, name: str = "default", *, model: str | None = None, **overrides: Any) -> TrainConfig:
+    """The preset ``name`` for ``family`` with ``overrides`` applied (any :class:`TrainConfig` field).
+
+    ``model`` replaces the recipe's builder: a builder name, or ``BUILDER:ENCODER`` for segmenters.
+    """
+    base: dict[str, Any]
+    if family == "classifier":
+        if name == "default":
+            base = dict(
+                builder="resnet18_classifier", size=256, channels=1, scheme="rsna3", optimizer="adamw",
+                lr=1e-3, weight_decay=0.05, scheduler="cosine", warmup_epochs=2, epochs=40, batch_size=32,
+                augment="full", label_smoothing=0.05, dropout=0.2,
+            )  # fmt: skip
+        elif name == "seed002":
+            base = dict(
+                builder="resnet18_classifier", size=224, channels=3, mean=(SEED002_MEAN,), std=(SEED002_STD,),
+                resize="center_crop", scheme="acse4", optimizer="sgd", lr=1e-3, momentum=0.5,
+                weight_decay=1e-2, scheduler="constant", warmup_epochs=0, epochs=40, batch_size=128,
+                augment="flip",
+            )  # fmt: skip
+        else:
+            raise ValueError(f"unknown classifier recipe {name!r}; valid: default, seed002")
+    elif family == "detector":
+        # Detectors take 3-channel [0, 1] images: the model normalises them itself.
+        if name == "default":
+            base = dict(
+                builder="fasterrcnn_resnet18_fpn", size=384, channels=3, mean=(0.0,), std=(1.0,),
+                optimizer="adamw", lr=2e-4, weight_decay=1e-4, scheduler="cosine", warmup_epochs=1,
+                epochs=24, batch_size=16, augment="full", grad_clip=10.0,
+            )  # fmt: skip
+        elif name == "seed003":
+            base = dict(
+                builder="fasterrcnn_resnet50_fpn", size=800, channels=3, mean=(0.0,), std=(1.0,),
+                optimizer="sgd", lr=0.005, momentum=0.9, weight_decay=5e-4, scheduler="step", step_size=3,
+                gamma=0.1, warmup_epochs=1, warmup_factor=1e-3, epochs=5, batch_size=8, augment="none",
+            )  # fmt: skip
+        else:
+            raise ValueError(f"unknown detector recipe {name!r}; valid: default, seed003")
+    elif family == "segmenter":
+        if name == "default":
+            base = dict(
+                builder="unet", builder_args={"encoder": "resnet18"}, size=256, channels=1, optimizer="adamw",
+                lr=1e-3, weight_decay=1e-4, scheduler="cosine", warmup_epochs=2, epochs=40, batch_size=16,
+                augment="full",
+            )  # fmt: skip
+        elif name == "seed001":
+            base = dict(
+                builder="unet", builder_args={"encoder": "resnet152"}, size=128, channels=3, mean=(0.5,),
+                std=(0.5,), optimizer="adam", lr=1e-4, weight_decay=0.0, scheduler="constant",
+                warmup_epochs=0, epochs=20, batch_size=16, eval_batch_size=32, augment="none",
+            )  # fmt: skip
+        else:
+            raise ValueError(f"unknown segmenter recipe {name!r}; valid: default, seed001")
+    else:
+        raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
+
+    if model is not None:
+        builder, encoder_args = member_builder(model)
+        base["builder"] = builder
+        if family == "segmenter":
+            base["builder_args"] = encoder_args or dict(base.get("builder_args", {}))
+        elif encoder_args:
+            raise ValueError(f"--model {model!r}: only segmenters take an encoder")
+    if family == "segmenter":
+        base["builder_args"] = _segmenter_args(
+            base["builder"], dict(base.get("builder_args", {})), light=name == "default"
+        )
+    extra_args = overrides.pop("builder_args", None)
+    if extra_args:
+        base["builder_args"] = {**base.get("builder_args", {}), **extra_args}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    if "model_id" not in base:
+        base["model_id"] = default_model_id(
+            family, base["builder"], base.get("builder_args", {}), base.get("scheme")
+        )
+    return TrainConfig(family=family, recipe=name, **base)
