@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pneumoview.imaging import load_image
 
 from pneumoview.errors import ModelError
+from pneumoview.imaging import load_image
 from pneumoview.inference.engine import Engine, StageSelection, resolve_device
 from pneumoview.inference.manifest import load_manifest
 from tests.model_fixtures import add_ensemble, add_model, equivariant_models_dir

@@ -188,24 +188,28 @@ class Engine:
     def iter_stages(
         self, image: XrayImage, stages: Sequence[str] = STAGES, cancelled: Callable[[], bool] | None = None
     ) -> Iterator[AnalysisResult]:
-        """Yield a growing result after each stage (classifier first), so a viewer can show results early.
-
-        Stages whose models are not installed are skipped with a note. ``cancelled()`` is checked between stages.
-        """
-        results = self.analyze_batch([image], stages=stages, per_stage=True, cancelled=cancelled)
-        yield from results
+        """Yield a growing result as soon as each stage has run (classifier first), so a viewer can show results
+        early. Stages whose models are not installed are skipped with a note. ``cancelled()`` is checked between
+        stages; the last item carries the total time."""
+        for partial in self._run_stages([image], stages, batch_size=1, cancelled=cancelled):
+            yield partial[0]
 
     def analyze_batch(
+        self, images: Sequence[XrayImage], stages: Sequence[str] = STAGES, *, batch_size: int = 8
+    ) -> list[AnalysisResult]:
+        """Analyse many images with batched forward passes (``batch_size`` images per forward)."""
+        *_, final = self._run_stages(images, stages, batch_size=batch_size)
+        return final
+
+    def _run_stages(
         self,
         images: Sequence[XrayImage],
-        stages: Sequence[str] = STAGES,
+        stages: Sequence[str],
         *,
-        batch_size: int = 8,
-        per_stage: bool = False,
+        batch_size: int,
         cancelled: Callable[[], bool] | None = None,
-    ) -> list[AnalysisResult]:
-        """Analyse many images with batched forward passes. With ``per_stage`` (one image only), return the
-        intermediate result after each stage instead."""
+    ) -> Iterator[list[AnalysisResult]]:
+        """Run the stages in order, yielding the results so far after each one, then once more with the total."""
         import torch
 
         unknown = [s for s in stages if s not in STAGES]
@@ -214,7 +218,6 @@ class Engine:
         partial = [
             AnalysisResult(image_id=im.image_id, image_shape=im.shape, device=self.device) for im in images
         ]
-        snapshots: list[AnalysisResult] = []
         t_all = time.perf_counter()
         for stage in [s for s in STAGES if s in stages]:
             if cancelled is not None and cancelled():
@@ -255,14 +258,9 @@ class Engine:
                 )
                 for r in partial
             ]
-            if per_stage:
-                snapshots.append(partial[0])
+            yield partial
         total = (time.perf_counter() - t_all) * 1000.0 / max(1, len(images))
-        partial = [replace(r, timings_ms={**r.timings_ms, "total": total}) for r in partial]
-        if per_stage:
-            snapshots.append(partial[0])
-            return snapshots
-        return partial
+        yield [replace(r, timings_ms={**r.timings_ms, "total": total}) for r in partial]
 
     def _fallback_to_cpu(self) -> None:
         import torch

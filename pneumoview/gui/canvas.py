@@ -1,0 +1,220 @@
+"""The image canvas: a pyqtgraph ViewBox with the radiograph, a histogram with the window, and the overlays.
+
+The radiograph is shown from ``XrayImage.modality`` (file units) with the window as ``levels``, so window/level
+works in the file's own units; MONOCHROME1 images (and the user's invert) get an inverted grey LUT instead of
+inverted data. The view uses row-major image axes with y pointing down, so ``(x, y)`` in the view is
+``(col, row)`` in image pixels and boxes are drawn as they are stored. Flips are view transforms: data and
+coordinates never change.
+
+Mouse: wheel zooms, left-drag pans (or sets the window / measures in those modes), right-drag always sets the
+window (horizontal: width, vertical: level).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore
+
+from pneumoview.gui import viewmodel as vm
+from pneumoview.gui.overlays import OverlayLayers
+from pneumoview.types import Window, XrayImage
+
+MODES = ("pan", "window", "measure")
+_GREY = {"mode": "rgb", "ticks": [(0.0, (0, 0, 0, 255)), (1.0, (255, 255, 255, 255))]}
+_GREY_INVERTED = {"mode": "rgb", "ticks": [(0.0, (255, 255, 255, 255)), (1.0, (0, 0, 0, 255))]}
+
+
+class CanvasViewBox(pg.ViewBox):
+    """A ViewBox whose drags set the window (right button, or left in window mode) or draw a measurement."""
+
+    sigWindowDrag = QtCore.Signal(float, float)
+    sigMeasure = QtCore.Signal(object, object, bool)
+
+    def __init__(self) -> None:
+        super().__init__(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
+        self.mode = "pan"
+
+    def mouseDragEvent(self, ev, axis=None):  # noqa: N802 - Qt override
+        button = ev.button()
+        left = button == QtCore.Qt.MouseButton.LeftButton
+        if button == QtCore.Qt.MouseButton.RightButton or (left and self.mode == "window"):
+            ev.accept()
+            d = ev.screenPos() - ev.lastScreenPos()
+            self.sigWindowDrag.emit(float(d.x()), float(d.y()))
+            return
+        if left and self.mode == "measure":
+            ev.accept()
+            p0 = self.mapSceneToView(ev.buttonDownScenePos(button))
+            p1 = self.mapSceneToView(ev.scenePos())
+            self.sigMeasure.emit((p0.x(), p0.y()), (p1.x(), p1.y()), bool(ev.isFinish()))
+            return
+        super().mouseDragEvent(ev, axis)
+
+
+class ImageCanvas(pg.GraphicsLayoutWidget):
+    """Radiograph + histogram/LUT + overlays + colour bar.
+
+    Signals:
+        pixelHovered(str): readout of the pixel under the mouse ("" outside the image).
+        windowChanged(object): the current :class:`~pneumoview.types.Window` (file units).
+        measured(str): the measurement's length text ("" when cleared).
+    """
+
+    pixelHovered = QtCore.Signal(str)
+    windowChanged = QtCore.Signal(object)
+    measured = QtCore.Signal(str)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setBackground((12, 12, 14))
+        self.view = CanvasViewBox()
+        self.addItem(self.view, row=0, col=0)
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.view.addItem(self.image_item)
+        self.hist = pg.HistogramLUTItem()
+        self.hist.setImageItem(self.image_item)
+        self.addItem(self.hist, row=0, col=1)
+        self.overlays = OverlayLayers(self.view)
+        self.addItem(self.overlays.colour_bar, row=0, col=2)
+        self.image: XrayImage | None = None
+        self.user_inverted = False
+        self.flipped_h = False
+        self.flipped_v = False
+        self._span = 1.0
+        self._measure_line = pg.PlotCurveItem(pen=pg.mkPen((80, 255, 120), width=2))
+        self._measure_label = pg.TextItem("", color=(80, 255, 120), anchor=(0, 1))
+        for item in (self._measure_line, self._measure_label):
+            item.setZValue(40)
+            self.view.addItem(item)
+        self.measurement = ""
+        self.view.sigWindowDrag.connect(self._on_window_drag)
+        self.view.sigMeasure.connect(self._on_measure)
+        self.hist.sigLevelsChanged.connect(self._on_levels_changed)
+        self.scene().sigMouseMoved.connect(self._on_mouse_moved)
+
+    # -- image --------------------------------------------------------------------------------------------------
+
+    def set_image(self, image: XrayImage | None) -> None:
+        """Show ``image`` with its default window (None clears the canvas)."""
+        self.image = image
+        self.overlays.clear()
+        self.clear_measurement()
+        if image is None:
+            self.image_item.clear()
+            return
+        lo, hi = vm.data_range(image.modality, robust=False)
+        self._span = hi - lo
+        w = image.window
+        # Levels in the same call as the data (a later setLevels can break when the shape changes).
+        self.image_item.setImage(image.modality, levels=(w.low, w.high), autoLevels=False)
+        self.hist.setHistogramRange(lo, hi)
+        self.hist.setLevels(w.low, w.high)
+        self._apply_lut()
+        self.fit()
+
+    def window(self) -> Window | None:
+        if self.image is None:
+            return None
+        a, b = self.hist.getLevels()
+        return Window((a + b) / 2.0, b - a)
+
+    def set_window(self, window: Window) -> None:
+        self.hist.setLevels(window.low, window.high)
+
+    def apply_preset(self, name: str) -> None:
+        """Apply a window preset of :data:`pneumoview.gui.viewmodel.WINDOW_PRESETS`."""
+        if self.image is not None:
+            self.set_window(vm.window_preset(self.image, name))
+
+    def set_inverted(self, inverted: bool) -> None:
+        """Invert the grey scale (on top of the file's own MONOCHROME1 inversion)."""
+        self.user_inverted = bool(inverted)
+        self._apply_lut()
+
+    def _apply_lut(self) -> None:
+        shown_inverted = (self.image is not None and self.image.inverted) != self.user_inverted
+        self.hist.gradient.restoreState(_GREY_INVERTED if shown_inverted else _GREY)
+
+    # -- view ---------------------------------------------------------------------------------------------------
+
+    def fit(self) -> None:
+        """Zoom so the whole image fits."""
+        if self.image is not None:
+            rows, cols = self.image.shape
+            self.view.setRange(QtCore.QRectF(0, 0, cols, rows), padding=0.0)
+
+    def one_to_one(self) -> None:
+        """One image pixel per screen pixel, keeping the centre."""
+        centre = self.view.viewRect().center()
+        w, h = self.view.width(), self.view.height()
+        self.view.setRange(
+            xRange=(centre.x() - w / 2, centre.x() + w / 2), yRange=(centre.y() - h / 2, centre.y() + h / 2),
+            padding=0.0,
+        )  # fmt: skip
+
+    def zoom(self, factor: float) -> None:
+        """Zoom in (factor > 1) or out around the view centre."""
+        self.view.scaleBy((1.0 / factor, 1.0 / factor))
+
+    def set_flips(self, horizontal: bool, vertical: bool) -> None:
+        """Mirror the view (display only: coordinates and data are unchanged)."""
+        self.flipped_h, self.flipped_v = bool(horizontal), bool(vertical)
+        self.view.invertX(self.flipped_h)
+        self.view.invertY(not self.flipped_v)
+
+    def centre_on(self, box: np.ndarray) -> None:
+        """Centre the view on an ``[x, y, w, h]`` box, zooming out if it does not fit."""
+        x, y, w, h = (float(v) for v in box)
+        rect = self.view.viewRect()
+        vw, vh = max(rect.width(), w * 1.5), max(rect.height(), h * 1.5)
+        cx, cy = x + w / 2, y + h / 2
+        self.view.setRange(xRange=(cx - vw / 2, cx + vw / 2), yRange=(cy - vh / 2, cy + vh / 2), padding=0.0)
+
+    def set_mode(self, mode: str) -> None:
+        """Left-drag mode: ``"pan"``, ``"window"`` or ``"measure"``."""
+        if mode not in MODES:
+            raise ValueError(f"unknown canvas mode {mode!r}; valid: {', '.join(MODES)}")
+        self.view.mode = mode
+
+    # -- measurement --------------------------------------------------------------------------------------------
+
+    def measure(self, p0: tuple[float, float], p1: tuple[float, float]) -> str:
+        """Draw a measurement from ``p0`` to ``p1`` (image ``(x, y)``); returns its text (mm or px)."""
+        spacing = self.image.spacing_mm if self.image is not None else None
+        length, unit = vm.distance(p0, p1, spacing)
+        self.measurement = f"{length:.1f} {unit}"
+        self._measure_line.setData([p0[0], p1[0]], [p0[1], p1[1]])
+        self._measure_label.setText(self.measurement)
+        self._measure_label.setPos(p1[0], p1[1])
+        self.measured.emit(self.measurement)
+        return self.measurement
+
+    def clear_measurement(self) -> None:
+        self.measurement = ""
+        self._measure_line.setData([], [])
+        self._measure_label.setText("")
+        self.measured.emit("")
+
+    # -- slots --------------------------------------------------------------------------------------------------
+
+    def _on_measure(self, p0, p1, _finished: bool) -> None:
+        if self.image is not None:
+            self.measure(p0, p1)
+
+    def _on_window_drag(self, dx: float, dy: float) -> None:
+        current = self.window()
+        if current is not None:
+            self.set_window(vm.drag_window(current, dx, dy, self._span))
+
+    def _on_levels_changed(self, *_args) -> None:
+        w = self.window()
+        if w is not None:
+            self.windowChanged.emit(w)
+
+    def _on_mouse_moved(self, scene_pos) -> None:
+        if self.image is None or not self.view.sceneBoundingRect().contains(scene_pos):
+            self.pixelHovered.emit("")
+            return
+        p = self.view.mapSceneToView(scene_pos)
+        self.pixelHovered.emit(vm.pixel_readout(self.image, p.x(), p.y()) or "")

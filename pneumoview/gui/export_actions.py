@@ -1,0 +1,110 @@
+"""Export from the viewer: the current image (annotated PNG + CSVs) or the current study (CSVs).
+
+The PNG comes from :func:`pneumoview.export.annotated_image` at native resolution, the same code as
+``pneumoview predict``. File names carry the non-identifying image id unless the user opted in to identifiers
+(Settings), and existing files are never replaced without asking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6 import QtWidgets
+
+from pneumoview.gui import viewmodel as vm
+from pneumoview.gui import workers
+
+if TYPE_CHECKING:
+    from pneumoview.gui.main_window import MainWindow
+
+
+class Exporter:
+    """The window's File ▸ Export actions; results are announced with ``window.exportFinished``."""
+
+    def __init__(self, window: MainWindow) -> None:
+        self.window = window
+
+    def confirm_overwrite(self, paths: list[Path]) -> bool:
+        """Ask before replacing files (tests replace this)."""
+        from pneumoview.gui.dialogs import ask_overwrite
+
+        return ask_overwrite(self.window, paths)
+
+    def _folder(self, folder: str | Path | None) -> Path | None:
+        settings = self.window.settings
+        if folder is None:
+            folder = QtWidgets.QFileDialog.getExistingDirectory(
+                self.window, "Export to folder", settings.last_export_dir
+            )
+        if not folder:
+            return None
+        settings.last_export_dir = str(folder)
+        return Path(folder)
+
+    def _message(self, text: str, ms: int = 8000) -> None:
+        self.window.statusBar().showMessage(text, ms)
+
+    def export_current(self, folder: str | Path | None = None) -> list[Path]:
+        """``<id>_annotated.png``, ``<id>_findings.csv`` and ``<id>_submission.csv`` of the current image in
+        ``folder`` (asked for when None); returns the files written ([] when nothing was written)."""
+        from pneumoview import export
+
+        s = self.window.session
+        if s.image is None or s.result is None or s.findings is None:
+            self._message("Nothing to export: analyse an image first.")
+            return []
+        out = self._folder(folder)
+        if out is None:
+            return []
+        ids = self.window.settings.include_identifiers_in_exports
+        stem = export.export_stem(s.image, ids)
+        targets = [
+            out / f"{stem}_annotated.png",
+            out / f"{stem}_findings.csv",
+            out / f"{stem}_submission.csv",
+        ]
+        existing = [p for p in targets if p.exists()]
+        if existing and not self.confirm_overwrite(existing):
+            return []
+        out.mkdir(parents=True, exist_ok=True)
+        export.save_png(export.annotated_image(s.image, s.result, s.findings), targets[0])
+        export.write_findings_csv(export.findings_rows(s.image, s.result, s.findings, ids), targets[1])
+        submission = [(vm.submission_id(s.image, ids), s.findings.prediction_string())]
+        export.write_submission_csv(submission, targets[2])
+        self._message(f"Exported {targets[0].name} and its CSVs to {out}")
+        self.window.exportFinished.emit(targets)
+        return targets
+
+    def export_study(self, folder: str | Path | None = None) -> workers.Job | None:
+        """``study-<key>_findings.csv`` and ``study-<key>_submission.csv`` for every image of the current study,
+        analysing in the background the images that are not in the cache. ``<key>`` is a hash of the file paths,
+        so the names reveal nothing about the patient."""
+        w = self.window
+        paths = w.browser.study_images()
+        if not paths:
+            self._message("Nothing to export: open a study first.")
+            return None
+        out = self._folder(folder)
+        if out is None:
+            return None
+        key = hashlib.sha256("\n".join(map(str, paths)).encode("utf-8", "surrogateescape")).hexdigest()[:10]
+        targets = [out / f"study-{key}_findings.csv", out / f"study-{key}_submission.csv"]
+        existing = [p for p in targets if p.exists()]
+        if existing and not self.confirm_overwrite(existing):
+            return None
+        engine = w.engine_info.engine if w.engine_info is not None else None
+        self._message(f"Exporting {len(paths)} images…", 0)
+        job = workers.start(
+            "export", workers.export_study_job, paths, w.session.cache_snapshot(), engine, w.engine_stages(),
+            w.session.thresholds, w.settings.include_identifiers_in_exports, *targets,
+            on_return=self._on_study_exported, on_error=lambda e: self._message(f"Export failed: {e}", 10000),
+        )  # fmt: skip
+        w.jobs["export"] = job
+        return job
+
+    def _on_study_exported(self, outcome: workers.ExportOutcome) -> None:
+        failed = f"; {len(outcome.failed)} images failed" if outcome.failed else ""
+        self._message(f"Exported {', '.join(p.name for p in outcome.written)}{failed}", 10000)
+        self.window.exportFinished.emit(outcome)

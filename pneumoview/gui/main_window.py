@@ -1,0 +1,539 @@
+"""The main window: wires the widgets to the Qt-free core and runs the work in background jobs.
+
+State lives in :class:`~pneumoview.gui.session.Session`; display logic in :mod:`pneumoview.gui.viewmodel`; work in
+:mod:`pneumoview.gui.workers`. Every job result carries the generation number of the request that started it, and
+results of a stale generation (the user moved to another image) are dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+from PySide6 import QtCore, QtWidgets
+from superqt.utils import qdebounced, qthrottled
+
+from pneumoview import RESEARCH_USE_NOTICE
+from pneumoview.gui import viewmodel as vm
+from pneumoview.gui import window_actions, workers
+from pneumoview.gui.canvas import ImageCanvas
+from pneumoview.gui.export_actions import Exporter
+from pneumoview.gui.findings_panel import FindingsPanel
+from pneumoview.gui.icons import icon
+from pneumoview.gui.overlays import OverlayControls
+from pneumoview.gui.session import Session
+from pneumoview.gui.study_browser import StudyBrowser
+from pneumoview.gui.threshold_panel import ThresholdPanel
+from pneumoview.gui.welcome import WelcomePage
+from pneumoview.settings import Settings, save_settings
+
+log = logging.getLogger(__name__)
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """Signals (for tests, the screenshot mode and the benchmark): ``imageShown(Path)``, ``imageFailed(Path,
+    str)``, ``analysisFinished(Path)`` (the complete result of the current image is on screen),
+    ``engineReady(EngineInfo)``, ``scanFinished(int)`` (number of images), ``exportFinished(object)``."""
+
+    imageShown = QtCore.Signal(object)
+    imageFailed = QtCore.Signal(object, str)
+    analysisFinished = QtCore.Signal(object)
+    engineReady = QtCore.Signal(object)
+    scanFinished = QtCore.Signal(int)
+    exportFinished = QtCore.Signal(object)
+
+    def __init__(
+        self, settings: Settings, *, device: str | None = None, models_dir: str | None = None
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.device = device or settings.device
+        self.models_dir = models_dir or settings.models_dir or None
+        self.auto_analyse = settings.auto_analyse
+        self.session = Session(settings.get_thresholds())
+        self.engine_info: workers.EngineInfo | None = None
+        self.folder: Path | None = None
+        self.jobs: dict[str, workers.Job] = {}
+        self.batch_dialog = None
+        self.setWindowIcon(icon("app"))
+        self.setAcceptDrops(True)
+        self._build_widgets()
+        self.exporter = Exporter(self)
+        self._set_title()
+        self._restore_layout()
+
+    # -- construction -------------------------------------------------------------------------------------------
+
+    def _build_widgets(self) -> None:
+        self.canvas = ImageCanvas()
+        self.welcome = WelcomePage()
+        self.stack = QtWidgets.QStackedWidget()
+        self.stack.addWidget(self.welcome)
+        self.stack.addWidget(self.canvas)
+        self.setCentralWidget(self.stack)
+
+        self.browser = StudyBrowser()
+        self.findings_panel = FindingsPanel()
+        self.threshold_panel = ThresholdPanel(self.session.thresholds)
+        self.layer_controls = OverlayControls()
+        tabs = QtWidgets.QTabWidget()
+        tabs.addTab(self.threshold_panel, "Thresholds")
+        tabs.addTab(self.layer_controls, "Layers")
+        right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        right.addWidget(self.findings_panel)
+        right.addWidget(tabs)
+        right.setSizes([420, 380])
+        self._dock("Studies", self.browser, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._dock("Findings", right, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
+
+        a = window_actions.build_actions(self, self._handlers())
+        self.actions_by_key = a
+        self.recent_menu = window_actions.build_menus(self, a)
+        window_actions.build_toolbar(self, a)
+        self._fill_recent_menu()
+
+        bar = self.statusBar()
+        self.readout = QtWidgets.QLabel("")
+        self.window_label = QtWidgets.QLabel("")
+        self.models_label = QtWidgets.QLabel("Models: not loaded")
+        self.notice = QtWidgets.QLabel(RESEARCH_USE_NOTICE)
+        self.notice.setStyleSheet("color: #ff9f1a; font-weight: bold; padding: 0 6px;")
+        bar.addWidget(self.readout, 1)
+        for w in (self.window_label, self.models_label, self.notice):
+            bar.addPermanentWidget(w)
+
+        self.canvas.pixelHovered.connect(self.readout.setText)
+        self.canvas.windowChanged.connect(lambda w: self.window_label.setText(vm.window_text(w)))
+        self.canvas.measured.connect(lambda t: self.statusBar().showMessage(f"Length: {t}" if t else "", 0))
+        self.browser.imageSelected.connect(self._on_image_selected)
+        self.browser.analyseRequested.connect(self.analyse_paths)
+        self.findings_panel.boxSelected.connect(self._on_box_selected)
+        self._apply_thresholds = qthrottled(self.set_thresholds, timeout=30, leading=True, parent=self)
+        self._restatus_later = qdebounced(self._restatus_cached, timeout=300, parent=self)
+        self.threshold_panel.thresholdsChanged.connect(self._apply_thresholds)
+        self.layer_controls.visibilityChanged.connect(self._on_layer_visibility)
+        self.layer_controls.opacityChanged.connect(self._on_layer_opacity)
+        self.welcome.open_button.clicked.connect(self.open_folder_dialog)
+        self.welcome.sample_button.clicked.connect(self.open_sample)
+        ov = self.canvas.overlays
+        for layer, on in self.settings.overlay_visible.items():
+            ov.set_visible(layer, on)
+        for layer, op in self.settings.overlay_opacity.items():
+            ov.set_opacity(layer, op)
+        self.layer_controls.set_state(self.settings.overlay_visible, self.settings.overlay_opacity)
+        a["saliency"].setChecked(self.settings.overlay_visible.get("saliency", False))
+
+    def _dock(self, title: str, widget: QtWidgets.QWidget, area) -> QtWidgets.QDockWidget:
+        dock = QtWidgets.QDockWidget(title, self)
+        dock.setObjectName(f"dock-{title.lower()}")
+        dock.setWidget(widget)
+        dock.setFeatures(
+            QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable
+        )
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _handlers(self) -> dict:
+        c = self.canvas
+        return {
+            "open_folder": self.open_folder_dialog,
+            "open_file": self.open_file_dialog,
+            "open_sample": self.open_sample,
+            "export_current": lambda: self.export_current(),
+            "export_study": lambda: self.export_study(),
+            "batch": self.show_batch_dialog,
+            "settings": self.show_settings_dialog,
+            "quit": self.close,
+            "fit": c.fit,
+            "one_to_one": c.one_to_one,
+            "zoom_in": lambda: c.zoom(1.25),
+            "zoom_out": lambda: c.zoom(0.8),
+            "invert": c.set_inverted,
+            "flip_h": lambda on: c.set_flips(on, c.flipped_v),
+            "flip_v": lambda on: c.set_flips(c.flipped_h, on),
+            "mode_pan": lambda on: on and c.set_mode("pan"),
+            "mode_window": lambda on: on and c.set_mode("window"),
+            "mode_measure": lambda on: on and c.set_mode("measure"),
+            "clear_measure": c.clear_measurement,
+            "hide_overlays": c.overlays.set_all_hidden,
+            "saliency": lambda on: self._on_layer_visibility("saliency", on, sync_controls=True),
+            "analyse": self.analyse_current,
+            "analyse_study": lambda: self.analyse_paths(self.browser.study_images()),
+            "analyse_all": lambda: self.analyse_paths(self.browser.image_paths()),
+            "stop": lambda: self._cancel("many"),
+            "next_image": lambda: self.browser.select_next(1),
+            "previous_image": lambda: self.browser.select_next(-1),
+            "shortcuts": self.show_shortcuts,
+            "about": self.show_about,
+            "preset": c.apply_preset,
+        }
+
+    # -- engine -------------------------------------------------------------------------------------------------
+
+    def start_engine(self) -> None:
+        """Load torch and the models in the background (call once the window is shown)."""
+        self._cancel("engine")
+        self.engine_info = None
+        self.models_label.setText("Models: loading…")
+        self.jobs["engine"] = workers.start(
+            "engine", workers.load_engine_job, self.device, self.models_dir,
+            on_return=self._on_engine_ready, on_error=self._on_engine_error,
+        )  # fmt: skip
+
+    def _on_engine_ready(self, info: workers.EngineInfo) -> None:
+        self.engine_info = info
+        if info.stages:
+            self.models_label.setText(f"Models: {', '.join(info.stages)} on {info.device}")
+        else:
+            self.models_label.setText("Models: not installed (viewing only)")
+        reasons = [f"{s}: {r}" for s, r in info.available.items() if r]
+        self.models_label.setToolTip("\n".join([*info.notes, *reasons]) or "All models are ready.")
+        for note in info.notes:
+            self.statusBar().showMessage(note, 10000)
+        self.engineReady.emit(info)
+        if self.session.image is not None and self.session.result is None and self.auto_analyse:
+            self.analyse_current()
+
+    def _on_engine_error(self, exc: BaseException) -> None:
+        log.error("the models could not be loaded", exc_info=exc)
+        self._on_engine_ready(
+            workers.EngineInfo(None, dict.fromkeys(("classify", "segment", "detect"), str(exc)), "none")
+        )
+
+    def engine_stages(self) -> tuple[str, ...]:
+        return self.engine_info.stages if self.engine_info is not None else ()
+
+    # -- opening ------------------------------------------------------------------------------------------------
+
+    def open_path(self, path: str | Path) -> bool:
+        """Open a folder, a DICOMDIR or one image file: the scan fills the browser and the first image is shown."""
+        p = Path(path).expanduser()
+        if not p.exists():
+            self._error(f"{p} does not exist.")
+            return False
+        for name in ("scan", "many", "analyse"):
+            self._cancel(name)
+        self.folder = p
+        self.browser.clear(p.name or str(p))
+        self.canvas.set_image(None)
+        self.findings_panel.clear()
+        self.stack.setCurrentWidget(self.canvas)
+        self.settings.add_recent_folder(p)
+        self._fill_recent_menu()
+        self._n_scanned = 0
+        self.jobs["scan"] = workers.start(
+            "scan", workers.scan_job, p, on_yield=self._on_scan_items,
+            on_error=lambda e: self._error(f"Cannot scan {p}: {e}"), on_finish=self._on_scan_finished,
+        )  # fmt: skip
+        return True
+
+    def _on_scan_items(self, items: list) -> None:
+        self.browser.add_items(items)
+        if self.browser.current_path() is None:
+            self.browser.select_first_image()
+
+    def _on_scan_finished(self) -> None:
+        n = len(self.browser.image_paths())
+        self.statusBar().showMessage(f"{n} images, {self.browser.n_errors} unreadable files", 5000)
+        self.scanFinished.emit(n)
+
+    def open_folder_dialog(self) -> None:
+        start = self.settings.recent_folders[0] if self.settings.recent_folders else ""
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Open folder", start)
+        if folder:
+            self.open_path(folder)
+
+    def open_file_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self,
+            "Open image or DICOMDIR",
+            "",
+            "Images (*.dcm *.dicom DICOMDIR *.png *.jpg *.jpeg);;All files (*)",
+        )
+        if path:
+            self.open_path(path)
+
+    def open_sample(self) -> None:
+        try:
+            from pneumoview.data import sample_study_dir
+
+            folder = sample_study_dir()
+        except ImportError as exc:
+            self._error(f"The sample study is not installed ({exc}).")
+            return
+        self.open_path(folder)
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for folder in self.settings.recent_folders:
+            self.recent_menu.addAction(folder, functools.partial(self.open_path, folder))
+        self.recent_menu.setEnabled(bool(self.settings.recent_folders))
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.open_path(paths[0])
+            event.acceptProposedAction()
+
+    # -- one image ----------------------------------------------------------------------------------------------
+
+    def _on_image_selected(self, path: Path) -> None:
+        if path == self.session.path and self.session.image is not None:
+            return
+        self._cancel("analyse")
+        self._cancel("saliency")
+        gen = self.session.select(path)
+        cached = self.session.cached(path)
+        if cached is not None:
+            self._show_image(cached[0])
+            self._show_result(running=False)
+            self._after_complete_result()
+            return
+        stages = self.engine_stages() if self.auto_analyse else ()
+        self.findings_panel.clear("Loading…")
+        if stages:
+            self.browser.set_status(path, vm.RUNNING, "analysing")
+        self._start_analysis(gen, path, stages, image=None)
+
+    def analyse_current(self) -> None:
+        """(Re-)analyse the current image with every stage that can run."""
+        if self.session.image is None or self.session.path is None:
+            return
+        stages = self.engine_stages()
+        if not stages:
+            why = "the models are still loading" if self.engine_info is None else "no model is installed"
+            self.statusBar().showMessage(f"Cannot analyse: {why}.", 8000)
+            return
+        self._cancel("analyse")
+        gen = self.session.bump()
+        self.browser.set_status(self.session.path, vm.RUNNING, "analysing")
+        self._start_analysis(gen, self.session.path, stages, image=self.session.image)
+
+    def _start_analysis(self, gen: int, path: Path, stages, image) -> None:
+        engine = self.engine_info.engine if self.engine_info is not None else None
+        self.jobs["analyse"] = workers.start(
+            "analyse", workers.analyse_job, path, engine, stages, image,
+            on_yield=functools.partial(self._on_analysis_yield, gen),
+            on_error=functools.partial(self._on_analysis_error, gen, path),
+        )  # fmt: skip
+
+    def _on_analysis_yield(self, gen: int, value: tuple) -> None:
+        if not self.session.is_current(gen):
+            return
+        if value[0] == "image":
+            self._show_image(value[1])
+            return
+        _, result, last = value
+        self.session.set_result(result, complete=last)
+        self._show_result(running=not last)
+        if last:
+            self._after_complete_result()
+
+    def _on_analysis_error(self, gen: int, path: Path, exc: BaseException) -> None:
+        message = getattr(exc, "message", None) or str(exc)
+        self.browser.set_status(path, vm.ERROR, message)
+        if self.session.is_current(gen):
+            if self.session.image is None:
+                self.canvas.set_image(None)
+            self.findings_panel.clear("Cannot show this file")
+            self.findings_panel.notes.setText(message)
+            self.statusBar().showMessage(f"{path.name}: {message}", 10000)
+        self.imageFailed.emit(path, message)
+
+    def _show_image(self, image) -> None:
+        self.session.set_image(image)
+        self.canvas.set_image(image)
+        self.threshold_panel.set_image_geometry(image.shape, image.spacing_mm)
+        self._set_title(image.source.name)
+        pending = bool(self.engine_stages()) and self.auto_analyse
+        notes = list(image.notes)
+        if self.engine_info is not None and not self.engine_info.stages:
+            notes.append("No model is installed, so analysis is off; Help ▸ About lists the models folders.")
+        self.findings_panel.set_result(None, None, running=pending, extra_notes=notes)
+        self.imageShown.emit(self.session.path)
+
+    def _show_result(self, running: bool) -> None:
+        s, ov = self.session, self.canvas.overlays
+        if s.result is None:
+            return
+        ov.set_prob_map(s.result.prob_map)
+        ov.set_findings(s.findings, s.thresholds.seg_threshold)
+        ov.set_saliency(s.saliency)
+        self.findings_panel.set_result(s.result, s.findings, running, s.image.notes if s.image else ())
+        if running:
+            self.browser.set_status(s.path, vm.RUNNING, "analysing")
+        else:
+            self.browser.set_status(s.path, *vm.image_status(s.findings, s.result))
+
+    def _after_complete_result(self) -> None:
+        if self.canvas.overlays.visible.get("saliency") and self.session.saliency is None:
+            self._start_saliency()
+        self.analysisFinished.emit(self.session.path)
+
+    # -- thresholds and layers ----------------------------------------------------------------------------------
+
+    def set_thresholds(self, thresholds) -> None:
+        """Re-run post-processing only (never the models) and update the overlays, table and status."""
+        self.settings.set_thresholds(thresholds)
+        self.session.set_thresholds(thresholds)
+        if self.session.result is not None:
+            self._show_result(running=self.jobs.get("analyse") is not None and not self.jobs["analyse"].done)
+        self._restatus_later()
+
+    def _restatus_cached(self) -> None:
+        for path in self.session.restatus_cached():
+            rec = self.session.status(path)
+            self.browser.set_status(path, rec.status, rec.reason)
+
+    def _on_layer_visibility(self, layer: str, on: bool, sync_controls: bool = False) -> None:
+        self.settings.overlay_visible[layer] = bool(on)
+        self.canvas.overlays.set_visible(layer, on)
+        if sync_controls:
+            self.layer_controls.set_state(self.settings.overlay_visible, self.settings.overlay_opacity)
+        if layer == "saliency":
+            self.actions_by_key["saliency"].blockSignals(True)
+            self.actions_by_key["saliency"].setChecked(on)
+            self.actions_by_key["saliency"].blockSignals(False)
+            if on and self.session.saliency is None and self.session.result is not None:
+                self._start_saliency()
+
+    def _on_layer_opacity(self, layer: str, opacity: float) -> None:
+        self.settings.overlay_opacity[layer] = opacity
+        self.canvas.overlays.set_opacity(layer, opacity)
+
+    def _start_saliency(self) -> None:
+        if "classify" not in self.engine_stages() or self.session.image is None:
+            return
+        gen = self.session.generation
+
+        def done(cam) -> None:
+            if self.session.is_current(gen):
+                self.session.saliency = cam
+                self.canvas.overlays.set_saliency(cam)
+
+        self.jobs["saliency"] = workers.start(
+            "saliency", workers.gradcam_job, self.engine_info.engine, self.session.image, on_return=done,
+            on_error=lambda e: self.statusBar().showMessage(f"Grad-CAM is not available: {e}", 10000),
+        )  # fmt: skip
+
+    def _on_box_selected(self, set_name: str, index: int) -> None:
+        if self.session.findings is None:
+            return
+        box = vm.boxset_of(self.session.findings, set_name).boxes[index]
+        self.canvas.overlays.highlight(box)
+        self.canvas.centre_on(box)
+
+    # -- many images ----------------------------------------------------------------------------------------------
+
+    def analyse_paths(self, paths: list) -> workers.Job | None:
+        """Analyse images in the background (those already in the cache are skipped); statuses update as it goes."""
+        todo = [
+            Path(p) for p in paths if self.session.cached(Path(p)) is None and Path(p) != self.session.path
+        ]
+        if not self.engine_stages():
+            self.statusBar().showMessage("Cannot analyse: no model is ready.", 8000)
+            return None
+        self._cancel("many")
+        for p in todo:
+            self.browser.set_status(p, vm.RUNNING, "queued")
+        if self.session.path in paths and self.session.result is None:
+            self.analyse_current()
+        job = workers.start(
+            "many", workers.analyse_many_job, todo, self.engine_info.engine, self.engine_stages(),
+            on_yield=self._on_many_item, on_finish=lambda: self.statusBar().showMessage("Analysis finished", 5000),
+        )  # fmt: skip
+        self.jobs["many"] = job
+        return job
+
+    def _on_many_item(self, value: tuple) -> None:
+        path, image, result, error = value
+        if error:
+            self.browser.set_status(path, vm.ERROR, error)
+            return
+        self.browser.set_status(path, *self.session.record(path, image, result))
+
+    # -- export -------------------------------------------------------------------------------------------------
+
+    def export_current(self, folder: str | Path | None = None) -> list[Path]:
+        """Annotated PNG + CSVs of the current image (see :meth:`Exporter.export_current`)."""
+        return self.exporter.export_current(folder)
+
+    def export_study(self, folder: str | Path | None = None) -> workers.Job | None:
+        """CSVs of the current study (see :meth:`Exporter.export_study`)."""
+        return self.exporter.export_study(folder)
+
+    # -- dialogs ------------------------------------------------------------------------------------------------
+
+    def show_batch_dialog(self) -> None:
+        from pneumoview.gui.batch_dialog import BatchDialog
+
+        if self.batch_dialog is None or not self.batch_dialog.isVisible():
+            self.batch_dialog = BatchDialog(
+                lambda: self.engine_info, self.session.thresholds, self.settings.include_identifiers_in_exports,
+                str(self.folder) if self.folder is not None and self.folder.is_dir() else "", self,
+            )  # fmt: skip
+        self.batch_dialog.show()
+        self.batch_dialog.raise_()
+
+    def show_settings_dialog(self) -> None:
+        from pneumoview.gui.dialogs import SettingsDialog
+
+        dialog = SettingsDialog(self.settings, self)
+        if dialog.exec() == QtWidgets.QDialog.DialogCode.Accepted:
+            reload = dialog.apply_to(self.settings)
+            self.auto_analyse = self.settings.auto_analyse
+            save_settings(self.settings)
+            if reload:
+                self.device, self.models_dir = self.settings.device, self.settings.models_dir or None
+                self.start_engine()
+
+    def show_shortcuts(self) -> None:
+        from pneumoview.gui.dialogs import ShortcutsDialog
+
+        ShortcutsDialog(window_actions.shortcut_rows(self.actions_by_key), self).exec()
+
+    def show_about(self) -> None:
+        from pneumoview.gui.dialogs import AboutDialog
+
+        available = self.engine_info.available if self.engine_info is not None else None
+        AboutDialog(self.models_dir, available, self).exec()
+
+    # -- misc ---------------------------------------------------------------------------------------------------
+
+    def _cancel(self, name: str) -> None:
+        job = self.jobs.pop(name, None)
+        if job is not None and not job.done:
+            job.cancel()
+
+    def _error(self, message: str) -> None:
+        log.warning(message)
+        self.statusBar().showMessage(message, 10000)
+
+    def _set_title(self, name: str | None = None) -> None:
+        parts = ["PneumoView", name, RESEARCH_USE_NOTICE]
+        self.setWindowTitle(" — ".join(p for p in parts if p))
+
+    def _restore_layout(self) -> None:
+        geometry = QtCore.QByteArray.fromBase64(self.settings.window_geometry.encode("ascii"))
+        if geometry.isEmpty() or not self.restoreGeometry(geometry):
+            self.resize(1500, 950)
+        state = QtCore.QByteArray.fromBase64(self.settings.window_state.encode("ascii"))
+        if not state.isEmpty():
+            self.restoreState(state)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode("ascii")
+        self.settings.window_state = bytes(self.saveState().toBase64()).decode("ascii")
+        save_settings(self.settings)
+        if self.batch_dialog is not None:
+            self.batch_dialog.close()
+        for name in list(self.jobs):
+            self._cancel(name)
+        QtCore.QThreadPool.globalInstance().waitForDone(5000)
+        super().closeEvent(event)

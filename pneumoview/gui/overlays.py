@@ -1,0 +1,272 @@
+"""Overlay layers on the canvas (heat map, mask fill and outline, Grad-CAM, boxes) and their controls.
+
+Colours come from :mod:`pneumoview.render` (the same LUT and per-source colours as the exported PNG), so the
+screen matches the export. Every layer lives in the image's pixel frame: ``ImageItem``s of the same ``(H, W)`` as
+the radiograph, and box items at ``[x, y, w, h]`` in original pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from pneumoview.gui import viewmodel as vm
+from pneumoview.render import MASK_OUTLINE_COLOUR, SOURCE_COLOURS, SOURCE_TAGS, heat_colormap
+from pneumoview.settings import OVERLAY_LAYERS
+
+IMAGE_LAYERS = ("heatmap", "mask_fill", "mask_outline", "saliency")
+BOX_LAYERS = ("detector", "segmentation", "fused")
+LAYER_TITLES = {
+    "heatmap": "Heat map P(opacity)",
+    "mask_fill": "Mask fill",
+    "mask_outline": "Mask outline",
+    "detector": "Detector boxes",
+    "segmentation": "Segmentation boxes",
+    "fused": "Final boxes",
+    "saliency": "Classifier Grad-CAM",
+}
+_Z = {"heatmap": 10, "saliency": 11, "mask_fill": 12, "mask_outline": 13, "detector": 20, "segmentation": 21}
+_Z_FINAL, _Z_HIGHLIGHT = 22, 30
+_MASK_FILL_COLOUR = (255, 140, 0)
+
+
+def _saliency_lut() -> np.ndarray:
+    """A viridis LUT with alpha rising to opaque at 0.6, so Grad-CAM reads apart from the inferno heat map."""
+    lut = pg.colormap.get("viridis").getLookupTable(0.0, 1.0, 256, alpha=False)
+    alpha = np.clip(np.linspace(0.0, 1.0, 256) / 0.6, 0.0, 1.0) * 255
+    return np.concatenate([lut, alpha[:, None]], axis=1).astype(np.uint8)
+
+
+def _binary_lut(colour: tuple[int, int, int]) -> np.ndarray:
+    return np.array([[0, 0, 0, 0], [*colour, 255]], dtype=np.uint8)
+
+
+class OverlayLayers(QtCore.QObject):
+    """The overlay items inside a ViewBox; the canvas owns it.
+
+    Visibility of a layer = its own flag and not "all hidden" (the one-key toggle).
+    """
+
+    def __init__(self, view: pg.ViewBox) -> None:
+        super().__init__()
+        self.view = view
+        self.visible = dict.fromkeys(OVERLAY_LAYERS, True)
+        self.opacity = dict.fromkeys(OVERLAY_LAYERS, 1.0)
+        self.all_hidden = False
+        self.images: dict[str, pg.ImageItem] = {}
+        for name in IMAGE_LAYERS:
+            item = pg.ImageItem(axisOrder="row-major")
+            item.setZValue(_Z[name])
+            view.addItem(item)
+            self.images[name] = item
+        self._luts = {
+            "heatmap": heat_colormap(),
+            "saliency": _saliency_lut(),
+            "mask_fill": _binary_lut(_MASK_FILL_COLOUR),
+            "mask_outline": _binary_lut(MASK_OUTLINE_COLOUR),
+        }
+        # Box items are pooled per layer and reused (a threshold change only moves and relabels them): creating
+        # scene items is what costs time when a detector returns a hundred boxes.
+        self._pool: dict[str, list[tuple[QtWidgets.QGraphicsRectItem, pg.TextItem]]] = {
+            n: [] for n in BOX_LAYERS
+        }
+        self._used = dict.fromkeys(BOX_LAYERS, 0)
+        self._prob_map: np.ndarray | None = None
+        self._highlight = QtWidgets.QGraphicsRectItem()
+        pen = pg.mkPen((255, 255, 255), width=3, style=QtCore.Qt.PenStyle.DashLine)
+        pen.setCosmetic(True)
+        self._highlight.setPen(pen)
+        self._highlight.setZValue(_Z_HIGHLIGHT)
+        self._highlight.setVisible(False)
+        view.addItem(self._highlight)
+        lut = heat_colormap()[:, :3]
+        cmap = pg.ColorMap(pos=np.linspace(0.0, 1.0, 256), color=lut)
+        self.colour_bar = pg.ColorBarItem(
+            values=(0.0, 1.0),
+            colorMap=cmap,
+            interactive=False,
+            width=14,
+            colorMapMenu=False,
+        )
+        self.colour_bar.setToolTip("Heat map: segmentation P(opacity)")
+        self.colour_bar.setVisible(False)
+
+    # -- data ---------------------------------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Remove every overlay (a new image is shown)."""
+        for item in self.images.values():
+            item.clear()
+        self._prob_map = None
+        self._clear_boxes()
+        self._highlight.setVisible(False)
+        self._sync()
+
+    def set_prob_map(self, prob_map: np.ndarray | None) -> None:
+        """The segmentation ensemble's ``(H, W)`` probability map, or None."""
+        if prob_map is self._prob_map:
+            return
+        self._prob_map = prob_map
+        if prob_map is None:
+            for name in ("heatmap", "mask_fill", "mask_outline"):
+                self.images[name].clear()
+        else:
+            self.images["heatmap"].setImage(prob_map, levels=(0.0, 1.0), lut=self._luts["heatmap"])
+        self._sync()
+
+    def set_findings(self, findings, seg_threshold: float) -> None:  # findings: Findings | None
+        """Redraw the mask (``prob_map > seg_threshold``) and the boxes of ``findings``."""
+        if self._prob_map is not None:
+            mask = self._prob_map > seg_threshold
+            self.images["mask_fill"].setImage(
+                mask.view(np.uint8), levels=(0, 1), lut=self._luts["mask_fill"], autoLevels=False
+            )
+            outline = vm.mask_outline(mask)
+            self.images["mask_outline"].setImage(
+                outline.view(np.uint8), levels=(0, 1), lut=self._luts["mask_outline"], autoLevels=False
+            )
+        self._clear_boxes()
+        self._highlight.setVisible(False)
+        if findings is not None:
+            sets = {
+                "detector": findings.detector,
+                "segmentation": findings.segmentation,
+                "fused": findings.fused,
+            }
+            for layer, bs in sets.items():
+                if bs is None:
+                    continue
+                for box, score, src in zip(bs.boxes, bs.scores, bs.sources, strict=True):
+                    colour = SOURCE_COLOURS[src if layer == "fused" else layer]
+                    self._place_box(layer, box, f"{SOURCE_TAGS.get(src, src)} {float(score):.2f}", colour)
+        self._sync()
+
+    def set_saliency(self, saliency: np.ndarray | None) -> None:
+        if saliency is None:
+            self.images["saliency"].clear()
+        else:
+            self.images["saliency"].setImage(saliency, levels=(0.0, 1.0), lut=self._luts["saliency"])
+        self._sync()
+
+    def highlight(self, box: np.ndarray | None) -> None:
+        """Outline one ``[x, y, w, h]`` box in white (None hides the highlight)."""
+        if box is None:
+            self._highlight.setVisible(False)
+            return
+        x, y, w, h = (float(v) for v in box)
+        self._highlight.setRect(QtCore.QRectF(x, y, w, h))
+        self._highlight.setVisible(True)
+
+    def box_count(self, layer: str) -> int:
+        """Number of boxes drawn in a box layer."""
+        return self._used[layer]
+
+    def box_items(self, layer: str) -> list[tuple[QtWidgets.QGraphicsRectItem, pg.TextItem]]:
+        """The ``(rectangle, label)`` items of the boxes drawn in ``layer``."""
+        return self._pool[layer][: self._used[layer]]
+
+    def _place_box(self, layer: str, box: np.ndarray, text: str, colour: tuple[int, int, int]) -> None:
+        pool, i = self._pool[layer], self._used[layer]
+        if i == len(pool):
+            rect = QtWidgets.QGraphicsRectItem()
+            label = pg.TextItem("", color=(0, 0, 0), anchor=(0, 1))
+            z = _Z_FINAL if layer == "fused" else _Z[layer]
+            for item in (rect, label):
+                item.setZValue(z)
+                self.view.addItem(item)
+            pool.append((rect, label))
+        rect, label = pool[i]
+        x, y, w, h = (float(v) for v in box)
+        final = layer == "fused"
+        pen = pg.mkPen(colour, width=3 if final else 1.5)
+        if not final:
+            pen.setStyle(QtCore.Qt.PenStyle.DashLine)
+        pen.setCosmetic(True)
+        rect.setPen(pen)
+        rect.setRect(QtCore.QRectF(x, y, w, h))
+        label.fill = pg.mkBrush(*colour)
+        label.setText(text)
+        label.setPos(x, y)
+        self._used[layer] = i + 1
+
+    def _clear_boxes(self) -> None:
+        """Hide every box (the items stay pooled for the next drawing)."""
+        for layer, pool in self._pool.items():
+            for rect, label in pool:
+                rect.setVisible(False)
+                label.setVisible(False)
+            self._used[layer] = 0
+
+    # -- visibility ---------------------------------------------------------------------------------------------
+
+    def set_visible(self, layer: str, visible: bool) -> None:
+        self.visible[layer] = bool(visible)
+        self._sync()
+
+    def set_opacity(self, layer: str, opacity: float) -> None:
+        self.opacity[layer] = float(min(max(opacity, 0.0), 1.0))
+        self._sync()
+
+    def set_all_hidden(self, hidden: bool) -> None:
+        self.all_hidden = bool(hidden)
+        self._sync()
+
+    def is_shown(self, layer: str) -> bool:
+        """True when ``layer`` is drawn (its flag is on and overlays are not all hidden)."""
+        return self.visible[layer] and not self.all_hidden
+
+    def _sync(self) -> None:
+        for name, item in self.images.items():
+            item.setVisible(self.is_shown(name))
+            item.setOpacity(self.opacity[name])
+        for name, pool in self._pool.items():
+            shown = self.is_shown(name)
+            for i, pair in enumerate(pool):
+                for item in pair:
+                    item.setVisible(shown and i < self._used[name])
+                    item.setOpacity(self.opacity[name])
+        self.colour_bar.setVisible(self._prob_map is not None and self.is_shown("heatmap"))
+
+
+class OverlayControls(QtWidgets.QWidget):
+    """One row per layer: a visibility check box and an opacity slider."""
+
+    visibilityChanged = QtCore.Signal(str, bool)
+    opacityChanged = QtCore.Signal(str, float)
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        grid = QtWidgets.QGridLayout(self)
+        grid.setContentsMargins(4, 4, 4, 4)
+        self.checks: dict[str, QtWidgets.QCheckBox] = {}
+        self.sliders: dict[str, QtWidgets.QSlider] = {}
+        for row, name in enumerate(OVERLAY_LAYERS):
+            check = QtWidgets.QCheckBox(LAYER_TITLES[name])
+            colour = SOURCE_COLOURS.get(name)
+            if colour is not None:
+                swatch = QtGui.QPixmap(12, 12)
+                swatch.fill(QtGui.QColor(*colour))
+                check.setIcon(QtGui.QIcon(swatch))
+            slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+            slider.setRange(0, 100)
+            slider.setToolTip(f"Opacity of {LAYER_TITLES[name].lower()}")
+            slider.setAccessibleName(f"{LAYER_TITLES[name]} opacity")
+            check.toggled.connect(lambda on, n=name: self.visibilityChanged.emit(n, on))
+            slider.valueChanged.connect(lambda v, n=name: self.opacityChanged.emit(n, v / 100.0))
+            grid.addWidget(check, row, 0)
+            grid.addWidget(slider, row, 1)
+            self.checks[name], self.sliders[name] = check, slider
+        grid.setColumnStretch(1, 1)
+
+    def set_state(self, visible: Mapping[str, bool], opacity: Mapping[str, float]) -> None:
+        """Show the given state without emitting signals."""
+        for name in OVERLAY_LAYERS:
+            for w in (self.checks[name], self.sliders[name]):
+                w.blockSignals(True)
+            self.checks[name].setChecked(bool(visible.get(name, True)))
+            self.sliders[name].setValue(int(round(100 * float(opacity.get(name, 1.0)))))
+            for w in (self.checks[name], self.sliders[name]):
+                w.blockSignals(False)

@@ -1,0 +1,279 @@
+"""The study browser: Patient ▸ Study ▸ Series ▸ Image tree, filled as the folder scan yields, with a status per
+image (icon, colour and text; the reason in a tooltip), a filter box, and "Analyse study" / "Analyse all".
+
+Files the scan could not read are listed under "Unreadable files", and non-image DICOM objects (reports,
+presentation states, RT plans …) under their series, so nothing is left out silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from pneumoview.gui import viewmodel as vm
+from pneumoview.gui.icons import icon, status_icon
+
+if TYPE_CHECKING:  # the scan runs in a worker, which imports the module (and pydicom) off the start-up path
+    from pneumoview.study_index import ScanEntry, ScanError
+
+PATH_ROLE = QtCore.Qt.ItemDataRole.UserRole + 1
+KIND_ROLE = QtCore.Qt.ItemDataRole.UserRole + 2
+_STATUS_COLOURS = {
+    vm.NOT_ANALYSED: "#9aa0a6",
+    vm.RUNNING: "#5ea1ff",
+    vm.NO_FINDING: "#3ccf78",
+    vm.FINDING: "#ff9f1a",
+    vm.ERROR: "#ff6369",
+    vm.NON_IMAGE: "#9aa0a6",
+}
+
+
+class _Filter(QtCore.QSortFilterProxyModel):
+    """Case-insensitive match on name or status at any level; the parents of a match stay visible."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setRecursiveFilteringEnabled(True)
+        self.setFilterCaseSensitivity(QtCore.Qt.CaseSensitivity.CaseInsensitive)
+        self.setFilterKeyColumn(-1)
+
+
+class StudyBrowser(QtWidgets.QWidget):
+    """Signals: ``imageSelected(Path)``, ``analyseRequested(list)`` (paths of the images to analyse)."""
+
+    imageSelected = QtCore.Signal(object)
+    analyseRequested = QtCore.Signal(list)
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        self.filter_edit = QtWidgets.QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter (name or status, e.g. 'finding')")
+        self.filter_edit.setClearButtonEnabled(True)
+        layout.addWidget(self.filter_edit)
+
+        self.model = QtGui.QStandardItemModel(0, 2)
+        self.model.setHorizontalHeaderLabels(["Name", "Status"])
+        self.proxy = _Filter()
+        self.proxy.setSourceModel(self.model)
+        self.tree = QtWidgets.QTreeView()
+        self.tree.setModel(self.proxy)
+        self.tree.setUniformRowHeights(True)
+        self.tree.setAlternatingRowColors(True)
+        self.tree.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.tree.header().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        self.tree.header().setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.header().setStretchLastSection(False)
+        self.tree.setAccessibleName("Studies")
+        self.tree.setMinimumWidth(300)
+        layout.addWidget(self.tree, 1)
+
+        buttons = QtWidgets.QHBoxLayout()
+        self.analyse_study_button = QtWidgets.QPushButton(icon("analyse"), "Analyse study")
+        self.analyse_study_button.setToolTip("Analyse every image of the selected study")
+        self.analyse_all_button = QtWidgets.QPushButton(icon("analyse-all"), "Analyse all")
+        self.analyse_all_button.setToolTip("Analyse every image in the folder")
+        buttons.addWidget(self.analyse_study_button)
+        buttons.addWidget(self.analyse_all_button)
+        layout.addLayout(buttons)
+        self.summary = QtWidgets.QLabel("")
+        self.summary.setStyleSheet("color: #aaa;")
+        layout.addWidget(self.summary)
+
+        self.filter_edit.textChanged.connect(self._on_filter)
+        self.tree.selectionModel().currentChanged.connect(self._on_current_changed)
+        self.analyse_study_button.clicked.connect(lambda: self.analyseRequested.emit(self.study_images()))
+        self.analyse_all_button.clicked.connect(lambda: self.analyseRequested.emit(self.image_paths()))
+        self.clear()
+
+    # -- content ------------------------------------------------------------------------------------------------
+
+    def clear(self, title: str = "") -> None:
+        self.model.removeRows(0, self.model.rowCount())
+        self._nodes: dict[tuple[str, ...], QtGui.QStandardItem] = {}
+        self._images: dict[Path, QtGui.QStandardItem] = {}
+        self._errors_node: QtGui.QStandardItem | None = None
+        self._other_node: QtGui.QStandardItem | None = None
+        self.n_errors = 0
+        self.title = title
+        self._update_summary()
+
+    def add_items(self, items: Iterable[ScanEntry | ScanError]) -> None:
+        """Add scan results (in scan order) to the tree."""
+        from pneumoview.study_index import ScanError
+
+        for item in items:
+            if isinstance(item, ScanError):
+                self._add_error(item)
+            elif item.patient_key:
+                self._add_entry(item)
+            else:  # a DICOMDIR file itself, which belongs to no patient
+                self._add_other(item)
+        self._update_summary()
+
+    def _node(self, key: tuple[str, ...], label: str, parent: QtGui.QStandardItem, kind: str):
+        node = self._nodes.get(key)
+        if node is None:
+            node = QtGui.QStandardItem(label)
+            node.setData(kind, KIND_ROLE)
+            parent.appendRow([node, QtGui.QStandardItem("")])
+            self._nodes[key] = node
+            if kind in ("patient", "study"):
+                self.tree.expand(self.proxy.mapFromSource(node.index()))
+        return node
+
+    def _add_entry(self, e: ScanEntry) -> None:
+        root = self.model.invisibleRootItem()
+        patient = self._node((e.patient_key,), e.patient_label, root, "patient")
+        study = self._node((e.patient_key, e.study_key), e.study_label, patient, "study")
+        series = self._node((e.patient_key, e.study_key, e.series_key), e.series_label, study, "series")
+        name = QtGui.QStandardItem(e.instance_label or e.path.name)
+        name.setData(str(e.path), PATH_ROLE)
+        name.setData(e.kind, KIND_ROLE)
+        size = f"{e.cols}×{e.rows}" if e.rows and e.cols else ""
+        name.setToolTip("\n".join(filter(None, [str(e.path), e.object_kind, size, *e.notes])))
+        status = QtGui.QStandardItem("")
+        series.appendRow([name, status])
+        if e.kind == "image":
+            self._images[e.path] = name
+            self.set_status(e.path, vm.NOT_ANALYSED, "")
+        else:
+            self._paint_status(name, status, vm.NON_IMAGE, e.object_kind, e.object_kind)
+
+    def _add_error(self, err: ScanError) -> None:
+        if self._errors_node is None:
+            self._errors_node = QtGui.QStandardItem("Unreadable files")
+            self._errors_node.setData("errors", KIND_ROLE)
+            self.model.appendRow([self._errors_node, QtGui.QStandardItem("")])
+        name = QtGui.QStandardItem(err.path.name)
+        name.setData(str(err.path), PATH_ROLE)
+        name.setData("error", KIND_ROLE)
+        status = QtGui.QStandardItem("")
+        self._errors_node.appendRow([name, status])
+        self._paint_status(name, status, vm.ERROR, f"{err.stage}: {err.message}", vm.ERROR)
+        self.n_errors += 1
+        self._errors_node.setText(f"Unreadable files ({self.n_errors})")
+
+    def _add_other(self, e: ScanEntry) -> None:
+        if self._other_node is None:
+            self._other_node = QtGui.QStandardItem("Other files")
+            self.model.appendRow([self._other_node, QtGui.QStandardItem("")])
+        name = QtGui.QStandardItem(e.path.name)
+        name.setData(str(e.path), PATH_ROLE)
+        name.setData(e.kind, KIND_ROLE)
+        status = QtGui.QStandardItem("")
+        self._other_node.appendRow([name, status])
+        self._paint_status(name, status, vm.NON_IMAGE, "\n".join([e.object_kind, *e.notes]), e.object_kind)
+
+    # -- status -------------------------------------------------------------------------------------------------
+
+    def set_status(self, path: Path, status: str, reason: str = "") -> None:
+        """Show an image's status (``viewmodel.STATUS_LABELS``) with the reason as tooltip."""
+        name = self._images.get(Path(path))
+        if name is None:
+            return
+        status_item = name.parent().child(name.row(), 1)
+        self._paint_status(name, status_item, status, f"{status}: {reason}" if reason else status, status)
+
+    def status_of(self, path: Path) -> tuple[str, str]:
+        """``(status, tooltip)`` shown for an image ("" when it is not in the tree)."""
+        name = self._images.get(Path(path))
+        if name is None:
+            return "", ""
+        item = name.parent().child(name.row(), 1)
+        return item.text(), item.toolTip()
+
+    @staticmethod
+    def _paint_status(name, status_item, status: str, tooltip: str, text: str) -> None:
+        name.setIcon(status_icon(status))
+        status_item.setText(text)
+        status_item.setToolTip(tooltip)
+        status_item.setForeground(QtGui.QBrush(QtGui.QColor(_STATUS_COLOURS[status])))
+        status_item.setData(status, KIND_ROLE)
+
+    def errors(self) -> list[tuple[Path, str]]:
+        """``(path, reason)`` of every file listed under "Unreadable files"."""
+        node = self._errors_node
+        if node is None:
+            return []
+        return [
+            (Path(node.child(r, 0).data(PATH_ROLE)), node.child(r, 1).toolTip())
+            for r in range(node.rowCount())
+        ]
+
+    def _update_summary(self) -> None:
+        n = len(self._images)
+        parts = [f"{n} image{'s' if n != 1 else ''}"]
+        if self.n_errors:
+            parts.append(f"{self.n_errors} unreadable")
+        self.summary.setText((self.title + ": " if self.title else "") + ", ".join(parts))
+
+    # -- navigation ---------------------------------------------------------------------------------------------
+
+    def image_paths(self) -> list[Path]:
+        """Every image in the tree, in scan order."""
+        return list(self._images)
+
+    def visible_image_paths(self) -> list[Path]:
+        """The images that pass the filter, in display order (for next/previous)."""
+        return [p for p, item in self._images.items() if self.proxy.mapFromSource(item.index()).isValid()]
+
+    def current_path(self) -> Path | None:
+        index = self.proxy.mapToSource(self.tree.currentIndex())
+        if not index.isValid():
+            return None
+        value = self.model.itemFromIndex(index.siblingAtColumn(0)).data(PATH_ROLE)
+        return None if value is None else Path(value)
+
+    def study_images(self) -> list[Path]:
+        """The images of the study that holds the current item (all images when nothing is selected)."""
+        index = self.proxy.mapToSource(self.tree.currentIndex())
+        if not index.isValid():
+            return self.image_paths()
+        item = self.model.itemFromIndex(index.siblingAtColumn(0))
+        while item is not None and item.data(KIND_ROLE) not in ("study", "patient", "errors"):
+            item = item.parent()
+        if item is None or item.data(KIND_ROLE) != "study":
+            return self.image_paths()
+        study = item.index()
+        return [p for p, it in self._images.items() if it.parent() and it.parent().parent().index() == study]
+
+    def select_path(self, path: Path) -> bool:
+        item = self._images.get(Path(path))
+        if item is None:
+            return False
+        index = self.proxy.mapFromSource(item.index())
+        if not index.isValid():
+            return False
+        self.tree.setCurrentIndex(index)
+        self.tree.scrollTo(index)
+        return True
+
+    def select_first_image(self) -> bool:
+        paths = self.visible_image_paths()
+        return bool(paths) and self.select_path(paths[0])
+
+    def select_next(self, step: int = 1) -> bool:
+        """Move to the next (or previous, ``step=-1``) image that passes the filter."""
+        paths = self.visible_image_paths()
+        if not paths:
+            return False
+        current = self.current_path()
+        i = paths.index(current) + step if current in paths else 0
+        return 0 <= i < len(paths) and self.select_path(paths[i])
+
+    def _on_current_changed(self, current: QtCore.QModelIndex, _previous) -> None:
+        index = self.proxy.mapToSource(current)
+        if not index.isValid():
+            return
+        item = self.model.itemFromIndex(index.siblingAtColumn(0))
+        if item.data(KIND_ROLE) == "image":
+            self.imageSelected.emit(Path(item.data(PATH_ROLE)))
+
+    def _on_filter(self, text: str) -> None:
+        self.proxy.setFilterFixedString(text)
+        self.tree.expandAll()

@@ -1,0 +1,150 @@
+"""Controls for every field of :class:`pneumoview.thresholds.Thresholds`.
+
+Each change emits ``thresholdsChanged(Thresholds)``; the main window re-runs post-processing only (never the
+models). Widget ranges keep every value valid, so building the ``Thresholds`` cannot fail.
+"""
+
+from __future__ import annotations
+
+from PySide6 import QtCore, QtWidgets
+from superqt import QLabeledDoubleSlider
+
+from pneumoview.gui.icons import icon
+from pneumoview.thresholds import CONFIDENCE_MODES, FUSION_MODES, MODES, Thresholds, min_area_mm2, min_area_px
+
+# field: (label, minimum, maximum, step, decimals, tooltip); values are shown as stored unless noted.
+_SLIDERS = {
+    "seg_threshold": ("Mask threshold", 0.01, 0.99, 0.01, 2, "A pixel is opacity when its probability is above this."),
+    "min_area_fraction": ("Minimum box area %", 0.0, 20.0, 0.05, 2,
+                          "Segmentation regions whose box covers less of the image area than this are dropped."),
+    "shrink": ("Box shrink %", 0.0, 50.0, 0.5, 1,
+               "Width and height removed from every box around its centre (12.5 % is the RSNA winners' value)."),
+    "det_score": ("Detector score", 0.0, 1.0, 0.01, 2, "Detector boxes scoring below this are dropped."),
+    "nms_iou": ("Detector NMS IoU", 0.05, 1.0, 0.01, 2,
+                "A detector box overlapping a better one by more than this IoU is suppressed."),
+    "fusion_iou": ("Fusion IoU", 0.05, 1.0, 0.01, 2, "Boxes of the two models overlapping by this IoU are merged."),
+    "gate": ("Classifier gate", 0.0, 1.0, 0.01, 2,
+             "No box is reported when the classifier's P(opacity) is below this (0 turns the gate off)."),
+}  # fmt: skip
+_COMBOS = {
+    "fusion": ("Fusion", FUSION_MODES, "How the detector's and the segmentation's boxes are combined."),
+    "confidence": (
+        "Segmentation score",
+        CONFIDENCE_MODES,
+        "How a segmentation box's confidence is computed.",
+    ),
+    "mode": ("Box rules", MODES, "'seed001' reproduces seed 001's box extraction exactly."),
+}
+_ORDER = ("seg_threshold", "min_area_fraction", "shrink", "det_score", "nms_iou", "fusion", "fusion_iou", "gate",
+          "confidence", "mode")  # fmt: skip
+
+
+def _to_widget(name: str, value: float) -> float:
+    if name == "min_area_fraction":
+        return value * 100.0
+    if name == "shrink":
+        return (1.0 - value) * 100.0
+    return value
+
+
+def _from_widget(name: str, value: float) -> float:
+    if name == "min_area_fraction":
+        return value / 100.0
+    if name == "shrink":
+        return 1.0 - value / 100.0
+    return value
+
+
+class ThresholdPanel(QtWidgets.QWidget):
+    """A form with one control per threshold, a live minimum-area readout, and reset buttons."""
+
+    thresholdsChanged = QtCore.Signal(object)
+
+    def __init__(self, thresholds: Thresholds | None = None, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        form = QtWidgets.QFormLayout(self)
+        form.setContentsMargins(4, 4, 4, 4)
+        self.sliders: dict[str, QLabeledDoubleSlider] = {}
+        self.combos: dict[str, QtWidgets.QComboBox] = {}
+        for name in _ORDER:
+            if name in _SLIDERS:
+                label, lo, hi, step, decimals, tip = _SLIDERS[name]
+                w = QLabeledDoubleSlider(QtCore.Qt.Orientation.Horizontal)
+                w.setRange(lo, hi)
+                w.setDecimals(decimals)
+                w.setSingleStep(step)
+                w.valueChanged.connect(lambda v, n=name: self._on_changed(n, _from_widget(n, float(v))))
+                self.sliders[name] = w
+            else:
+                label, choices, tip = _COMBOS[name]
+                w = QtWidgets.QComboBox()
+                w.addItems(list(choices))
+                w.currentTextChanged.connect(lambda text, n=name: self._on_changed(n, text))
+                self.combos[name] = w
+            w.setToolTip(tip)
+            w.setAccessibleName(label)
+            form.addRow(label, w)
+            if name == "min_area_fraction":
+                self.area_label = QtWidgets.QLabel("")
+                self.area_label.setStyleSheet("color: #aaa;")
+                form.addRow("", self.area_label)
+        buttons = QtWidgets.QHBoxLayout()
+        self.reset_button = QtWidgets.QPushButton(icon("reset"), "Defaults")
+        self.reset_button.setToolTip("Reset every threshold to its default")
+        self.reset_button.clicked.connect(lambda: self.set_thresholds(Thresholds(), emit=True))
+        self.seed_button = QtWidgets.QPushButton("Seed 001 rules")
+        self.seed_button.setToolTip("Segmentation boxes only, exactly as seed 001 computes them")
+        self.seed_button.clicked.connect(lambda: self.set_thresholds(Thresholds.seed001(), emit=True))
+        buttons.addWidget(self.reset_button)
+        buttons.addWidget(self.seed_button)
+        form.addRow(buttons)
+        self._shape: tuple[int, int] | None = None
+        self._spacing: tuple[float, float] | None = None
+        self._current = thresholds or Thresholds()
+        self.set_thresholds(self._current)
+
+    def thresholds(self) -> Thresholds:
+        """The thresholds shown (exact values: a slider's rounding only applies to the field it changed)."""
+        return self._current
+
+    def set_thresholds(self, thresholds: Thresholds, emit: bool = False) -> None:
+        """Show ``thresholds`` (signals blocked); with ``emit``, announce them once."""
+        for name, w in self.sliders.items():
+            w.blockSignals(True)
+            w.setValue(_to_widget(name, getattr(thresholds, name)))
+            w.blockSignals(False)
+        for name, w in self.combos.items():
+            w.blockSignals(True)
+            w.setCurrentText(getattr(thresholds, name))
+            w.blockSignals(False)
+        self._current = thresholds
+        self._update_area_label()
+        if emit:
+            self.thresholdsChanged.emit(thresholds)
+
+    def set_image_geometry(
+        self, shape: tuple[int, int] | None, spacing_mm: tuple[float, float] | None
+    ) -> None:
+        """The current image's size and spacing, for the minimum area in px² and mm²."""
+        self._shape, self._spacing = shape, spacing_mm
+        self._update_area_label()
+
+    def _update_area_label(self) -> None:
+        if self._shape is None:
+            self.area_label.setText("")
+            return
+        px = min_area_px(self._current, self._shape)
+        mm2 = min_area_mm2(self._current, self._shape, self._spacing)
+        text = f"= {px:,.0f} px²" + (
+            f" = {mm2:,.0f} mm² on this image" if mm2 is not None else " on this image"
+        )
+        self.area_label.setText(text)
+
+    def _on_changed(self, name: str, value: float | str) -> None:
+        if isinstance(value, float):
+            value = min(max(value, 0.0), 1.0)
+            if name == "shrink":
+                value = max(value, 0.5)
+        self._current = self._current.replace(**{name: value})
+        self._update_area_label()
+        self.thresholdsChanged.emit(self._current)

@@ -1,0 +1,273 @@
+"""What the viewer's widgets display, computed without Qt: window presets, box-table rows, image status,
+measurements and readouts. Testable on its own; the widgets only put these values on screen.
+
+Coordinates follow :mod:`pneumoview.types`: arrays ``[row, col]``, boxes ``[x, y, w, h]`` in original pixels,
+spacing ``(row_mm, col_mm)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pneumoview.types import AnalysisResult, Window, XrayImage
+
+if TYPE_CHECKING:
+    from pneumoview.postprocess import BoxSet, Findings
+
+__all__ = [
+    "BOX_SETS",
+    "STATUS_LABELS",
+    "WINDOW_PRESETS",
+    "BoxRow",
+    "box_rows",
+    "data_range",
+    "distance",
+    "eta_text",
+    "image_status",
+    "mask_outline",
+    "pixel_readout",
+    "submission_id",
+    "window_preset",
+]
+
+# Image status in the study browser.
+NOT_ANALYSED, RUNNING, NO_FINDING, FINDING, ERROR, NON_IMAGE = (
+    "not analysed",
+    "running",
+    "no finding",
+    "finding",
+    "error",
+    "non-image",
+)
+STATUS_LABELS = (NOT_ANALYSED, RUNNING, NO_FINDING, FINDING, ERROR, NON_IMAGE)
+
+# --------------------------------------------------------------------------------------------------------------
+# Window / level presets
+# --------------------------------------------------------------------------------------------------------------
+
+WINDOW_PRESETS = ("file", "lung", "mediastinum", "bone", "full")
+
+# Radiographs (CR/DX) are not calibrated like CT: there are no Hounsfield units, and the same tissue has different
+# values from one detector, exposure and processing to the next. So the lung, mediastinum and bone presets are
+# defined relative to the image's own robust range (0.5th to 99.5th percentile), as fractions ``(low, high)`` of it
+# measured in the *display* direction (0 = shown black = least dense, 1 = shown white = densest), so they mean
+# the same for MONOCHROME1 and MONOCHROME2:
+#   lung        [0.00, 0.60]: the darker 60 %: lung fields with their vessels and opacities spread out;
+#   mediastinum [0.30, 0.95]: heart, mediastinum and the soft tissue behind the diaphragm;
+#   bone        [0.55, 1.00]: the brightest part: ribs, spine, clavicles.
+_RELATIVE_PRESETS = {"lung": (0.0, 0.60), "mediastinum": (0.30, 0.95), "bone": (0.55, 1.0)}
+PRESET_TITLES = {
+    "file": "From the file",
+    "lung": "Lung",
+    "mediastinum": "Mediastinum",
+    "bone": "Bone",
+    "full": "Full range",
+}
+
+
+def data_range(values: np.ndarray, robust: bool = True) -> tuple[float, float]:
+    """``(low, high)`` of an image's values: the 0.5th/99.5th percentiles (``robust``) or min/max.
+
+    Percentiles are taken on at most ~250,000 evenly strided pixels, so it stays fast on large images.
+    """
+    arr = np.asarray(values)
+    if arr.size == 0:
+        return 0.0, 1.0
+    step = max(1, int(math.sqrt(arr.size / 250_000)))
+    sample = arr[::step, ::step] if arr.ndim == 2 else arr.reshape(-1)[:: step * step]
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return 0.0, 1.0
+    if robust:
+        lo, hi = np.percentile(sample, [0.5, 99.5])
+    else:
+        lo, hi = float(np.min(arr)), float(np.max(arr))
+    lo, hi = float(lo), float(hi)
+    if hi <= lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def window_preset(image: XrayImage, name: str) -> Window:
+    """The window (in modality units) of a preset: ``"file"`` (the file's default), ``"full"`` (min to max),
+    or ``"lung"`` / ``"mediastinum"`` / ``"bone"`` (relative to the data range, see the table above)."""
+    if name not in WINDOW_PRESETS:
+        raise ValueError(f"unknown window preset {name!r}; valid presets: {', '.join(WINDOW_PRESETS)}")
+    if name == "file":
+        return image.window
+    if name == "full":
+        lo, hi = data_range(image.modality, robust=False)
+        return Window((lo + hi) / 2.0, hi - lo)
+    lo, hi = data_range(image.modality)
+    f0, f1 = _RELATIVE_PRESETS[name]
+    if image.inverted:  # low modality values are shown white
+        a, b = hi - f1 * (hi - lo), hi - f0 * (hi - lo)
+    else:
+        a, b = lo + f0 * (hi - lo), lo + f1 * (hi - lo)
+    return Window((a + b) / 2.0, max(b - a, 1e-6))
+
+
+def window_text(window: Window) -> str:
+    """``"W 400  L 40"`` for the status bar: whole numbers from 100 up, else 3 significant digits."""
+
+    def fmt(v: float) -> str:
+        return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+    return f"W {fmt(window.width)}  L {fmt(window.center)}"
+
+
+def drag_window(window: Window, dx: float, dy: float, value_span: float) -> Window:
+    """Window after a W/L drag of ``(dx, dy)`` screen pixels: right widens, down raises the level (as in most
+    PACS viewers). ``value_span`` is the image's value range, so the speed suits any bit depth."""
+    width = max(window.width * math.exp(dx * 0.005), value_span * 1e-4)
+    center = window.center + dy * value_span * 0.002
+    return Window(center, width)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Analysis results
+# --------------------------------------------------------------------------------------------------------------
+
+
+def submission_id(image: XrayImage, include_identifiers: bool = False) -> str:
+    """The RSNA ``patientId`` column for an image: its non-identifying ``image_id``, or the PatientID when the
+    user opted in to identifiers (as ``pneumoview predict`` does)."""
+    if include_identifiers and image.identifiers.get("PatientID"):
+        return str(image.identifiers["PatientID"])
+    return image.image_id
+
+
+def image_status(findings: Findings | None, result: AnalysisResult | None) -> tuple[str, str]:
+    """``(status, explanation)`` of an analysed image for the browser: FINDING when a final box is reported."""
+    if result is None or findings is None:
+        return NOT_ANALYSED, "not analysed yet"
+    p = "" if result.p_opacity is None else f"P(opacity) {result.p_opacity:.2f}"
+    if not result.stages_done:
+        return NOT_ANALYSED, reason_or(result.notes, "no model ran")
+    if not {"segment", "detect"} & set(result.stages_done):
+        # Only the classifier ran: its P(opacity) against the gate (0.5 when the gate is off) decides.
+        if result.p_opacity is None:
+            return NOT_ANALYSED, reason_or(result.notes, "no model ran")
+        cut = findings.thresholds.gate or 0.5
+        status = FINDING if result.p_opacity >= cut else NO_FINDING
+        return status, f"{p}, classifier only (no box model installed)"
+    if findings.positive:
+        n = len(findings.fused)
+        return FINDING, ", ".join(filter(None, [f"{n} box{'es' if n != 1 else ''}", p]))
+    why = "classifier gate" if findings.gated else ""
+    return NO_FINDING, ", ".join(filter(None, ["no box", why, p]))
+
+
+def reason_or(notes: tuple[str, ...], default: str) -> str:
+    return "; ".join(notes) or default
+
+
+BOX_SETS = ("final", "detector", "segmentation")
+
+
+@dataclass(frozen=True)
+class BoxRow:
+    """One row of the findings table. ``set`` is ``"final"``, ``"detector"`` or ``"segmentation"``; ``index`` the
+    box's index in that set; ``source`` who found it; box in original pixels; areas in px² and mm² (None)."""
+
+    set: str
+    index: int
+    source: str
+    confidence: float
+    x: float
+    y: float
+    w: float
+    h: float
+    area_px: float
+    area_mm2: float | None
+
+
+def boxset_of(findings: Findings, set_name: str) -> BoxSet | None:
+    """The :class:`BoxSet` behind a table ``set`` name."""
+    if set_name == "final":
+        return findings.fused
+    if set_name == "detector":
+        return findings.detector
+    if set_name == "segmentation":
+        return findings.segmentation
+    raise ValueError(f"unknown box set {set_name!r}; valid: {', '.join(BOX_SETS)}")
+
+
+def box_rows(findings: Findings | None, sets: tuple[str, ...] = BOX_SETS) -> list[BoxRow]:
+    """Table rows: the final boxes first, then each source's own boxes, each set by descending confidence."""
+    if findings is None:
+        return []
+    rows: list[BoxRow] = []
+    for name in sets:
+        bs = boxset_of(findings, name)
+        if bs is None or len(bs) == 0:
+            continue
+        areas = bs.areas_px()
+        mm2 = bs.areas_mm2(findings.spacing_mm)
+        for i in np.argsort(-bs.scores, kind="stable"):
+            x, y, w, h = (float(v) for v in bs.boxes[i])
+            rows.append(
+                BoxRow(
+                    name, int(i), bs.sources[i], float(bs.scores[i]), x, y, w, h, float(areas[i]),
+                    None if mm2 is None else float(mm2[i]),
+                )
+            )  # fmt: skip
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Canvas helpers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def mask_outline(mask: np.ndarray) -> np.ndarray:
+    """Boolean ``(H, W)``: the pixels of ``mask`` with a 4-neighbour outside it (one pixel thick)."""
+    m = np.asarray(mask, dtype=bool)
+    inner = m.copy()
+    inner[1:, :] &= m[:-1, :]
+    inner[:-1, :] &= m[1:, :]
+    inner[:, 1:] &= m[:, :-1]
+    inner[:, :-1] &= m[:, 1:]
+    inner[0, :] = inner[-1, :] = False
+    inner[:, 0] = inner[:, -1] = False
+    return m & ~inner
+
+
+def distance(
+    p0: tuple[float, float], p1: tuple[float, float], spacing_mm: tuple[float, float] | None
+) -> tuple[float, str]:
+    """Length between two ``(x, y)`` points in pixels: ``(mm, "mm")`` when the spacing is known, else
+    ``(px, "px")`` (x runs along columns, y along rows)."""
+    dx, dy = p1[0] - p0[0], p1[1] - p0[1]
+    if spacing_mm is None:
+        return math.hypot(dx, dy), "px"
+    return math.hypot(dx * spacing_mm[1], dy * spacing_mm[0]), "mm"
+
+
+def pixel_readout(image: XrayImage, x: float, y: float) -> str | None:
+    """Status-bar text for the pixel under ``(x, y)`` (image pixels), or None outside the image."""
+    col, row = int(math.floor(x)), int(math.floor(y))
+    rows, cols = image.shape
+    if not (0 <= row < rows and 0 <= col < cols):
+        return None
+    value = float(image.modality[row, col])
+    text = f"x {col}  y {row}  value {value:g}"
+    if image.spacing_mm is not None:
+        text += f"  ({col * image.spacing_mm[1]:.1f} mm, {row * image.spacing_mm[0]:.1f} mm)"
+    return text
+
+
+def eta_text(seconds: float | None) -> str:
+    """``"ETA 1 min 05 s"``; ``"ETA …"`` while unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "ETA …"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"ETA {s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"ETA {s // 60} min {s % 60:02d} s"
+    return f"ETA {s} s"

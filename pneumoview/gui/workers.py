@@ -1,0 +1,305 @@
+"""Background work for the viewer: superqt workers on the global thread pool.
+
+The job functions below are plain Python (no Qt): they take a ``cancelled()`` callable, return or yield frozen
+values (``XrayImage``, ``AnalysisResult``, numpy arrays, batch progress), and never touch widgets. :func:`start`
+runs one in a worker and routes its results to slots on the GUI thread through Qt's queued signals.
+
+torch is imported only inside the jobs (through the engine), never when this module is imported.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from superqt.utils import create_worker
+
+from pneumoview.gui import viewmodel as vm
+from pneumoview.types import STAGES, AnalysisResult, XrayImage
+
+Cancelled = Callable[[], bool]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Running jobs
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """A running background job. ``cancel()`` asks it to stop at its next step; slots of a cancelled job are not
+    called any more (except ``on_finish``)."""
+
+    name: str
+    worker: Any = None
+    event: threading.Event = field(default_factory=threading.Event)
+    done: bool = False
+
+    def cancel(self, hard: bool = True) -> None:
+        """Stop the job. ``hard`` also stops superqt's generator loop; jobs that must clean up (the batch) use
+        ``hard=False`` so the generator sees the flag and closes its outputs itself."""
+        self.event.set()
+        if hard and self.worker is not None:
+            self.worker.quit()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.event.is_set()
+
+
+_RUNNING: set[int] = set()
+_JOBS: dict[int, Job] = {}
+
+
+def start(
+    name: str,
+    func: Callable[..., Any],
+    *args: Any,
+    on_yield: Callable[[Any], None] | None = None,
+    on_return: Callable[[Any], None] | None = None,
+    on_error: Callable[[BaseException], None] | None = None,
+    on_finish: Callable[[], None] | None = None,
+    drop_after_cancel: bool = True,
+    **kwargs: Any,
+) -> Job:
+    """Run ``func(*args, cancelled=..., **kwargs)`` (a function or generator function) in the thread pool.
+
+    With ``drop_after_cancel`` (for work that a newer request makes stale), nothing it still sends after
+    ``cancel()`` reaches the slots; without it (the batch), its last progress and its summary still arrive.
+    """
+    job = Job(name)
+
+    def guarded(slot):
+        def call(*a):
+            if not (drop_after_cancel and job.event.is_set()):
+                slot(*a)
+
+        return call
+
+    def finished():
+        job.done = True
+        _JOBS.pop(id(job), None)
+        if on_finish is not None:
+            on_finish()
+
+    connect: dict[str, Any] = {"finished": finished, "errored": guarded(on_error or _log_error(name))}
+    if on_yield is not None:
+        connect["yielded"] = guarded(on_yield)
+    if on_return is not None:
+        connect["returned"] = guarded(on_return)
+    _JOBS[id(job)] = job  # keeps the job (and its worker) alive until it finishes
+    job.worker = create_worker(func, *args, cancelled=job.event.is_set, _connect=connect, **kwargs)
+    return job
+
+
+def running_jobs() -> list[Job]:
+    return list(_JOBS.values())
+
+
+def _log_error(name: str) -> Callable[[BaseException], None]:
+    import logging
+
+    def log(exc: BaseException) -> None:
+        logging.getLogger(__name__).error("background job %s failed: %s", name, exc, exc_info=exc)
+
+    return log
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Job functions (no Qt below this line)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def scan_job(folder: Path, *, cancelled: Cancelled, flush_s: float = 0.05) -> Iterator[list[Any]]:
+    """Scan a folder (or one file) and yield its entries in chunks, at least every ``flush_s`` seconds."""
+    from pneumoview.study_index import scan
+
+    chunk: list[Any] = []
+    last = time.perf_counter()
+    for item in scan(folder):
+        if cancelled():
+            return
+        chunk.append(item)
+        if time.perf_counter() - last >= flush_s or len(chunk) >= 500:
+            yield chunk
+            chunk, last = [], time.perf_counter()
+    if chunk:
+        yield chunk
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """The loaded engine (None when it could not be made), which stages can run, and messages for the user."""
+
+    engine: Any
+    available: Mapping[str, str | None]
+    device: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return tuple(s for s in STAGES if self.available.get(s) is None)
+
+
+def load_engine_job(device: str, models_dir: str | None, *, cancelled: Cancelled) -> EngineInfo:
+    """Make the engine and load every installed model once (this is where torch is imported)."""
+    from pneumoview.errors import ModelError
+    from pneumoview.inference.engine import Engine
+
+    notes: list[str] = []
+    try:
+        try:
+            engine = Engine(device=device, models_dir=models_dir or None)
+        except ModelError as exc:
+            if device in ("auto", "cpu"):
+                raise
+            notes.append(f"{exc}; using the CPU instead.")
+            engine = Engine(device="cpu", models_dir=models_dir or None)
+    except ModelError as exc:
+        return EngineInfo(None, dict.fromkeys(STAGES, str(exc)), "none", (str(exc),))
+    available = engine.available_stages()
+    if not cancelled() and any(v is None for v in available.values()):
+        engine.load()
+    return EngineInfo(engine, available, engine.device, tuple(notes))
+
+
+def analyse_job(
+    path: Path,
+    engine: Any,
+    stages: Sequence[str],
+    image: XrayImage | None = None,
+    *,
+    cancelled: Cancelled,
+) -> Iterator[tuple[Any, ...]]:
+    """Load one image (unless given) and run the stages one at a time, classifier first.
+
+    Yields ``("image", XrayImage)`` and then ``("stage", AnalysisResult, last)`` after each stage with the result
+    so far. Raises :class:`~pneumoview.errors.ImageReadError` for unreadable files.
+    """
+    if image is None:
+        from pneumoview.imaging import load_image
+
+        image = load_image(path)
+        yield ("image", image)
+    if engine is None or not stages:
+        return
+    # The engine yields after each stage and once more with the total time; show each stage as it lands and
+    # mark the final result as the last.
+    pending: AnalysisResult | None = None
+    for snapshot in engine.iter_stages(image, [s for s in STAGES if s in stages], cancelled=cancelled):
+        if pending is not None and snapshot.stages_done != pending.stages_done:
+            yield ("stage", pending, False)
+        pending = snapshot
+    if pending is not None and not cancelled():
+        yield ("stage", pending, True)
+
+
+def analyse_many_job(
+    paths: Sequence[Path], engine: Any, stages: Sequence[str], *, cancelled: Cancelled
+) -> Iterator[tuple[Path, XrayImage | None, AnalysisResult | None, str]]:
+    """Analyse images one after another; yields ``(path, image, result, error message)`` per image."""
+    from pneumoview.errors import ImageReadError
+    from pneumoview.imaging import load_image
+
+    for path in paths:
+        if cancelled():
+            return
+        try:
+            image = load_image(path)
+        except ImageReadError as exc:
+            yield (path, None, None, exc.message)
+            continue
+        yield (path, image, engine.analyze(image, stages=tuple(stages)), "")
+
+
+def gradcam_job(engine: Any, image: XrayImage, *, cancelled: Cancelled) -> Any:
+    """The classifier's Grad-CAM map of ``image`` (float32 ``(H, W)`` in ``[0, 1]``)."""
+    from pneumoview.inference.saliency import gradcam
+
+    return gradcam(engine, image)
+
+
+@dataclass(frozen=True)
+class ExportOutcome:
+    written: tuple[Path, ...]
+    failed: tuple[tuple[str, str], ...]
+
+
+def export_study_job(
+    paths: Sequence[Path],
+    cache: Mapping[Path, tuple[XrayImage, AnalysisResult]],
+    engine: Any,
+    stages: Sequence[str],
+    thresholds: Any,
+    include_identifiers: bool,
+    findings_csv: Path,
+    submission_csv: Path,
+    *,
+    cancelled: Cancelled,
+) -> ExportOutcome:
+    """Write the study's ``findings.csv`` and RSNA ``submission.csv``, analysing the images not in ``cache``."""
+    from pneumoview.errors import ImageReadError
+    from pneumoview.export import findings_rows, write_findings_csv, write_submission_csv
+    from pneumoview.imaging import load_image
+    from pneumoview.postprocess import postprocess
+
+    rows: list[dict[str, str]] = []
+    submission: list[tuple[str, str]] = []
+    failed: list[tuple[str, str]] = []
+    for path in paths:
+        if cancelled():
+            return ExportOutcome((), tuple(failed))
+        hit = cache.get(path)
+        if hit is None:
+            if engine is None:
+                failed.append((str(path), "not analysed and no models are loaded"))
+                continue
+            try:
+                image = load_image(path)
+            except ImageReadError as exc:
+                failed.append((str(path), exc.message))
+                continue
+            result = engine.analyze(image, stages=tuple(stages))
+        else:
+            image, result = hit
+        findings = postprocess(result, thresholds, spacing_mm=image.spacing_mm)
+        rows.extend(findings_rows(image, result, findings, include_identifiers))
+        submission.append((vm.submission_id(image, include_identifiers), findings.prediction_string()))
+    written = (write_findings_csv(rows, findings_csv), write_submission_csv(submission, submission_csv))
+    return ExportOutcome(written, tuple(failed))
+
+
+def batch_job(
+    paths: Sequence[Path],
+    out_dir: Path,
+    engine: Any,
+    thresholds: Any,
+    *,
+    force: bool = False,
+    write_png: bool = True,
+    include_identifiers: bool = False,
+    cancelled: Cancelled,
+) -> Iterator[tuple[str, Any]]:
+    """``pneumoview predict``'s code path: yields ``("inputs", n)`` then ``("progress", BatchProgress)``; returns
+    the :class:`~pneumoview.batch.BatchSummary`. On cancel the batch generator is closed here, in the worker
+    thread, so ``run.json`` and the CSVs are written for the images finished so far."""
+    from pneumoview.batch import collect_inputs, iter_batch, read_summary
+
+    inputs = collect_inputs(paths)
+    yield ("inputs", len(inputs))
+    gen = iter_batch(
+        inputs, out_dir, engine, thresholds, force=force, write_png=write_png,
+        include_identifiers=include_identifiers,
+    )  # fmt: skip
+    try:
+        for progress in gen:
+            yield ("progress", progress)
+            if cancelled():
+                break
+    finally:
+        gen.close()
+    return read_summary(out_dir)

@@ -1,0 +1,36 @@
+"""Helpers for the viewer's tests: real data paths, small study folders, waiting for a result."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+RSNA_512 = SHARED / "rsna" / "images-512"
+RSNA_1024 = SHARED / "rsna" / "images-1024"
+BAD_PIXELS = SHARED / "dicom" / "robustness" / "fo-dicom" / "GH340.dcm"  # header fine, pixel data unreadable
+CHEST_DICOM = (
+    SHARED / "dicom" / "chest" / "siim-acr_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
+)
+
+
+def rsna_images(n: int, offset: int = 0) -> list[Path]:
+    files = sorted(RSNA_512.glob("*.jpg"))[offset : offset + n]
+    assert len(files) == n, f"expected {n} RSNA images in {RSNA_512}"
+    return files
+
+
+def copy_study(dest: Path, files: list[Path], extra: dict[str, bytes] | None = None) -> Path:
+    """Copy real images into ``dest`` (plus optional extra files by name)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copy2(f, dest / f.name)
+    for name, data in (extra or {}).items():
+        (dest / name).write_bytes(data)
+    return dest
+
+
+def open_and_wait(qtbot, window, path: Path, timeout: int = 30_000) -> None:
+    """Open ``path`` and wait until the scan has finished and the first image's complete result is on screen."""
+    with qtbot.waitSignals([window.scanFinished, window.analysisFinished], timeout=timeout):
+        assert window.open_path(path)
