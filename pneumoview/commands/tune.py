@@ -117,7 +117,7 @@ def _collect(args: argparse.Namespace, engine) -> list[_Case]:
     return cases
 
 
-def evaluate(cases: list[_Case], t: Thresholds, seg_cache: dict | None = None) -> float:
+def evaluate(cases: list[_Case], t: Thresholds) -> float:
     """RSNA mAP of ``cases`` post-processed with ``t``."""
     from pneumoview.metrics import rsna_map
     from pneumoview.postprocess import postprocess

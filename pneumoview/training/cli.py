@@ -138,6 +138,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Train PneumoView models from scratch (or ImageNet) and add them to a models folder.",
         epilog=_EPILOG,
     )
+    parser.set_defaults(run=run)
     sub = parser.add_subparsers(dest="family", metavar="FAMILY", required=True)
     helps = {
         "classifier": "whole-image classifier (rsna3: Normal / No Lung Opacity-Not Normal / Lung Opacity)",
