@@ -14,9 +14,12 @@ Inputs are only ever read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +34,7 @@ from pneumoview.export import (
     atomic_write_text,
     export_stem,
     findings_rows,
+    models_text,
     save_png,
     write_findings_csv,
     write_json,
@@ -98,9 +102,18 @@ class BatchSummary:
         return 1 if self.failed or self.cancelled else 0
 
 
-def collect_inputs(paths: Sequence[str | Path]) -> list[BatchInput]:
+# Files in a study folder that are plainly documents, not images: a folder scan lists them, a batch leaves them out
+# (reporting how many) instead of counting them as failed images.
+DOCUMENT_SUFFIXES = frozenset(
+    {".md", ".txt", ".csv", ".tsv", ".json", ".xml", ".html", ".pdf", ".toml", ".yaml"}
+)
+
+
+def collect_inputs(paths: Sequence[str | Path], ignored: list[Path] | None = None) -> list[BatchInput]:
     """Expand folders (recursively, with the study scanner: DICOMDIR, DICOM with or without ``.dcm``, PNG, JPEG)
-    and keep files as given. Non-image DICOM objects are left out; unreadable files become inputs with ``error``."""
+    and keep files as given. Non-image DICOM objects are left out, and so are unreadable files with a document
+    suffix (:data:`DOCUMENT_SUFFIXES`; appended to ``ignored`` when given); other unreadable files become inputs with
+    ``error``."""
     out: list[BatchInput] = []
     seen: set[Path] = set()
     for p in paths:
@@ -112,6 +125,10 @@ def collect_inputs(paths: Sequence[str | Path]) -> list[BatchInput]:
                     continue
                 seen.add(key)
                 if isinstance(item, ScanError):
+                    if item.path.suffix.lower() in DOCUMENT_SUFFIXES and item.stage == "header":
+                        if ignored is not None:
+                            ignored.append(item.path)
+                        continue
                     out.append(BatchInput(item.path, item.message, item.stage))
                 elif isinstance(item, ScanEntry) and item.kind == "image":
                     out.append(BatchInput(item.path))
@@ -166,6 +183,8 @@ def iter_batch(
     t = thresholds or Thresholds()
     out = Path(out_dir)
     (out / JOURNAL).mkdir(parents=True, exist_ok=True)
+    if finalize_outputs:  # the only writer: temporary files left by a killed run are debris (see export.py)
+        remove_stale_temp_files(out)
     total = len(inputs)
     start = time.perf_counter()
     done_count = 0
@@ -180,6 +199,7 @@ def iter_batch(
                 record is not None
                 and record.get("status") == STATUS_DONE
                 and record.get("thresholds") == t.to_dict()
+                and record.get("model_hashes") == _model_hashes(engine)
                 and record.get("write_png") in (write_png, True)
             ):
                 done_count += 1
@@ -221,6 +241,78 @@ def iter_batch(
                      elapsed_s=time.perf_counter() - start, analysed=analysed)  # fmt: skip
 
 
+# What export.atomic_write_bytes and render.save_png leave behind when killed: tempfile.mkstemp(prefix=".<name>.",
+# suffix=".tmp") in the destination's folder.
+_TEMP_NAME = re.compile(r"^\..+\.(png|csv|json)\.[A-Za-z0-9_]{8}\.tmp$")
+OUTPUT_FILES = ("submission.csv", "findings.csv", "run.json")
+
+
+def remove_stale_temp_files(out_dir: str | Path) -> list[Path]:
+    """Delete the partial temporary files that a killed run left in ``out_dir``, ``annotated/`` and the journal
+    (only names PneumoView's atomic writers make); returns them. Call only when no other process writes there."""
+    removed = []
+    out = Path(out_dir)
+    for folder in (out, out / "annotated", out / JOURNAL):
+        try:
+            names = [e.name for e in os.scandir(folder) if e.is_file(follow_symlinks=False)]
+        except OSError:
+            continue
+        for name in names:
+            if _TEMP_NAME.match(name):
+                with contextlib.suppress(OSError):
+                    (folder / name).unlink()
+                    removed.append(folder / name)
+    return removed
+
+
+def output_conflict(out_dir: str | Path, thresholds: Thresholds) -> str | None:
+    """Why a run into ``out_dir`` without ``force`` would replace results it holds; None when it only adds.
+
+    The rule (``pneumoview predict`` refuses with this sentence unless ``--force`` is given):
+
+    * a new or empty folder, or one without PneumoView outputs: fine;
+    * a folder with a journal whose finished images were all made with ``thresholds``: fine, the run resumes
+      (finished images are skipped, their annotated PNGs and journal records are not rewritten; submission.csv,
+      findings.csv and run.json are rebuilt from the journal, so they keep every earlier row);
+    * finished images made with other thresholds: a conflict, since redoing them would replace their results;
+    * submission.csv, findings.csv, run.json or annotated/ without a journal (written by something else or
+      another tool): a conflict, since they would be overwritten.
+    """
+    out = Path(out_dir)
+    journal = out / JOURNAL
+    records = sorted(journal.glob("*.json")) if journal.is_dir() else []
+    if not records:
+        existing = [n for n in (*OUTPUT_FILES, "annotated") if (out / n).exists()]
+        if existing:
+            return (
+                f"{out} already holds {', '.join(existing)} that this run would overwrite, and no PneumoView "
+                "journal says how they were made; choose another --out folder, or use --force to replace them."
+            )
+        return None
+    wanted = thresholds.to_dict()
+    for jp in records:
+        record = _read_journal(jp)
+        if record is not None and record.get("status") == STATUS_DONE and record.get("thresholds") != wanted:
+            return (
+                f"{out} holds results made with other thresholds; re-running would replace them. Choose another "
+                "--out folder, use the same thresholds to resume, or use --force to redo every image."
+            )
+    return None
+
+
+def _model_hashes(engine: Engine) -> dict[str, str]:
+    """Model id → sha256 of every model the engine would run; a journal record made by other models is stale."""
+    from pneumoview.types import STAGES
+
+    out = {}
+    for stage in STAGES:
+        try:
+            out.update({spec.id: spec.sha256 for spec, _ in engine.stage_specs(stage)})
+        except Exception:  # noqa: BLE001 - an unknown id is reported elsewhere; here it just means "no model"
+            continue
+    return out
+
+
 def _progress(done: int, total: int, item: BatchItem, start: float, analysed: int) -> BatchProgress:
     elapsed = time.perf_counter() - start
     eta = None
@@ -252,7 +344,9 @@ def _analyse(pending, out: Path, engine: Engine, t: Thresholds, write_png: bool,
         png = None
         if write_png:
             png = out / "annotated" / f"{export_stem(image, include_identifiers)}.png"
-            save_png(annotated_image(image, result, findings), png)
+            save_png(
+                annotated_image(image, result, findings), png, text={"pneumoview:models": models_text(result)}
+            )
         record = {
             "status": STATUS_DONE,
             "path": str(inp.path),
@@ -266,6 +360,7 @@ def _analyse(pending, out: Path, engine: Engine, t: Thresholds, write_png: bool,
             "models": [asdict(m) for m in result.models],
             "device": result.device,
             "thresholds": t.to_dict(),
+            "model_hashes": _model_hashes(engine),
             "write_png": write_png,
         }
         atomic_write_text(_journal_path(out, inp.path), json.dumps(record) + "\n")

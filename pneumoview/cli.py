@@ -45,6 +45,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pneumoview.commands.tune",
     "pneumoview.commands.models",
     "pneumoview.training.cli",
+    "pneumoview.commands.deidentify",
 )
 
 

@@ -446,7 +446,7 @@ def save_png(array: np.ndarray, path: str | Path, *, text: Mapping[str, str] | N
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(np.ascontiguousarray(arr)).save(fh, format="PNG", pnginfo=info)
+            Image.fromarray(np.ascontiguousarray(arr)).save(fh, format="PNG", pnginfo=info, compress_level=1)
             fh.flush()
             os.fsync(fh.fileno())
         # mkstemp creates the file 0600; give it the mode a plain open() would have.

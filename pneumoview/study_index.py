@@ -49,7 +49,9 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from pneumoview.identity import image_id_for, is_rsna_style_name
-from pneumoview.imaging import sniff_kind
+from pneumoview.imaging import DEFAULT_MAX_PIXELS, sniff_kind
+from pneumoview.imaging.dicom_reader import deflated_limit
+from pneumoview.imaging.sniff import deflated_size_exceeds
 
 __all__ = [
     "DICOMDIR_KIND",
@@ -78,6 +80,7 @@ _HEAD_BYTES = 512
 _HIDDEN_FOLDERS = frozenset({"__macosx", "$recycle.bin", "system volume information"})
 _VIEW_IN_DESCRIPTION = re.compile(r"\bview:\s*([A-Za-z]+)", re.IGNORECASE)
 _UID_CHARS = frozenset("0123456789.")
+_UID_SHAPE = re.compile(r"[0-9]+(\.[0-9]+)+")
 
 _HEADER_KEYWORDS = (
     "SOPClassUID",
@@ -523,6 +526,13 @@ def _dicom_result(
     records: dict[str, Any] | None,
     dicomdir: Path | None,
 ) -> ScanEntry | ScanError | _DicomDir:
+    if deflated_size_exceeds(fh, deflated_limit(DEFAULT_MAX_PIXELS)):
+        return ScanError(
+            path,
+            "pixels",
+            "the deflate-compressed data set inflates to far more than any image needs (a decompression bomb); "
+            "it was not read.",
+        )
     try:
         header = _read_dicom_header(fh, forced=forced, file_size=file_size)
     except Exception as exc:
@@ -574,6 +584,15 @@ def _dicom_entry(
             path,
             "header",
             "this DICOM file names no object type (no SOP Class UID) and holds no image: nothing to show.",
+        )
+    elif non_image_kind is None and _cut_uid(sop_class, class_name):
+        # A file cut inside its SOP Class UID ("1.2.840.100") would otherwise pass for a private non-image object
+        # and drop silently out of a batch.
+        return ScanError(
+            path,
+            "header",
+            f"the DICOM header is damaged: its SOP Class UID {sop_class!r} is incomplete (the file may be "
+            "truncated); copy or export it again.",
         )
     else:
         kind = "non-image"
@@ -660,6 +679,13 @@ def _pixel_problem(header: _Header) -> tuple[ErrorStage, str] | None:
             "truncated or damaged.",
         )
     return None
+
+
+def _cut_uid(uid: str, name: str) -> bool:
+    """True for a UID that cannot be a real SOP class: malformed ("1."), a prefix of the DICOM root, or under the
+    DICOM root (private classes never are) yet unknown."""
+    root = "1.2.840.10008."
+    return not _UID_SHAPE.fullmatch(uid) or root.startswith(uid) or (uid.startswith(root) and not name)
 
 
 def _plausible_dataset(header: _Header) -> bool:

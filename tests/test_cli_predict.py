@@ -50,6 +50,7 @@ def input_folder(tmp_path: Path) -> Path:
     for p in sorted((RSNA / "images-512").glob("*.jpg"))[:2]:
         shutil.copy(p, src / p.name)
     (src / "dicom" / "broken.dcm").write_bytes(b"DICM" * 10 + b"\x00garbage")
+    (src / "README.md").write_text("study notes: a document, not an image\n")
     return src
 
 
@@ -72,6 +73,7 @@ def test_predict_end_to_end(
         ]
     )
     assert code == 1  # finished, but one file failed
+    assert "1 document file(s) (e.g. README.md) are not images" in capsys.readouterr().out
     assert _tree_digest(input_folder) == before  # input never modified
 
     with open(out / "submission.csv", newline="") as f:

@@ -23,15 +23,15 @@ def _dialog(qtbot, window, src, out):
 
 
 def test_batch_runs_and_writes_predict_outputs(qtbot, make_window, tmp_path):
-    src = copy_study(tmp_path / "in", rsna_images(4, offset=30), {"junk.txt": b"hello"})
+    src = copy_study(tmp_path / "in", rsna_images(4, offset=30), {"junk.bin": b"hello"})
     w = make_window()
     d = _dialog(qtbot, w, src, tmp_path / "out")
     with qtbot.waitSignal(d.finishedRun, timeout=60_000) as blocker:
         assert d.start()
     summary = blocker.args[0]
     assert summary.total == 5 and summary.done == 4 and not summary.cancelled
-    assert [p for p, _ in summary.failed] == [str(src / "junk.txt")]
-    assert d.failures.count() == 1 and "junk.txt" in d.failures.item(0).text()
+    assert [p for p, _ in summary.failed] == [str(src / "junk.bin")]
+    assert d.failures.count() == 1 and "junk.bin" in d.failures.item(0).text()
     out = tmp_path / "out"
     run = json.loads((out / "run.json").read_text())
     assert run["done"] == 4 and run["thresholds"] == w.session.thresholds.to_dict()

@@ -27,8 +27,11 @@ EPILOG = textwrap.dedent(
     patientId is the file stem for RSNA-style names (<patientId>.dcm), otherwise a non-identifying hash;
     --include-identifiers uses the DICOM PatientID instead and adds identifier columns.
 
-    re-running into the same DIR skips images already done with the same thresholds (--force redoes them);
-    a killed run resumes where it stopped. Inputs are never modified.
+    re-running into the same DIR resumes: images already done with the same thresholds are skipped (their PNGs and
+    journal records are left as they are) and the CSVs/run.json are rebuilt with every row; a killed run resumes
+    where it stopped. Existing results are never replaced without --force: a DIR whose images were done with other
+    thresholds, or that holds submission.csv/findings.csv/run.json/annotated/ not made by a PneumoView run, is
+    refused (exit status 2). --force redoes every image and replaces the outputs. Inputs are never modified.
 
     many GPUs or machines:
       torchrun --nproc_per_node 4 -m pneumoview predict IN --out OUT   (each rank takes a shard; rank 0 merges)
@@ -52,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "inputs", nargs="+", type=Path, metavar="INPUT", help="folders (searched recursively) or files"
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if needed)")
-    p.add_argument("--force", action="store_true", help="redo images already done in DIR")
+    p.add_argument(
+        "--force", action="store_true", help="redo every image and replace the results already in DIR"
+    )
     p.add_argument("--no-png", action="store_true", help="skip the annotated PNGs")
     p.add_argument(
         "--include-identifiers",
@@ -98,7 +103,7 @@ def _distributed() -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pneumoview.batch import collect_inputs, finalize, iter_batch, shard
+    from pneumoview.batch import collect_inputs, finalize, iter_batch, output_conflict, shard
     from pneumoview.errors import ModelError, PneumoViewError
 
     try:
@@ -115,13 +120,23 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        inputs = collect_inputs(args.inputs)
+        ignored: list[Path] = []
+        inputs = collect_inputs(args.inputs, ignored)
     except FileNotFoundError as exc:
         print(f"pneumoview predict: {exc}", file=sys.stderr)
         return 2
+    if ignored:
+        print(
+            f"note: {len(ignored)} document file(s) (e.g. {ignored[0].name}) are not images and were left out"
+        )
     if not inputs:
         print(f"pneumoview predict: no images found in {', '.join(map(str, args.inputs))}", file=sys.stderr)
         return 2
+    if not args.force and not args.merge_only:
+        conflict = output_conflict(out, thresholds)
+        if conflict is not None:
+            print(f"pneumoview predict: {conflict}", file=sys.stderr)
+            return 2
     if args.merge_only:
         summary = finalize(out, inputs, None, thresholds)
         print(f"merged {summary.done} done, {len(summary.failed)} failed of {summary.total} into {out}")

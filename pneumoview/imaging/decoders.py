@@ -10,6 +10,7 @@ preferred; pydicom only reaches it if a user installs it.
 from __future__ import annotations
 
 import re
+import struct
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 
 from pneumoview.errors import ImageReadError, UnsupportedTransferSyntaxError
+from pneumoview.imaging.isolated import decode_isolated
 
 _J2K = (dcm_uid.JPEG2000Lossless, dcm_uid.JPEG2000)
 _HTJ2K = (dcm_uid.HTJ2KLossless, dcm_uid.HTJ2KLosslessRPCL, dcm_uid.HTJ2K)
@@ -198,15 +200,96 @@ def decode_first_frame(ds: Dataset, path: Path) -> tuple[np.ndarray, dict[str, A
     if not available:
         raise UnsupportedTransferSyntaxError(path, syntax_name, str(ts), _INSTALL_HINT.get(ts, "python-gdcm"))
 
+    _check_codestream_size(ds, path, syntax_name)
     order = [p for p in _PREFERRED.get(ts, ()) if p in available]
     order += [p for p in available if p not in order]
     first_error: BaseException | None = None
     for plugin in order:
         try:
-            arr, props = decoder.as_array(ds, index=0, decoding_plugin=plugin)
+            if plugin in _ISOLATED_PLUGINS:
+                arr, props = decode_isolated(ds, plugin)
+            else:
+                arr, props = decoder.as_array(ds, index=0, decoding_plugin=plugin)
         except Exception as exc:
             first_error = first_error or exc
             continue
         return arr, props, plugin
     assert first_error is not None
     raise pixel_error(path, first_error, syntax_name) from first_error
+
+
+# JPEG start-of-frame markers (ITU T.81 B.1.1.3) and JPEG-LS SOF55 (ITU T.87): FF Cn, FF F7.
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
+_PEEK_BYTES = 64 * 1024
+
+
+def _first_fragment_head(pixel_data: bytes) -> bytes:
+    """The first bytes of the first fragment of encapsulated pixel data (after the Basic Offset Table item)."""
+    view = memoryview(pixel_data)
+    item = b"\xfe\xff\x00\xe0"
+    if len(view) < 8 or bytes(view[:4]) != item:
+        return b""
+    pos = 8 + struct.unpack_from("<I", view, 4)[0]  # skip the Basic Offset Table
+    if len(view) < pos + 8 or bytes(view[pos : pos + 4]) != item:
+        return b""
+    (length,) = struct.unpack_from("<I", view, pos + 4)
+    return bytes(view[pos + 8 : pos + 8 + min(length, _PEEK_BYTES)])
+
+
+def codestream_size(frame: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` in pixels that a JPEG, JPEG-LS or JPEG 2000 codestream declares, or None when the
+    bytes are none of these or the size is not in the first bytes (a JPEG height of 0 is defined later)."""
+    if frame.startswith(b"\xff\xd8"):
+        pos = 2
+        while pos + 4 <= len(frame):
+            if frame[pos] != 0xFF:
+                return None
+            marker = frame[pos + 1]
+            if marker == 0xFF:  # fill byte
+                pos += 1
+                continue
+            if marker == 0x01 or 0xD0 <= marker <= 0xD9:  # markers without a length
+                pos += 2
+                continue
+            (length,) = struct.unpack_from(">H", frame, pos + 2)
+            if marker in _SOF_MARKERS and pos + 9 <= len(frame):
+                height, width = struct.unpack_from(">HH", frame, pos + 5)
+                return (width, height) if height else None
+            if marker == 0xDA:  # start of scan: no frame header before it
+                return None
+            pos += 2 + length
+        return None
+    siz = frame.find(b"\xff\x4f\xff\x51", 0, 4096)  # SOC then SIZ, also inside a JP2 file
+    if siz >= 0 and siz + 24 <= len(frame):
+        xsiz, ysiz, xosiz, yosiz = struct.unpack_from(">IIII", frame, siz + 8)
+        if xsiz > xosiz and ysiz > yosiz:
+            return (xsiz - xosiz, ysiz - yosiz)
+    return None
+
+
+def _check_codestream_size(ds: Dataset, path: Path, syntax_name: str) -> None:
+    """Refuse a compressed frame whose own size differs from the header's Rows × Columns.
+
+    Decoders allocate what the codestream declares before any check, so a 64×64 header around a codestream
+    claiming 12,000×12,000 pixels would allocate gigabytes (a decompression bomb), and GDCM aborts the whole
+    process on some mismatches instead of raising. pydicom would reject the mismatch after decoding anyway.
+    """
+    try:
+        size = codestream_size(_first_fragment_head(ds.PixelData))
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except Exception:
+        return  # let the decoders report what is wrong
+    if size is None or size == (cols, rows):
+        return
+    width, height = size
+    raise ImageReadError(
+        path,
+        "pixels",
+        f"the {syntax_name} pixel data holds a {width}×{height} image but the header says {cols}×{rows} "
+        "(Columns × Rows), so the file is damaged; export it again from the system that made it.",
+    )
+
+
+# GDCM's Python wrapper can abort the whole process on damaged data (see pneumoview.imaging.isolated), so its decodes
+# run in a worker process.
+_ISOLATED_PLUGINS = frozenset({"gdcm"})

@@ -23,6 +23,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pneumoview.errors import ImageReadError, ImageTooLargeError, NotAnImageError
 from pneumoview.identity import image_id_for
 from pneumoview.imaging.decoders import decode_first_frame
+from pneumoview.imaging.sniff import deflated_size_exceeds
 from pneumoview.imaging.voi import (
     VOI_FUNCTIONS,
     VoiFunction,
@@ -101,9 +102,21 @@ _IDENTIFIER_TAGS = (
 )
 
 
+def deflated_limit(max_pixels: int) -> int:
+    """The most bytes a deflated data set may inflate to: room for ``max_pixels`` 32-bit samples plus 64 MiB."""
+    return max_pixels * 4 + 64 * 2**20
+
+
 def read_dicom(path: Path, max_pixels: int) -> XrayImage:
     """Read frame 1 of the DICOM file ``path``; see :func:`pneumoview.imaging.load_image` for the contract."""
     notes: list[str] = []
+    if deflated_size_exceeds(path, deflated_limit(max_pixels)):
+        raise ImageTooLargeError(
+            path,
+            "pixels",
+            f"the deflate-compressed data set inflates to more than {deflated_limit(max_pixels) / 2**20:.0f} MiB, "
+            "far more than an image within the size limit needs (a decompression bomb); it was not read.",
+        )
     ds = _read_dataset(path, notes)
     try:
         return _image_from_dataset(ds, path, max_pixels, notes)

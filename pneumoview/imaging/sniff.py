@@ -7,8 +7,9 @@ neither the 128-byte preamble nor the ``DICM`` marker, so the suffix is only a h
 from __future__ import annotations
 
 import struct
+import zlib
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 ImageKind = Literal["dicom", "png", "jpeg"]
 
@@ -90,3 +91,66 @@ def describe_unknown(head: bytes) -> str:
             "the file is a ZIP archive, not a DICOM, PNG or JPEG file; extract it first and open the folder."
         )
     return "the file is not a DICOM, PNG or JPEG file (its first bytes match none of them); choose an image file."
+
+
+_DEFLATED = b"1.2.840.10008.1.2.1.99"
+_META_LIMIT = 8 * 1024  # the file meta group; a few hundred bytes in practice
+
+
+def deflated_size_exceeds(source: str | Path | BinaryIO, limit: int) -> bool:
+    """True when ``source`` is a Deflated Explicit VR Little Endian DICOM file whose data set inflates to more than
+    ``limit`` bytes: a decompression bomb (a few MB of zeros can inflate to many GB, and pydicom inflates the whole
+    data set in memory before reading any element).
+
+    Only the file meta is parsed; the rest is inflated in 1 MiB steps and counted, never kept. False for every
+    other file and on any read error (the reader then reports the problem). A file object is read from its start
+    and left at its start.
+    """
+    try:
+        if isinstance(source, (str, Path)):
+            with open(source, "rb") as fh:
+                return _deflated_size_exceeds(fh, limit)
+        try:
+            return _deflated_size_exceeds(source, limit)
+        finally:
+            source.seek(0)
+    except (OSError, ValueError, struct.error, zlib.error):
+        return False
+
+
+def _deflated_size_exceeds(fh: BinaryIO, limit: int) -> bool:
+    fh.seek(0)
+    head = fh.read(_META_LIMIT)
+    pos = 132 if head[128:132] == b"DICM" else 0
+    syntax = b""
+    while (
+        pos + 8 <= len(head) and head[pos : pos + 2] == b"\x02\x00"
+    ):  # group 0002, explicit VR little endian
+        vr = head[pos + 4 : pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR"):
+            (length,) = struct.unpack_from("<I", head, pos + 8)
+            value = pos + 12
+        else:
+            (length,) = struct.unpack_from("<H", head, pos + 6)
+            value = pos + 8
+        if head[pos + 2 : pos + 4] == b"\x10\x00":
+            syntax = head[value : value + length].rstrip(b"\x00 ")
+        pos = value + length
+    if syntax != _DEFLATED or pos > len(head):
+        return False
+    fh.seek(pos)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    while True:
+        chunk = fh.read(1 << 16)
+        data = inflater.decompress(chunk, 1 << 20) if chunk else inflater.flush()
+        total += len(data)
+        while inflater.unconsumed_tail:
+            if total > limit:
+                return True
+            data = inflater.decompress(inflater.unconsumed_tail, 1 << 20)
+            total += len(data)
+        if total > limit:
+            return True
+        if not chunk or inflater.eof:
+            return False
