@@ -17,21 +17,18 @@ from pneumoview.metrics import (
     rsna_map,
 )
 from pneumoview.postprocess import shrink_boxes
+from pneumoview.rsna_labels import read_labels  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RSNA = DATA / "rsna"
 
 
 def rsna_gt() -> dict[str, np.ndarray]:
-    """patientId → (k, 4) GT boxes for every patient in index.csv (negatives: empty)."""
+    """patientId → (k, 4) GT boxes (1024-px frame) for every patient in index.csv (negatives: empty)."""
     with open(RSNA / "index.csv", newline="") as fh:
         ids = {row["patientId"] for row in csv.DictReader(fh)}
-    out: dict[str, list[list[float]]] = {pid: [] for pid in ids}
-    with open(RSNA / "stage_2_train_labels.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["patientId"] in out and row["Target"] == "1":
-                out[row["patientId"]].append([float(row[k]) for k in ("x", "y", "width", "height")])
-    return {k: np.asarray(v, dtype=np.float64).reshape(-1, 4) for k, v in out.items()}
+    labels = read_labels(RSNA / "stage_2_train_labels.csv")
+    return {pid: labels[pid].astype(np.float64) for pid in ids}
 
 
 def community_map_iou(boxes_true, boxes_pred, scores, thresholds=RSNA_IOU_THRESHOLDS):

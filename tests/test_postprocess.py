@@ -26,6 +26,7 @@ from pneumoview.postprocess import (
     xywh_to_xyxy,
 )
 from pneumoview.postprocess import _nearest_resize as nearest_resize
+from pneumoview.rsna_labels import read_labels  # noqa: E402
 from pneumoview.thresholds import Thresholds, field_names, min_area_mm2, min_area_px
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -33,15 +34,11 @@ RSNA = DATA / "rsna"
 
 
 def rsna_boxes_1024() -> dict[str, np.ndarray]:
-    """patientId → (k, 4) GT boxes (1024-px frame) for the patients in index.csv."""
+    """patientId → (k, 4) GT boxes (1024-px frame) for every patient in index.csv (negatives: empty)."""
     with open(RSNA / "index.csv", newline="") as fh:
         ids = {row["patientId"] for row in csv.DictReader(fh)}
-    out: dict[str, list[list[float]]] = {pid: [] for pid in ids}
-    with open(RSNA / "stage_2_train_labels.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["patientId"] in out and row["Target"] == "1":
-                out[row["patientId"]].append([float(row[k]) for k in ("x", "y", "width", "height")])
-    return {k: np.asarray(v, dtype=np.float32).reshape(-1, 4) for k, v in out.items()}
+    labels = read_labels(RSNA / "stage_2_train_labels.csv")
+    return {pid: labels[pid].astype(np.float32) for pid in ids}
 
 
 # ------------------------------------------------------------------------------------------------ thresholds
