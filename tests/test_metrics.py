@@ -17,7 +17,7 @@ from pneumoview.metrics import (
     rsna_map,
 )
 from pneumoview.postprocess import shrink_boxes
-from pneumoview.rsna_labels import read_labels  # noqa: E402
+from pneumoview.rsna_labels import read_labels
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RSNA = DATA / "rsna"

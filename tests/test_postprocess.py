@@ -26,7 +26,7 @@ from pneumoview.postprocess import (
     xywh_to_xyxy,
 )
 from pneumoview.postprocess import _nearest_resize as nearest_resize
-from pneumoview.rsna_labels import read_labels  # noqa: E402
+from pneumoview.rsna_labels import read_labels
 from pneumoview.thresholds import Thresholds, field_names, min_area_mm2, min_area_px
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
