@@ -50,12 +50,15 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--models-dir", type=Path, default=None)
+    ap.add_argument(
+        "--random", action="store_true", help="time the default architectures with random weights"
+    )
     args = ap.parse_args()
 
     import torch
 
     from pneumoview.imaging import load_image
-    from pneumoview.inference.engine import MODEL_CACHE, Engine
+    from pneumoview.inference.engine import MODEL_CACHE, Engine, StageSelection
     from pneumoview.inference.manifest import load_manifest, models_dirs
     from pneumoview.preprocess import prepare
 
@@ -64,15 +67,16 @@ def main() -> int:
     dirs = models_dirs(args.models_dir)
     manifest = load_manifest(dirs)
     source = "installed models"
-    if (
-        not {"rsna3-classifier", "detector"} <= set(manifest.models)
-        or "seg-ensemble" not in manifest.ensembles
-    ):
+    selection = StageSelection()
+    if args.random or "rsna3-classifier" not in manifest.models or "seg-ensemble" not in manifest.ensembles:
         tmp = Path(tempfile.mkdtemp())
         dirs = [_random_models_dir(tmp)]
         manifest = load_manifest(dirs)
-        source = "random weights (no installed models)"
-    engine = Engine(manifest, device=args.device, models_dir=dirs[0])
+        source = "default architectures with random weights"
+    elif "detector" not in manifest.models:
+        selection = StageSelection(detect=None)
+        source = "installed models (no detector installed: detection not timed)"
+    engine = Engine(manifest, device=args.device, models_dir=dirs[0], selection=selection)
     print(f"device {engine.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{len(images)} real 1024-px RSNA images, {source}")  # fmt: skip
 
@@ -84,7 +88,9 @@ def main() -> int:
     rows.append(("first call (after model load)", first.timings_ms["total"], None))
     steady = [engine.analyze(im) for im in images[1:]]
     for stage in ("classify", "segment", "detect", "total"):
-        vals = [r.timings_ms[stage] for r in steady]
+        vals = [r.timings_ms[stage] for r in steady if stage in r.timings_ms]
+        if not vals:
+            continue
         rows.append((f"steady {stage}", statistics.median(vals), max(vals)))
     t0 = time.perf_counter()
     engine.analyze_batch(images, batch_size=8)

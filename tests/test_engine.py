@@ -177,3 +177,14 @@ def test_device_resolution(monkeypatch: pytest.MonkeyPatch):
     if not torch.cuda.is_available():
         with pytest.raises(ModelError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_unknown_selected_model_skips_stage_with_note(tmp_path: Path):
+    d = equivariant_models_dir(tmp_path)
+    engine = Engine(
+        load_manifest([d]), device="cpu", models_dir=d, selection=StageSelection(detect="no-such-detector")
+    )
+    assert "unknown model 'no-such-detector'" in engine.available_stages()["detect"]
+    r = engine.analyze(load_image(JPG_512))
+    assert r.stages_done == ("classify", "segment")
+    assert any("detect skipped" in n and "no-such-detector" in n for n in r.notes)

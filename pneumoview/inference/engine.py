@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pneumoview.errors import ModelError, ModelNotInstalledError
+from pneumoview.errors import ModelError
 from pneumoview.inference.manifest import Manifest, ModelSpec, load_manifest, models_dirs
 from pneumoview.inference.weights import build_and_load, find_weights, verified_weights
 from pneumoview.preprocess import FrameMap, prepare
@@ -226,7 +226,7 @@ class Engine:
             try:
                 specs = self.stage_specs(stage)
                 models = [(spec, w, self._model(spec)) for spec, w in specs]
-            except ModelNotInstalledError as exc:
+            except ModelError as exc:  # not installed, unknown id, damaged file: skip the stage, say why
                 partial = [replace(r, notes=(*r.notes, f"{stage} skipped: {exc}")) for r in partial]
                 continue
             if not specs:

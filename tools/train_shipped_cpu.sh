@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The exact commands that produced the weights shipped in models/ (research demonstrations; not for diagnosis).
+#
+# They ran on a 2-core CPU (no GPU was left for this run), with time budgets, so a rerun on another machine gives a
+# similar but not bit-identical model: --max-minutes shortens the cosine schedule to the epochs that fit. On a GPU
+# use tools/train_defaults.sh instead (larger inputs, more epochs, plus the detector).
+#
+#   tools/train_shipped_cpu.sh [DATA_DIR=../shared/data/rsna] [OUT=models]
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+D="${1:-$REPO/../shared/data/rsna}"
+OUT="${2:-$REPO/models}"
+PY="${PYTHON:-$REPO/.venv/bin/python}"
+cd "$REPO"
+DATA=(--labels "$D/stage_2_train_labels.csv" --classes "$D/stage_2_detailed_class_info.csv" --index "$D/index.csv"
+      --images "$D/images-512")
+COMMON=(--out "$OUT" --device cpu --split-seed 0 --val-fraction 0.2 --no-progress)
+T=("$PY" -m pneumoview train)
+
+# rsna3 classifier: ResNet-18, 1 channel, 128 px (≈ 9 min)
+"${T[@]}" classifier --recipe default --preset rsna3 --id rsna3-classifier --size 128 --epochs 14 --max-minutes 13 \
+  --seed 0 --workers 1 "${DATA[@]}" "${COMMON[@]}"
+# segmentation members, 128 px (≈ 20 and 26 min)
+"${T[@]}" segmenter --recipe default --model deeplabv3plus:resnet18 --id seg-deeplabv3plus-resnet18 --size 128 \
+  --epochs 12 --max-minutes 11 --seed 0 --workers 1 "${DATA[@]}" "${COMMON[@]}"
+OMP_NUM_THREADS=1 "${T[@]}" segmenter --recipe default --model unet:resnet18 --id seg-unet-resnet18 --size 128 \
+  --epochs 10 --max-minutes 26 --seed 1 --workers 0 "${DATA[@]}" "${COMMON[@]}"
+# the ensemble entry: equal-weight mean of the two members
+"$PY" - "$OUT" <<'PY'
+import sys
+from pathlib import Path
+from pneumoview.inference.manifest import ensemble_entry_toml, upsert_entries
+entry = {
+    "id": "seg-ensemble", "task": "segment", "version": "1.0.0",
+    "members": ["seg-unet-resnet18", "seg-deeplabv3plus-resnet18"], "weights": [1.0, 1.0],
+    "description": "equal-weight mean of U-Net/ResNet-18 and DeepLabV3+/ResNet-18 (128 px)",
+    "intended_use": "Research use only — not for diagnosis.",
+}
+upsert_entries(Path(sys.argv[1]) / "manifest.toml", {"seg-ensemble": ensemble_entry_toml(entry)})
+PY
+# The detector was not shipped: one epoch of Faster R-CNN takes 12–15 minutes on this CPU and did not learn.
+# Train it on a GPU: tools/train_defaults.sh (its detector step).
