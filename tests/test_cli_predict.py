@@ -230,3 +230,28 @@ def test_models_command_lists_status(models: Path, tmp_path: Path, capsys: pytes
     ours = {m["id"]: m for m in doc["models"] if m["file"] and m["file"].startswith(str(models))}
     assert ours["detector"]["status"] == "ok" and len(ours["detector"]["sha256_prefix"]) == 12
     assert any(e["id"] == "seg-ensemble" for e in doc["ensembles"])
+
+
+def test_predict_under_torchrun_merges_shards(tmp_path: Path):
+    """Two gloo ranks on the CPU, the shipped models: each rank takes a shard, rank 0 writes the merged outputs."""
+    src = tmp_path / "in"
+    src.mkdir()
+    images = sorted((RSNA / "images-512").glob("*.jpg"))[:5]
+    for p in images:
+        shutil.copy(p, src / p.name)
+    out = tmp_path / "out"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "PNEUMOVIEW_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "-m", "pneumoview", "predict", str(src), "--out", str(out),
+         "--no-png", "--quiet", "--models-dir", str(ROOT / "models")],  # fmt: skip
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(out / "submission.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(row["patientId"] for row in rows) == sorted(p.stem for p in images)
+    run = json.loads((out / "run.json").read_text())
+    assert (
+        run["done"] == 5 and run["failed"] == [] and {m["id"] for m in run["models"]} >= {"rsna3-classifier"}
+    )
