@@ -799,7 +799,11 @@ def _scan_dicomdir(found: _DicomDir, state: _ScanState) -> Iterator[ScanEntry | 
     base = os.path.realpath(path.parent)
     for instance in instances:
         try:
+            # FileSet gives resolved paths; keep the caller's spelling of the folder (it may pass through links).
             member = Path(instance.path)
+            rel = os.path.relpath(os.path.realpath(member), base)
+            if not rel.startswith(os.pardir):
+                member = path.parent / rel
         except Exception as exc:
             yield ScanError(
                 path, "header", f"a DICOMDIR record has no usable file reference: {_exc_text(exc)}"

@@ -507,3 +507,14 @@ def test_tree_and_json_ready_dicts(dicom_scan):
     d = next(e for e in dicom_scan if isinstance(e, ScanEntry)).to_dict()
     assert isinstance(d["path"], str) and isinstance(d["notes"], list)
     assert set(ScanError(Path("x"), "header", "m").to_dict()) == {"path", "stage", "message"}
+
+
+def test_dicomdir_members_keep_the_folder_spelling_through_a_link(tmp_path):
+    """A folder opened through a symbolic link: DICOMDIR members are reported under that link, like every file."""
+    from pneumoview.study_index import scan
+
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dicom" / "robustness" / "pydicom"
+    link = tmp_path / "linked"
+    link.symlink_to(data / "dicomdirtests", target_is_directory=True)
+    items = list(scan(link))
+    assert items and all(str(i.path).startswith(str(link)) for i in items)
