@@ -196,8 +196,11 @@ def main() -> None:
 
         try:
             real = Engine(device="cpu")
-            if all(v is None for v in real.available_stages().values()):
-                sets.append(("real models (models/)", None))
+            available = real.available_stages()
+            if available["classify"] is None and available["segment"] is None:
+                missing = [s for s, why in available.items() if why is not None]
+                label = "shipped models (models/)" + (f", without {', '.join(missing)}" if missing else "")
+                sets.append((label, None))
         except Exception as exc:  # noqa: BLE001 - a report line, not a failure
             print(f"(real models not usable: {exc})")
         window = None

@@ -68,6 +68,7 @@ def test_detector_box_matches_bright_region_in_original_frame(equivariant_engine
 def test_stages_are_delivered_in_order(equivariant_engine: Engine):
     image = load_image(JPG_512)
     snaps = list(equivariant_engine.iter_stages(image))
+    assert len(snaps) == 3
     assert [s.stages_done for s in snaps[:3]] == [
         ("classify",),
         ("classify", "segment"),
@@ -188,3 +189,15 @@ def test_unknown_selected_model_skips_stage_with_note(tmp_path: Path):
     r = engine.analyze(load_image(JPG_512))
     assert r.stages_done == ("classify", "segment")
     assert any("detect skipped" in n and "no-such-detector" in n for n in r.notes)
+
+
+def test_iter_stages_yields_before_running_the_next_stage(equivariant_engine: Engine, monkeypatch):
+    calls = []
+    real_segment = equivariant_engine._segment
+    monkeypatch.setattr(equivariant_engine, "_segment", lambda *a: calls.append(1) or real_segment(*a))
+    stages = equivariant_engine.iter_stages(load_image(JPG_512))
+    first = next(stages)
+    assert (
+        first.stages_done == ("classify",) and calls == []
+    )  # the classifier's result arrives before segmentation
+    assert next(stages).stages_done == ("classify", "segment") and calls == [1]

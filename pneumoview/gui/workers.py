@@ -187,15 +187,12 @@ def analyse_job(
         yield ("image", image)
     if engine is None or not stages:
         return
-    # The engine yields after each stage and once more with the total time; show each stage as it lands and
-    # mark the final result as the last.
-    pending: AnalysisResult | None = None
-    for snapshot in engine.iter_stages(image, [s for s in STAGES if s in stages], cancelled=cancelled):
-        if pending is not None and snapshot.stages_done != pending.stages_done:
-            yield ("stage", pending, False)
-        pending = snapshot
-    if pending is not None and not cancelled():
-        yield ("stage", pending, True)
+    # Show each stage as soon as it lands; the final result is sent once more, marked as the last.
+    latest: AnalysisResult | None = None
+    for latest in engine.iter_stages(image, [s for s in STAGES if s in stages], cancelled=cancelled):
+        yield ("stage", latest, False)
+    if latest is not None and not cancelled():
+        yield ("stage", latest, True)
 
 
 def analyse_many_job(

@@ -190,7 +190,7 @@ class Engine:
     ) -> Iterator[AnalysisResult]:
         """Yield a growing result as soon as each stage has run (classifier first), so a viewer can show results
         early. Stages whose models are not installed are skipped with a note. ``cancelled()`` is checked between
-        stages; the last item carries the total time."""
+        stages; each item's ``timings_ms["total"]`` is the time so far."""
         for partial in self._run_stages([image], stages, batch_size=1, cancelled=cancelled):
             yield partial[0]
 
@@ -209,7 +209,8 @@ class Engine:
         batch_size: int,
         cancelled: Callable[[], bool] | None = None,
     ) -> Iterator[list[AnalysisResult]]:
-        """Run the stages in order, yielding the results so far after each one, then once more with the total."""
+        """Run the stages in order, yielding the results so far (with the time so far as ``"total"``) right after each
+        stage; once at the end when no stage ran."""
         import torch
 
         unknown = [s for s in stages if s not in STAGES]
@@ -219,6 +220,7 @@ class Engine:
             AnalysisResult(image_id=im.image_id, image_shape=im.shape, device=self.device) for im in images
         ]
         t_all = time.perf_counter()
+        ran_any = False
         for stage in [s for s in STAGES if s in stages]:
             if cancelled is not None and cancelled():
                 break
@@ -228,6 +230,8 @@ class Engine:
                 models = [(spec, w, self._model(spec)) for spec, w in specs]
             except ModelError as exc:  # not installed, unknown id, damaged file: skip the stage, say why
                 partial = [replace(r, notes=(*r.notes, f"{stage} skipped: {exc}")) for r in partial]
+                if ran_any:  # the note must reach the caller even when this was the last stage
+                    yield partial
                 continue
             if not specs:
                 continue
@@ -248,19 +252,22 @@ class Engine:
                 ]
             ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(images))
             refs = tuple(ModelRef(s.id, s.task, s.version, s.sha256[:12]) for s, _, _ in models)
+            total = (time.perf_counter() - t_all) * 1000.0 / max(1, len(images))
             partial = [
                 replace(
                     r,
                     models=r.models + refs,
-                    timings_ms={**r.timings_ms, stage: ms},
+                    timings_ms={**r.timings_ms, stage: ms, "total": total},
                     stages_done=(*r.stages_done, stage),
                     device=self.device,
                 )
                 for r in partial
             ]
+            ran_any = True
             yield partial
-        total = (time.perf_counter() - t_all) * 1000.0 / max(1, len(images))
-        yield [replace(r, timings_ms={**r.timings_ms, "total": total}) for r in partial]
+        if not ran_any:
+            total = (time.perf_counter() - t_all) * 1000.0 / max(1, len(images))
+            yield [replace(r, timings_ms={**r.timings_ms, "total": total}) for r in partial]
 
     def _fallback_to_cpu(self) -> None:
         import torch
