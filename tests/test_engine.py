@@ -185,7 +185,8 @@ def test_unknown_selected_model_skips_stage_with_note(tmp_path: Path):
     engine = Engine(
         load_manifest([d]), device="cpu", models_dir=d, selection=StageSelection(detect="no-such-detector")
     )
-    assert "unknown model 'no-such-detector'" in engine.available_stages()["detect"]
+    assert "no model 'no-such-detector' is installed" in engine.available_stages()["detect"]
+    assert "installed detect models: detector" in engine.available_stages()["detect"]
     r = engine.analyze(load_image(JPG_512))
     assert r.stages_done == ("classify", "segment")
     assert any("detect skipped" in n and "no-such-detector" in n for n in r.notes)

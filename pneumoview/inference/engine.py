@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pneumoview.errors import ModelError
+from pneumoview.errors import ModelError, ModelNotInstalledError
 from pneumoview.inference.manifest import Manifest, ModelSpec, load_manifest, models_dirs
 from pneumoview.inference.weights import build_and_load, find_weights, verified_weights
 from pneumoview.preprocess import FrameMap, prepare
@@ -146,6 +146,17 @@ class Engine:
             return [
                 (self.manifest.model(m), w / total) for m, w in zip(ens.members, ens.weights, strict=True)
             ]
+        if ident not in self.manifest.models:
+            task = {"classify": "classify", "segment": "segment", "detect": "detect"}[stage]
+            known = [m.id for m in self.manifest.by_task(task)] + [
+                e.id for e in self.manifest.ensembles.values() if e.task == task
+            ]
+            raise ModelNotInstalledError(
+                f"no model {ident!r} is installed in the models folders "
+                f"({', '.join(str(d) for d in self.dirs)}); "
+                + (f"installed {task} models: {', '.join(known)}. " if known else "")
+                + "train one with `pneumoview train` (see the README) or copy a models folder in."
+            )
         return [(self.manifest.model(ident), 1.0)]
 
     def _model(self, spec: ModelSpec) -> Any:
