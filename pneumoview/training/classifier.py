@@ -59,12 +59,6 @@ class ClassifierFamily(Family):
     def sample_weights(self, rows: Sequence[int]) -> np.ndarray:
         return sampling_weights(self.labels[np.asarray(rows, dtype=np.int64)])
 
-    def _forward(self, model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-        x = x.to(device, non_blocking=True)
-        if device.type == "cuda" and self.cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return model(x)
-
     def train_loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int]:
         x, y, _ = batch
         logits = self._forward(model, x, device)

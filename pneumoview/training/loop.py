@@ -177,6 +177,13 @@ class Family:
         self.cfg = cfg
         self.cache = cache
 
+    def _forward(self, model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """A batch tensor through ``model`` on ``device`` (channels_last on CUDA when the recipe asks)."""
+        x = x.to(device, non_blocking=True)
+        if device.type == "cuda" and self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return model(x)
+
     # model ---------------------------------------------------------------------------------------------------
     def builder_args(self) -> dict[str, Any]:
         return dict(self.cfg.builder_args)
@@ -227,21 +234,18 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → CUDA (this rank's GPU) when available, else CPU; explicit ``cpu``/``cuda``/``cuda:N``/``mps``."""
-    choice = (choice or "auto").lower()
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainingError(
-                f"--device {choice} was asked for but CUDA is not available; use --device cpu"
-            )
-        return torch.device(f"cuda:{local_rank}" if choice == "cuda" else choice)
-    if choice == "mps" and not torch.backends.mps.is_available():
-        raise TrainingError("--device mps was asked for but Apple MPS is not available; use --device cpu")
-    if choice not in ("cpu", "mps"):
-        raise TrainingError(f"unknown --device {choice!r}; use auto, cpu, cuda, cuda:N or mps")
-    return torch.device(choice)
+    """The inference engine's device rule (auto → CUDA, MPS, CPU; explicit cpu/cuda/cuda:N/mps), with a plain or
+    automatic ``cuda`` meaning this rank's GPU under torchrun."""
+    from pneumoview.errors import ModelError
+    from pneumoview.inference.engine import resolve_device as engine_device
+
+    try:
+        device = engine_device(choice or "auto")
+    except ModelError as exc:
+        raise TrainingError(f"--device: {exc}") from None
+    if device == "cuda:0" and (choice or "auto").lower() in ("auto", "cuda"):
+        device = f"cuda:{local_rank}"
+    return torch.device(device)
 
 
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:

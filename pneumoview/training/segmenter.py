@@ -95,12 +95,6 @@ class SegmenterFamily(Family):
         assert mask is not None
         return model_input(image, self.cfg), torch.from_numpy(mask[None].astype(np.float32)), row
 
-    def _forward(self, model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-        x = x.to(device, non_blocking=True)
-        if device.type == "cuda" and self.cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return model(x)
-
     def train_loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int]:
         x, y, _ = batch
         logits = self._forward(model, x, device)
