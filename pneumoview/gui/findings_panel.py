@@ -6,7 +6,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from pneumoview.gui import viewmodel as vm
 from pneumoview.render import SOURCE_COLOURS
-from pneumoview.types import AnalysisResult
+from pneumoview.types import STAGES, AnalysisResult
 
 COLUMNS = ("Set", "Found by", "Conf.", "x", "y", "w", "h", "px²", "mm²")
 _TAGS = {"final": "final", "detector": "det", "segmentation": "seg", "fused": "both"}
@@ -93,7 +93,8 @@ class FindingsPanel(QtWidgets.QWidget):
             f"{m.task}: <b>{m.id}</b> v{m.version} <span style='color:#999'>#{m.sha256_prefix}</span>"
             for m in result.models
         )
-        timing = ", ".join(f"{k} {v:.0f} ms" for k, v in result.timings_ms.items())
+        t = result.timings_ms
+        timing = ", ".join(f"{k} {t[k]:.0f} ms" for k in (*STAGES, "total") if k in t)
         self.provenance.setText(
             f"{models or 'no model ran'}<br>device: <b>{result.device}</b>"
             + (f"<br>{timing}" if timing else "")
