@@ -545,3 +545,69 @@ def test_count_parameters():
     assert count_parameters(model) == 3 * 4 + 4 + 4 + 1
     model[0].weight.requires_grad_(False)
     assert count_parameters(model, trainable_only=True) == 4 + 4 + 1
+
+
+# --- the light detector: FPN stages, width and anchors as arguments ---------------------------------------------
+
+LIGHT = {
+    "fpn_levels": [2, 3, 4],
+    "fpn_channels": 128,
+    "anchor_sizes": [32, 64, 128, 256],
+    "anchor_ratios": [0.7, 1.0, 1.4, 2.0],
+    "box_batch_size_per_image": 128,
+    "rpn_pre_nms_top_n_train": 500,
+    "rpn_post_nms_top_n_train": 500,
+}
+
+
+def test_light_detector_reads_the_stages_it_is_given_with_its_anchors():
+    model = build("fasterrcnn_resnet18_fpn", min_size=128, max_size=128, **LIGHT)
+    fpn = model.backbone.fpn
+    assert [b[0].in_channels for b in fpn.inner_blocks] == [128, 256, 512]  # layer2, layer3, layer4
+    assert model.backbone.out_channels == 128
+    gen = model.rpn.anchor_generator
+    assert gen.sizes == ((32,), (64,), (128,), (256,)) and gen.aspect_ratios[0] == (0.7, 1.0, 1.4, 2.0)
+    assert model.rpn.head.cls_logits.out_channels == 4  # one objectness per ratio
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 128
+    assert model.rpn._post_nms_top_n["training"] == 500 and model.rpn._post_nms_top_n["testing"] == 1000
+    # layer1 feeds nothing: the pyramid starts at stride 8.
+    with torch.no_grad():
+        feats = model.backbone(torch.zeros(1, 3, 128, 128))
+    assert [f.shape[-1] for f in feats.values()] == [16, 8, 4, 2]
+    positive, boxes, negative = _rsna_examples()
+    model.train()
+    targets = [
+        {"boxes": torch.tensor(boxes) * (128 / 1024), "labels": torch.ones(1, dtype=torch.int64)},
+        {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64)},
+    ]
+    losses = model([_rsna_image(positive), _rsna_image(negative)], targets)
+    assert all(math.isfinite(v.item()) for v in losses.values()) and losses["loss_box_reg"].item() > 0
+
+
+def test_default_fpn_arguments_keep_torchvisions_resnet18_detector():
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    ours = build("fasterrcnn_resnet18_fpn")
+    ref = resnet_fpn_backbone(
+        backbone_name="resnet18", weights=None, trainable_layers=5, norm_layer=torch.nn.BatchNorm2d
+    )
+    assert {k: v.shape for k, v in ours.backbone.state_dict().items()} == {
+        k: v.shape for k, v in ref.state_dict().items()
+    }
+    assert ours.rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,), (512,))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"fpn_levels": [3, 2]}, "increasing"),
+        ({"fpn_levels": [0, 1]}, r"fpn_levels\[0\] must be at least 1"),
+        ({"fpn_levels": [2, 3, 4], "anchor_sizes": [32, 64, 128]}, "must list 4 sizes"),
+        ({"anchor_ratios": []}, "anchor_ratios"),
+        ({"fpn_channels": 4}, "fpn_channels must be at least 8"),
+        ({"box_batch_size_per_image": 0}, "box_batch_size_per_image"),
+    ],
+)
+def test_bad_fpn_arguments_say_what_is_wrong(args, message):
+    with pytest.raises((ValueError, ManifestError), match=message):
+        build("fasterrcnn_resnet18_fpn", **args)

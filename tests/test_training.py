@@ -302,3 +302,80 @@ def test_subsample_draws_every_class(source):
     picked = subsample(source.records, 9, seed=0)
     assert len(picked) == 9
     assert {r.label for r in picked} == {"Normal", "No Lung Opacity / Not Normal", "Lung Opacity"}
+
+
+# -- --init-from: a backbone from a model trained before ------------------------------------------------------------
+
+
+def test_classifier_backbone_moves_into_the_light_detector_unchanged():
+    from pneumoview.inference.builders import build
+    from pneumoview.training.recipes import LIGHT_DETECTOR
+    from pneumoview.training.transfer import transfer_resnet_weights
+
+    torch.manual_seed(0)
+    classifier = build("resnet18_classifier", num_classes=3, in_channels=1).eval()
+    with torch.no_grad():  # non-trivial batch-norm statistics, so that they must be copied too
+        for m in classifier.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    detector = build("fasterrcnn_resnet18_fpn", min_size=64, max_size=64, **LIGHT_DETECTOR).eval()
+    report = transfer_resnet_weights(detector, classifier.state_dict())
+    assert report.copied == report.backbone_tensors == 100 and report.adapted == ("conv1 1 → 3 channels",)
+    grey = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        c = classifier
+        x = c.maxpool(c.relu(c.bn1(c.conv1(grey))))
+        expected = c.layer4(c.layer3(c.layer2(c.layer1(x))))
+        got = detector.backbone.body(grey.repeat(1, 3, 1, 1))["2"]  # a grey image on 3 channels
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_unet_encoder_gives_the_stages_it_has_and_other_families_refuse():
+    from pneumoview.errors import ModelLoadError
+    from pneumoview.inference.builders import build
+    from pneumoview.training.transfer import transfer_resnet_weights
+
+    unet = build("unet", encoder="resnet18", in_channels=1, decoder_channels=[32, 16, 8, 4])
+    classifier = build("resnet18_classifier", num_classes=3, in_channels=1)
+    report = transfer_resnet_weights(classifier, unet.state_dict())
+    assert 0 < report.copied < report.backbone_tensors  # the U-Net encoder stops at layer3
+    source = unet.state_dict()["encoder.body.layer3.1.conv2.weight"]
+    assert torch.equal(classifier.layer3[1].conv2.weight, source)
+    vgg = build("scse_unet", encoder="vgg11", in_channels=1)
+    with pytest.raises(ModelLoadError, match="shares no ResNet layer"):
+        transfer_resnet_weights(classifier, vgg.state_dict())
+    resnet50 = build("resnet50_classifier", num_classes=3, in_channels=1)
+    before = resnet50.layer1[0].bn1.weight.clone()
+    with pytest.raises(ModelLoadError, match="different ResNet"):  # some layers fit by chance: copy none
+        transfer_resnet_weights(resnet50, classifier.state_dict())
+    assert torch.equal(resnet50.layer1[0].bn1.weight, before)
+
+
+def test_cli_init_from_a_trained_classifier_records_it_and_warns_on_another_split(tmp_path, capsys):
+    from pneumoview.training.cli import main
+
+    out = tmp_path / "m"
+    data = [
+        "--labels", str(LABELS), "--classes", str(CLASSES), "--index", str(INDEX), "--images",
+        str(RSNA / "images-512"), "--limit", "10", "--size", "64", "--epochs", "1", "--workers", "0", "--device",
+        "cpu", "--no-progress", "--out", str(out), "--val-fraction", "0.3",
+    ]  # fmt: skip
+    assert main(["train", "classifier", *data]) == 0
+    capsys.readouterr()
+    assert main(["train", "detector", "--recipe", "light", "--init-from", "rsna3-classifier", *data]) == 0
+    text = capsys.readouterr().out
+    assert "backbone initialised from rsna3-classifier 1.0.0" in text and "warning" not in text
+    entries = {m["id"]: m for m in tomllib.loads((out / "manifest.toml").read_text())["model"]}
+    detector = entries["detector"]
+    sha = entries["rsna3-classifier"]["sha256"]
+    assert detector["training"]["init_from"] == f"rsna3-classifier 1.0.0 (sha256 {sha[:12]})"
+    assert detector["builder_args"]["fpn_levels"] == [2, 3, 4] and detector["builder_args"]["min_size"] == 64
+    _loads(out, "detector")  # the recorded architecture rebuilds and loads strictly
+    # Another split seed: the classifier may have trained on this run's validation patients.
+    args = ["train", "detector", "--recipe", "light", "--init-from", "rsna3-classifier", "--id", "det2"]
+    assert main([*args, *data, "--split-seed", "3"]) == 0
+    assert "may have trained on this run's validation images" in capsys.readouterr().out
+    assert main([*args, *data, "--init-from", "no-such-model"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-model" in err and "known models" in err and "rsna3-classifier" in err

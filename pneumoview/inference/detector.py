@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, mobilenet_backbone
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from pneumoview.inference import backbones
@@ -49,6 +50,9 @@ def _common_kwargs(
     box_nms_thresh: float,
     image_mean: Sequence[float] | None,
     image_std: Sequence[float] | None,
+    box_batch_size_per_image: int = 512,
+    rpn_pre_nms_top_n_train: int = 2000,
+    rpn_post_nms_top_n_train: int = 2000,
 ) -> dict[str, object]:
     check_int("num_classes", num_classes, minimum=2)
     check_int("min_size", min_size, minimum=32)
@@ -57,6 +61,9 @@ def _common_kwargs(
     check_int("box_detections_per_img", box_detections_per_img, minimum=1)
     check_float("box_score_thresh", box_score_thresh, minimum=0.0, maximum=1.0)
     check_float("box_nms_thresh", box_nms_thresh, minimum=0.0, maximum=1.0)
+    check_int("box_batch_size_per_image", box_batch_size_per_image, minimum=1)
+    check_int("rpn_pre_nms_top_n_train", rpn_pre_nms_top_n_train, minimum=1)
+    check_int("rpn_post_nms_top_n_train", rpn_post_nms_top_n_train, minimum=1)
     mean = check_floats("image_mean", image_mean, 3) if image_mean is not None else None
     std = check_floats("image_std", image_std, 3) if image_std is not None else None
     if std is not None and min(std) <= 0:
@@ -70,6 +77,9 @@ def _common_kwargs(
         "box_detections_per_img": box_detections_per_img,
         "box_score_thresh": float(box_score_thresh),
         "box_nms_thresh": float(box_nms_thresh),
+        "box_batch_size_per_image": box_batch_size_per_image,
+        "rpn_pre_nms_top_n_train": rpn_pre_nms_top_n_train,
+        "rpn_post_nms_top_n_train": rpn_post_nms_top_n_train,
     }
 
 
@@ -88,15 +98,79 @@ def _norm_layer(frozen_batchnorm: bool | None, pretrained: bool) -> type[nn.Modu
     return FrozenBatchNorm2d if frozen else nn.BatchNorm2d
 
 
+def _check_fpn(
+    fpn_levels: Sequence[int],
+    fpn_channels: int,
+    anchor_sizes: Sequence[int] | None,
+    anchor_ratios: Sequence[float],
+) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...], tuple[float, ...]]:
+    """Validated FPN stages, anchor sizes (one tuple per pyramid level) and aspect ratios."""
+    if isinstance(fpn_levels, str) or not isinstance(fpn_levels, Sequence) or not fpn_levels:
+        raise ValueError(f"fpn_levels must be a list of ResNet stages 1-4, got {fpn_levels!r}")
+    levels = tuple(check_int(f"fpn_levels[{i}]", v, minimum=1, maximum=4) for i, v in enumerate(fpn_levels))
+    if list(levels) != sorted(set(levels)):
+        raise ValueError(f"fpn_levels must be increasing without repeats, got {list(levels)}")
+    check_int("fpn_channels", fpn_channels, minimum=8)
+    n_maps = len(levels) + 1  # the stages plus LastLevelMaxPool's extra level
+    if anchor_sizes is None:
+        # torchvision's rule: an anchor of 8 strides per level (stage k has stride 2**(k + 1)).
+        sizes = tuple(8 * 2 ** (levels[0] + 1 + i) for i in range(n_maps))
+    else:
+        if (
+            isinstance(anchor_sizes, str)
+            or not isinstance(anchor_sizes, Sequence)
+            or len(anchor_sizes) != n_maps
+        ):
+            raise ValueError(
+                f"anchor_sizes must list {n_maps} sizes in pixels (one per pyramid level: the {len(levels)} "
+                f"stages of fpn_levels plus the pooled level), got {anchor_sizes!r}"
+            )
+        sizes = tuple(check_int(f"anchor_sizes[{i}]", v, minimum=1) for i, v in enumerate(anchor_sizes))
+    if isinstance(anchor_ratios, str) or not isinstance(anchor_ratios, Sequence) or not anchor_ratios:
+        raise ValueError(f"anchor_ratios must be a list of height/width ratios, got {anchor_ratios!r}")
+    ratios = tuple(
+        check_float(f"anchor_ratios[{i}]", r, minimum=0.05, maximum=20.0) for i, r in enumerate(anchor_ratios)
+    )
+    return levels, tuple((s,) for s in sizes), ratios
+
+
 def _resnet_fpn_detector(
-    arch: str, trainable: int | None, pretrained: bool, norm: type[nn.Module], common: dict[str, object]
+    arch: str,
+    trainable: int | None,
+    pretrained: bool,
+    norm: type[nn.Module],
+    common: dict[str, object],
+    *,
+    fpn_levels: Sequence[int],
+    fpn_channels: int,
+    anchor_sizes: Sequence[int] | None,
+    anchor_ratios: Sequence[float],
 ) -> FasterRCNN:
+    """ResNet + FPN Faster R-CNN; with the default FPN and anchors, exactly torchvision's module tree.
+
+    Built like torchvision's ``resnet_fpn_backbone`` (same freezing rule, ``LastLevelMaxPool``), but with the
+    FPN width and the stages it reads as arguments.
+    """
+    levels, sizes, ratios = _check_fpn(fpn_levels, fpn_channels, anchor_sizes, anchor_ratios)
     layers = _trainable_layers(trainable, pretrained=pretrained, maximum=5, default=3)
-    backbone = resnet_fpn_backbone(backbone_name=arch, weights=None, norm_layer=norm, trainable_layers=layers)
+    body = backbones.resnet(arch, in_channels=3, pretrained=False, norm_layer=norm)
     if pretrained:
         state = backbones.imagenet_state_dict(arch)
-        backbone.body.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
-    return FasterRCNN(backbone, **common)  # type: ignore[arg-type]
+        body.load_state_dict(state)  # FrozenBatchNorm2d drops num_batches_tracked itself
+    to_train = ["layer4", "layer3", "layer2", "layer1", "conv1"][:layers] + (["bn1"] if layers == 5 else [])
+    for name, parameter in body.named_parameters():
+        if not any(name.startswith(prefix) for prefix in to_train):
+            parameter.requires_grad_(False)
+    stage2 = body.inplanes // 8  # channels of layer1's output (64 for ResNet-18/34, 256 for ResNet-50+)
+    backbone = BackboneWithFPN(
+        body,
+        return_layers={f"layer{k}": str(i) for i, k in enumerate(levels)},
+        in_channels_list=[stage2 * 2 ** (k - 1) for k in levels],
+        out_channels=fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
+    anchors = AnchorGenerator(sizes, (ratios,) * len(sizes))
+    return FasterRCNN(backbone, rpn_anchor_generator=anchors, **common)  # type: ignore[arg-type]
 
 
 @register("fasterrcnn_resnet50_fpn", task="detect")
@@ -113,6 +187,13 @@ def fasterrcnn_resnet50_fpn(
     image_mean: Sequence[float] | None = None,
     image_std: Sequence[float] | None = None,
     frozen_batchnorm: bool | None = None,
+    fpn_levels: Sequence[int] = (1, 2, 3, 4),
+    fpn_channels: int = 256,
+    anchor_sizes: Sequence[int] | None = None,
+    anchor_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    box_batch_size_per_image: int = 512,
+    rpn_pre_nms_top_n_train: int = 2000,
+    rpn_post_nms_top_n_train: int = 2000,
 ) -> FasterRCNN:
     """Seed 003's detector: Faster R-CNN, ResNet-50 FPN backbone, box predictor ``FastRCNNPredictor(1024, 2)``.
 
@@ -128,6 +209,14 @@ def fasterrcnn_resnet50_fpn(
             scratch, where every layer trains.
         pretrained: ImageNet backbone from the torch hub cache (never downloaded; ``ModelLoadError`` when absent).
         box_detections_per_img, box_score_thresh, box_nms_thresh: torchvision's post-processing settings.
+        box_batch_size_per_image, rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train: training-time sampling
+            (RoIs sampled per image for the box head; proposals kept before/after the RPN's NMS). Smaller values
+            train faster on a CPU; inference does not use them.
+        fpn_levels: the ResNet stages (1-4, strides 4-32) that feed the FPN; a max-pooled level is added on top.
+        fpn_channels: FPN width (torchvision: 256).
+        anchor_sizes: one anchor size in input pixels per pyramid level (``len(fpn_levels) + 1`` values); default
+            8 strides per level, torchvision's 32-512 for the default levels.
+        anchor_ratios: anchor height/width ratios, used on every level (torchvision: 0.5, 1, 2).
         image_mean, image_std: 3 values each, for inputs in [0, 1]; default grey 0.5/0.25, or ImageNet's when
             ``pretrained``.
         frozen_batchnorm: ``FrozenBatchNorm2d`` in the backbone instead of ``BatchNorm2d``; defaults to
@@ -143,9 +232,18 @@ def fasterrcnn_resnet50_fpn(
         box_nms_thresh=box_nms_thresh,
         image_mean=image_mean,
         image_std=image_std,
+        box_batch_size_per_image=box_batch_size_per_image,
+        rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
     )
     norm = _norm_layer(frozen_batchnorm, pretrained)
-    return _resnet_fpn_detector("resnet50", trainable_backbone_layers, pretrained, norm, common)
+    return _resnet_fpn_detector(
+        "resnet50", trainable_backbone_layers, pretrained, norm, common,
+        fpn_levels=fpn_levels,
+        fpn_channels=fpn_channels,
+        anchor_sizes=anchor_sizes,
+        anchor_ratios=anchor_ratios,
+    )  # fmt: skip
 
 
 @register("fasterrcnn_resnet18_fpn", task="detect")
@@ -162,6 +260,13 @@ def fasterrcnn_resnet18_fpn(
     image_mean: Sequence[float] | None = None,
     image_std: Sequence[float] | None = None,
     frozen_batchnorm: bool | None = None,
+    fpn_levels: Sequence[int] = (1, 2, 3, 4),
+    fpn_channels: int = 256,
+    anchor_sizes: Sequence[int] | None = None,
+    anchor_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    box_batch_size_per_image: int = 512,
+    rpn_pre_nms_top_n_train: int = 2000,
+    rpn_post_nms_top_n_train: int = 2000,
 ) -> FasterRCNN:
     """Faster R-CNN with a ResNet-18 FPN backbone (``resnet_fpn_backbone``): a lighter seed-003 architecture.
 
@@ -177,9 +282,18 @@ def fasterrcnn_resnet18_fpn(
         box_nms_thresh=box_nms_thresh,
         image_mean=image_mean,
         image_std=image_std,
+        box_batch_size_per_image=box_batch_size_per_image,
+        rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
     )
     norm = _norm_layer(frozen_batchnorm, pretrained)
-    return _resnet_fpn_detector("resnet18", trainable_backbone_layers, pretrained, norm, common)
+    return _resnet_fpn_detector(
+        "resnet18", trainable_backbone_layers, pretrained, norm, common,
+        fpn_levels=fpn_levels,
+        fpn_channels=fpn_channels,
+        anchor_sizes=anchor_sizes,
+        anchor_ratios=anchor_ratios,
+    )  # fmt: skip
 
 
 @register("fasterrcnn_mobilenet_v3_fpn", task="detect")
@@ -196,6 +310,9 @@ def fasterrcnn_mobilenet_v3_fpn(
     image_mean: Sequence[float] | None = None,
     image_std: Sequence[float] | None = None,
     frozen_batchnorm: bool | None = None,
+    box_batch_size_per_image: int = 512,
+    rpn_pre_nms_top_n_train: int = 2000,
+    rpn_post_nms_top_n_train: int = 2000,
 ) -> FasterRCNN:
     """Faster R-CNN with a MobileNetV3-Large FPN backbone: the light detector.
 
@@ -213,6 +330,9 @@ def fasterrcnn_mobilenet_v3_fpn(
         box_nms_thresh=box_nms_thresh,
         image_mean=image_mean,
         image_std=image_std,
+        box_batch_size_per_image=box_batch_size_per_image,
+        rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
     )
     norm = _norm_layer(frozen_batchnorm, pretrained)
     layers = _trainable_layers(trainable_backbone_layers, pretrained=pretrained, maximum=6, default=3)

@@ -79,6 +79,12 @@ def _add_options(p: argparse.ArgumentParser, family: str) -> None:
     )
     m.add_argument("--imagenet", action="store_true", default=None, help="start from ImageNet weights")
     m.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="start the ResNet backbone from a trained PneumoView model: a model id in --out or the models "
+        "folders (e.g. rsna3-classifier), or a .pt file; stages of the same shape are copied",
+    )
+    m.add_argument(
         "--require-imagenet",
         action="store_true",
         default=None,

@@ -53,6 +53,7 @@ from pneumoview.training.curves import draw_curves, write_log
 from pneumoview.training.datasets import DataSource, ImageCache, build_cache, patient_strata
 from pneumoview.training.recipes import TrainConfig
 from pneumoview.training.splits import Split, patient_split
+from pneumoview.training.transfer import InitSource, load_init_source, split_mismatch, transfer_resnet_weights
 
 FP16_TOLERANCE = 0.002
 Log = Callable[[str], None]
@@ -328,20 +329,29 @@ class FitResult:
     metric: str = ""
 
 
-def build_model(cfg: TrainConfig, family: Family, log: Log) -> tuple[nn.Module, bool]:
+def build_model(
+    cfg: TrainConfig, family: Family, log: Log, init: InitSource | None = None
+) -> tuple[nn.Module, bool]:
     """Build the architecture via :func:`pneumoview.inference.builders.build`; ``--imagenet`` first tries the
-    ImageNet weights and, offline, says so and trains from scratch (or stops with ``--require-imagenet``)."""
+    ImageNet weights and, offline, says so and trains from scratch (or stops with ``--require-imagenet``).
+    ``init`` (``--init-from``) then overwrites the ResNet backbone with a trained PneumoView model's."""
     from pneumoview.inference.builders import build
 
     args = family.builder_args()
+    model, pretrained = None, False
     if cfg.imagenet:
         try:
-            return build(cfg.builder, **args, pretrained=True), True
+            model, pretrained = build(cfg.builder, **args, pretrained=True), True
         except ModelLoadError as exc:
             if cfg.require_imagenet:
                 raise TrainingError(f"--require-imagenet: {exc}") from None
             log(f"ImageNet weights are not available ({exc}). Training {cfg.model_id} from scratch instead.")
-    return build(cfg.builder, **args), False
+    if model is None:
+        model = build(cfg.builder, **args)
+    if init is not None:
+        report = transfer_resnet_weights(model, init.state)
+        log(f"{cfg.model_id}: backbone initialised from {init.description}: {report.describe()}")
+    return model, pretrained
 
 
 def _to_device_model(model: nn.Module, cfg: TrainConfig, device: torch.device, family: Family) -> nn.Module:
@@ -415,6 +425,7 @@ def fit(
     resume: Path | None = None,
     log: Log = print,
     keep_outputs: bool = False,
+    init: InitSource | None = None,
 ) -> FitResult:
     """Train ``family``'s model on ``train_rows`` of its cache, validating on ``val_rows`` after every epoch.
 
@@ -434,7 +445,7 @@ def fit(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    model, used_pretrained = build_model(cfg, family, say)
+    model, used_pretrained = build_model(cfg, family, say, init)
     model = _to_device_model(model, cfg, device, family)
     if info.enabled:
         model = nn.parallel.DistributedDataParallel(
@@ -861,13 +872,24 @@ def train_model(
         f"({split.describe()}); recipe {cfg.recipe}, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}"
     )
     family = make_family(cfg, cache)
+    init = None
+    if cfg.init_from and resume is None:
+        from pneumoview.inference.manifest import models_dirs
+
+        init = load_init_source(cfg.init_from, [out_dir, *models_dirs()])
+        warning = split_mismatch(
+            init.training, data=source.description, split_seed=split.seed, folds=split.folds, fold=split.fold,
+            val_images=len(split.val),
+        )  # fmt: skip
+        if warning:
+            say(f"warning: --init-from {cfg.init_from}: {warning}")
     run_dir = out_dir / "runs" / cfg.model_id
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8")
     result = fit(
         cfg, family, split.train.tolist(), split.val.tolist(), run_dir, resume=resume, log=say,
-        keep_outputs=keep_outputs,
+        keep_outputs=keep_outputs, init=init,
     )  # fmt: skip
     weights = sha = manifest = None
     entry: dict[str, Any] = {}
@@ -876,6 +898,8 @@ def train_model(
         old = previous_weights(out_dir, cfg.model_id)
         weights, sha = export_weights(state, out_dir, cfg.model_id)
         entry = manifest_entry(cfg, family, result, split, source, weights.name, sha, command)
+        if cfg.init_from:
+            entry["training"]["init_from"] = init.description if init is not None else cfg.init_from
         manifest = write_model_entry(out_dir, entry)
         if old is not None and old != weights and old.is_file():
             old.unlink()
