@@ -33,6 +33,7 @@ from pneumoview.inference.builders import (
 )
 from pneumoview.inference.segmentation import padded_size
 from pneumoview.inference.segmentation_blocks import SCSE
+from pneumoview.training.recipes import LIGHT_DETECTOR
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RSNA = DATA / "rsna"
@@ -549,15 +550,7 @@ def test_count_parameters():
 
 # --- the light detector: FPN stages, width and anchors as arguments ---------------------------------------------
 
-LIGHT = {
-    "fpn_levels": [2, 3, 4],
-    "fpn_channels": 128,
-    "anchor_sizes": [32, 64, 128, 256],
-    "anchor_ratios": [0.7, 1.0, 1.4, 2.0],
-    "box_batch_size_per_image": 128,
-    "rpn_pre_nms_top_n_train": 500,
-    "rpn_post_nms_top_n_train": 500,
-}
+LIGHT = LIGHT_DETECTOR  # the builder arguments of the `light` detector recipe
 
 
 def test_light_detector_reads_the_stages_it_is_given_with_its_anchors():

@@ -3,7 +3,7 @@
 #
 # Produces, in OUT (default: models/), the three defaults the app selects:
 #   rsna3-classifier  ResNet-18, 1 channel, 256 px (Normal / No Lung Opacity-Not Normal / Lung Opacity)
-#   detector          Faster R-CNN ResNet-18 FPN, 384 px
+#   detector          Faster R-CNN ResNet-18 FPN, 384 px, its ResNet-18 started from the classifier (--init-from)
 #   seg-ensemble      equal-weight mean of seg-unet-resnet18, seg-scse_unet-vgg11, seg-deeplabv3plus-resnet18 (256 px)
 # each as <id>-<sha256[:8]>.pt (fp16 where that costs no accuracy) plus its manifest.toml entry, and
 # OUT/runs/<id>/ with checkpoint.pt, log.csv and curves.png. All from scratch; validation is the same
@@ -117,6 +117,7 @@ echo "== classifier (rsna3) =="
 echo "== detector (Faster R-CNN ResNet-18 FPN) =="
 # shellcheck disable=SC2046
 "${TRAIN[@]}" detector --recipe default --model fasterrcnn_resnet18_fpn --id detector "${DET_SIZE[@]}" \
+  --init-from rsna3-classifier \
   "${DET_EPOCHS[@]}" \
   "${DATA_ARGS[@]}" "${COMMON[@]}" $(budget "$DET_MIN")
 echo "== segmentation ensemble ($MEMBERS) =="

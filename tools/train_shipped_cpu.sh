@@ -3,7 +3,8 @@
 #
 # They ran on a 2-core CPU (no GPU was left for this run), with time budgets, so a rerun on another machine gives a
 # similar but not bit-identical model: --max-minutes shortens the cosine schedule to the epochs that fit. On a GPU
-# use tools/train_defaults.sh instead (larger inputs, more epochs, plus the detector).
+# use tools/train_defaults.sh instead (larger inputs, more epochs). The detector starts from the classifier, so the
+# classifier comes first.
 #
 #   tools/train_shipped_cpu.sh [DATA_DIR=../shared/data/rsna] [OUT=models]
 set -euo pipefail
@@ -38,5 +39,7 @@ entry = {
 }
 upsert_entries(Path(sys.argv[1]) / "manifest.toml", {"seg-ensemble": ensemble_entry_toml(entry)})
 PY
-# The detector was not shipped: one epoch of Faster R-CNN takes 12–15 minutes on this CPU and did not learn.
-# Train it on a GPU: tools/train_defaults.sh (its detector step).
+# detector: the light Faster R-CNN ResNet-18 FPN at 256 px, its ResNet-18 started from the rsna3 classifier above
+# (trained on the same split, so it never saw a validation patient); ≈ 80 min
+"${T[@]}" detector --recipe light --init-from rsna3-classifier --id detector --epochs 20 --max-minutes 80 \
+  --seed 0 --workers 1 "${DATA[@]}" "${COMMON[@]}"

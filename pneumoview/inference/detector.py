@@ -22,6 +22,7 @@ frozen_batchnorm=True, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 from torchvision.models.detection import FasterRCNN
@@ -173,6 +174,26 @@ def _resnet_fpn_detector(
     return FasterRCNN(backbone, rpn_anchor_generator=anchors, **common)  # type: ignore[arg-type]
 
 
+def _build_resnet_fpn(
+    arch: str,
+    *,
+    trainable_backbone_layers: int | None,
+    frozen_batchnorm: bool | None,
+    fpn_levels: Sequence[int],
+    fpn_channels: int,
+    anchor_sizes: Sequence[int] | None,
+    anchor_ratios: Sequence[float],
+    **common_args: Any,
+) -> FasterRCNN:
+    """The body of the ResNet FPN builders: their arguments (see :func:`fasterrcnn_resnet50_fpn`) → the model."""
+    common = _common_kwargs(**common_args)
+    norm = _norm_layer(frozen_batchnorm, common_args["pretrained"])
+    return _resnet_fpn_detector(
+        arch, trainable_backbone_layers, common_args["pretrained"], norm, common,
+        fpn_levels=fpn_levels, fpn_channels=fpn_channels, anchor_sizes=anchor_sizes, anchor_ratios=anchor_ratios,
+    )  # fmt: skip
+
+
 @register("fasterrcnn_resnet50_fpn", task="detect")
 def fasterrcnn_resnet50_fpn(
     *,
@@ -222,28 +243,7 @@ def fasterrcnn_resnet50_fpn(
         frozen_batchnorm: ``FrozenBatchNorm2d`` in the backbone instead of ``BatchNorm2d``; defaults to
             ``pretrained``.
     """
-    common = _common_kwargs(
-        num_classes=num_classes,
-        min_size=min_size,
-        max_size=max_size,
-        pretrained=pretrained,
-        box_detections_per_img=box_detections_per_img,
-        box_score_thresh=box_score_thresh,
-        box_nms_thresh=box_nms_thresh,
-        image_mean=image_mean,
-        image_std=image_std,
-        box_batch_size_per_image=box_batch_size_per_image,
-        rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
-        rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
-    )
-    norm = _norm_layer(frozen_batchnorm, pretrained)
-    return _resnet_fpn_detector(
-        "resnet50", trainable_backbone_layers, pretrained, norm, common,
-        fpn_levels=fpn_levels,
-        fpn_channels=fpn_channels,
-        anchor_sizes=anchor_sizes,
-        anchor_ratios=anchor_ratios,
-    )  # fmt: skip
+    return _build_resnet_fpn("resnet50", **locals())
 
 
 @register("fasterrcnn_resnet18_fpn", task="detect")
@@ -272,28 +272,7 @@ def fasterrcnn_resnet18_fpn(
 
     Arguments as :func:`fasterrcnn_resnet50_fpn`; from scratch all 5 backbone stages train.
     """
-    common = _common_kwargs(
-        num_classes=num_classes,
-        min_size=min_size,
-        max_size=max_size,
-        pretrained=pretrained,
-        box_detections_per_img=box_detections_per_img,
-        box_score_thresh=box_score_thresh,
-        box_nms_thresh=box_nms_thresh,
-        image_mean=image_mean,
-        image_std=image_std,
-        box_batch_size_per_image=box_batch_size_per_image,
-        rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
-        rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
-    )
-    norm = _norm_layer(frozen_batchnorm, pretrained)
-    return _resnet_fpn_detector(
-        "resnet18", trainable_backbone_layers, pretrained, norm, common,
-        fpn_levels=fpn_levels,
-        fpn_channels=fpn_channels,
-        anchor_sizes=anchor_sizes,
-        anchor_ratios=anchor_ratios,
-    )  # fmt: skip
+    return _build_resnet_fpn("resnet18", **locals())
 
 
 @register("fasterrcnn_mobilenet_v3_fpn", task="detect")
