@@ -108,6 +108,6 @@ def test_shipped_detector_finds_opacities_on_validation_radiographs(validation):
     neg = np.array([top_scores[r.key] for r in negatives])
     auc = float(np.mean(pos[:, None] > neg[None, :]) + 0.5 * np.mean(pos[:, None] == neg[None, :]))
     assert auc > 0.7, f"top-box score separates positives from negatives with AUC {auc:.2f}"
-    assert hits >= len(positives) // 3, (
+    assert hits >= len(positives) // 2, (
         f"the top box overlaps a radiologist's box (IoU ≥ 0.3) on {hits} images"
     )
