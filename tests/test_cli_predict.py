@@ -222,6 +222,14 @@ def test_tune_runs_models_once_and_reports(models: Path, tmp_path: Path, capsys:
     best = json.loads((out / "best_thresholds.json").read_text())
     assert 0.0 <= best["map"] <= 1.0 and best["images"] == 6
     assert len((out / "tune.csv").read_text().splitlines()) > 10
+    # The file tune writes is what predict's --thresholds-file takes.
+    pred = tmp_path / "pred"
+    code = main(["predict", str(next(src.iterdir())), "--out", str(pred), "--thresholds-file",
+                 str(out / "best_thresholds.json"), "--models-dir", str(models), "--device", "cpu", "--no-png",
+                 "--quiet"])  # fmt: skip
+    assert code == 0
+    used = json.loads((pred / "run.json").read_text())["thresholds"]
+    assert used == {k: v for k, v in best.items() if k not in ("map", "images")}
 
 
 def test_models_command_lists_status(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):

@@ -72,10 +72,18 @@ def saved_thresholds() -> Thresholds:
         return Thresholds()
 
 
+# What `pneumoview tune` adds to the thresholds in best_thresholds.json (its score), so that the file it writes can
+# be given straight to `--thresholds-file`.
+TUNE_REPORT_KEYS = ("map", "images")
+
+
 def thresholds_from_args(args: argparse.Namespace) -> Thresholds:
     base = saved_thresholds()
     if args.thresholds_file is not None:
-        base = Thresholds.from_dict(json.loads(Path(args.thresholds_file).read_text(encoding="utf-8")))
+        saved = json.loads(Path(args.thresholds_file).read_text(encoding="utf-8"))
+        if isinstance(saved, dict):
+            saved = {k: v for k, v in saved.items() if k not in TUNE_REPORT_KEYS}
+        base = Thresholds.from_dict(saved)
     changes = {
         k: getattr(args, k)
         for k in (*_FLOAT_OPTIONS, "fusion", "confidence", "mode")
