@@ -72,8 +72,8 @@ def saved_thresholds() -> Thresholds:
         return Thresholds()
 
 
-# What `pneumoview tune` adds to the thresholds in best_thresholds.json (its score), so that the file it writes can
-# be given straight to `--thresholds-file`.
+# What `pneumoview tune` adds to the thresholds in best_thresholds.json (its score; keep in step with tune.py), so
+# that the file it writes can be given straight to `--thresholds-file`.
 TUNE_REPORT_KEYS = ("map", "images")
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pneumoview.commands.common import TUNE_REPORT_KEYS, add_model_options, engine_from_args, saved_thresholds
+from pneumoview.commands.common import add_model_options, engine_from_args, saved_thresholds
 from pneumoview.thresholds import FUSION_MODES, Thresholds
 
 # Values tried for each threshold (one at a time, coordinate descent from the current defaults).
@@ -199,8 +199,7 @@ def run(args: argparse.Namespace) -> int:
         lines = ["round,threshold,value,map"] + [f"{r},{k},{v},{m:.6f}" for r, k, v, m in rows]
         atomic_write_text(args.out / "tune.csv", "\n".join(lines) + "\n")
         write_json(
-            args.out / "best_thresholds.json",
-            best.to_dict() | dict(zip(TUNE_REPORT_KEYS, (best_map, len(cases)), strict=True)),
+            args.out / "best_thresholds.json", best.to_dict() | {"map": best_map, "images": len(cases)}
         )
         print(
             f"sweep written to {args.out / 'tune.csv'}, best settings to {args.out / 'best_thresholds.json'}"

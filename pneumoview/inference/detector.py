@@ -135,25 +135,27 @@ def _check_fpn(
     return levels, tuple((s,) for s in sizes), ratios
 
 
-def _resnet_fpn_detector(
+def _build_resnet_fpn(
     arch: str,
-    trainable: int | None,
-    pretrained: bool,
-    norm: type[nn.Module],
-    common: dict[str, object],
     *,
+    trainable_backbone_layers: int | None,
+    frozen_batchnorm: bool | None,
     fpn_levels: Sequence[int],
     fpn_channels: int,
     anchor_sizes: Sequence[int] | None,
     anchor_ratios: Sequence[float],
+    **common_args: Any,
 ) -> FasterRCNN:
-    """ResNet + FPN Faster R-CNN; with the default FPN and anchors, exactly torchvision's module tree.
+    """The ResNet FPN builders' body: their arguments (see :func:`fasterrcnn_resnet50_fpn`) → the model.
 
-    Built like torchvision's ``resnet_fpn_backbone`` (same freezing rule, ``LastLevelMaxPool``), but with the
-    FPN width and the stages it reads as arguments.
+    Built like torchvision's ``resnet_fpn_backbone`` (same freezing rule, ``LastLevelMaxPool``), with the FPN
+    width and the stages it reads as arguments; with the default FPN and anchors, exactly torchvision's module tree.
     """
+    common = _common_kwargs(**common_args)
+    pretrained = common_args["pretrained"]
+    norm = _norm_layer(frozen_batchnorm, pretrained)
     levels, sizes, ratios = _check_fpn(fpn_levels, fpn_channels, anchor_sizes, anchor_ratios)
-    layers = _trainable_layers(trainable, pretrained=pretrained, maximum=5, default=3)
+    layers = _trainable_layers(trainable_backbone_layers, pretrained=pretrained, maximum=5, default=3)
     body = backbones.resnet(arch, in_channels=3, pretrained=False, norm_layer=norm)
     if pretrained:
         state = backbones.imagenet_state_dict(arch)
@@ -172,26 +174,6 @@ def _resnet_fpn_detector(
     )
     anchors = AnchorGenerator(sizes, (ratios,) * len(sizes))
     return FasterRCNN(backbone, rpn_anchor_generator=anchors, **common)  # type: ignore[arg-type]
-
-
-def _build_resnet_fpn(
-    arch: str,
-    *,
-    trainable_backbone_layers: int | None,
-    frozen_batchnorm: bool | None,
-    fpn_levels: Sequence[int],
-    fpn_channels: int,
-    anchor_sizes: Sequence[int] | None,
-    anchor_ratios: Sequence[float],
-    **common_args: Any,
-) -> FasterRCNN:
-    """The body of the ResNet FPN builders: their arguments (see :func:`fasterrcnn_resnet50_fpn`) → the model."""
-    common = _common_kwargs(**common_args)
-    norm = _norm_layer(frozen_batchnorm, common_args["pretrained"])
-    return _resnet_fpn_detector(
-        arch, trainable_backbone_layers, common_args["pretrained"], norm, common,
-        fpn_levels=fpn_levels, fpn_channels=fpn_channels, anchor_sizes=anchor_sizes, anchor_ratios=anchor_ratios,
-    )  # fmt: skip
 
 
 @register("fasterrcnn_resnet50_fpn", task="detect")
@@ -268,7 +250,7 @@ def fasterrcnn_resnet18_fpn(
     rpn_pre_nms_top_n_train: int = 2000,
     rpn_post_nms_top_n_train: int = 2000,
 ) -> FasterRCNN:
-    """Faster R-CNN with a ResNet-18 FPN backbone (``resnet_fpn_backbone``): a lighter seed-003 architecture.
+    """Faster R-CNN with a ResNet-18 FPN backbone: a lighter seed-003 architecture.
 
     Arguments as :func:`fasterrcnn_resnet50_fpn`; from scratch all 5 backbone stages train.
     """
