@@ -116,9 +116,20 @@ def build_seg(
             series_number=SERIES_NUMBERS["SEG"],
             instance_number=instance_number(clean),
         )
+    _drop_pixel_measures_without_frame_of_reference(seg)
     if "PatientOrientation" not in seg:
         seg.PatientOrientation = clean.get("PatientOrientation")
     return finish(seg, clean)
+
+
+def _drop_pixel_measures_without_frame_of_reference(seg: Dataset) -> None:
+    # highdicom copies Pixel Spacing into a Pixel Measures item without Slice Thickness, which its own reader then
+    # refuses; without a Frame of Reference (a projection radiograph) the macro is not required, so it is left out.
+    if "FrameOfReferenceUID" in seg:
+        return
+    for item in seg.get("SharedFunctionalGroupsSequence", []):
+        if "PixelMeasuresSequence" in item and "SliceThickness" not in item.PixelMeasuresSequence[0]:
+            del item.PixelMeasuresSequence
 
 
 def build_gsps(source: Dataset, image: XrayImage, result: AnalysisResult, findings: Findings) -> Dataset:
