@@ -35,7 +35,7 @@ def result_uids(source: Dataset, kind: str, provenance: str) -> tuple[str, str]:
     return sop, series
 
 
-def _clean(source: Dataset) -> CleanSource:
+def clean_header(source: Dataset) -> CleanSource:
     try:
         return clean_source(source)
     except ValueError as exc:
@@ -61,7 +61,7 @@ def build_sr(source: Dataset, image: XrayImage, result: AnalysisResult, findings
         result: the model outputs (probabilities, model provenance).
         findings: the post-processed boxes; one planar ROI group per ``findings.fused`` box, in order.
     """
-    clean = _clean(source).dataset
+    clean = clean_header(source).dataset
     provenance = c.provenance_key(result, findings.thresholds)
     sop, series = result_uids(clean, "SR", provenance)
     with warnings.catch_warnings():
@@ -99,7 +99,7 @@ def build_seg(
         raise DicomResultsError(
             f"{image.source}: the probability map is {mask.shape} but the image is {image.shape}; cannot write a SEG"
         )
-    clean = _clean(source).dataset
+    clean = clean_header(source).dataset
     provenance = c.provenance_key(result, findings.thresholds)
     sop, series = result_uids(clean, "SEG-P" if probability_map else "SEG", provenance)
     _, series = result_uids(clean, "SEG", provenance)
@@ -135,7 +135,7 @@ def _drop_pixel_measures_without_frame_of_reference(seg: Dataset) -> None:
 def build_gsps(source: Dataset, image: XrayImage, result: AnalysisResult, findings: Findings) -> Dataset:
     """A GSPS drawing ``findings.fused`` as rectangles (closed polylines, source pixels) labelled with their
     confidences."""
-    clean = _clean(source).dataset
+    clean = clean_header(source).dataset
     provenance = c.provenance_key(result, findings.thresholds)
     sop, series = result_uids(clean, "GSPS", provenance)
     with warnings.catch_warnings():
