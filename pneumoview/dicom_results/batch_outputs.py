@@ -39,11 +39,13 @@ def write_for_batch(
 ) -> dict[str, Any]:
     """Write one image's DICOM results into ``out_dir/dicom`` and return the journal fields: ``dicom_options``,
     ``dicom_files`` (names relative to ``out_dir``), ``dicom_skipped`` (why none were written for a PNG/JPEG input)
-    and ``dicom_error`` (a DICOM input whose results could not be written; the run then reports the file)."""
+    ``dicom_notes`` (a SEG or GSPS that could not be written beside the SR, and why) and ``dicom_error`` (a DICOM input
+    whose SR could not be written; the run then reports the file as failed)."""
     record: dict[str, Any] = {"dicom_options": options.to_dict(), "dicom_files": []}
     if "SOPInstanceUID" not in image.identifiers:
         record["dicom_skipped"] = "not a DICOM image (PNG/JPEG has no study to join)"
         return record
+    notes: list[str] = []
     try:
         paths = write_results(
             image,
@@ -53,11 +55,14 @@ def write_for_batch(
             gsps=options.gsps,
             probability_map=options.probability_map,
             include_identifiers=include_identifiers,
+            notes=notes,
         )
     except (DicomResultsError, ValueError, OSError) as exc:
         record["dicom_error"] = str(exc)
         return record
     record["dicom_files"] = [f"{DICOM_DIR}/{p.name}" for p in paths]
+    if notes:
+        record["dicom_notes"] = notes
     return record
 
 
@@ -70,7 +75,9 @@ def dicom_summary(
     written: list[str] = []
     skipped: list[dict[str, str]] = []
     errors: list[dict[str, str]] = []
+    notes: list[str] = []
     for r in records:
+        notes += r.get("dicom_notes", [])
         written += r.get("dicom_files", [])
         if r.get("dicom_skipped"):
             skipped.append({"path": r["path"], "reason": r["dicom_skipped"]})
@@ -82,4 +89,5 @@ def dicom_summary(
         "files": written,
         "not_dicom": skipped,
         "failed": errors,
+        "notes": notes,
     }
