@@ -87,6 +87,8 @@ def _check_round_trip(image, result, findings: Findings, paths: list[Path], prob
     mask = result.prob_map > findings.thresholds.seg_threshold
     if "SEG" in by_kind:
         (seg,) = got.segs
+        assert seg.algorithm_name == "PneumoView" and seg.algorithm_version
+        assert seg.segment_labels[0] == "Lung opacity"
         assert np.array_equal(seg.mask, mask)
         if probability_map:
             assert np.abs(seg.probability - result.prob_map).max() <= 0.5 / 255 + 1e-6
