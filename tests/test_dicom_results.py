@@ -240,6 +240,20 @@ def test_jpeg_input_gets_a_clear_error(tmp_path: Path):
     assert not list(tmp_path.iterdir())
 
 
+def test_multi_frame_input_gets_a_clear_error(tmp_path: Path, make_dicom):
+    frames = np.stack(
+        [np.asarray(load_image(SAMPLE / "1015e103-bda6-4664-978d-f761cd2982cb.dcm").display)] * 3
+    )
+    path = make_dicom(frames, name="multi.dcm", StudyInstanceUID="1.2.3", SOPInstanceUID="1.2.3.4",
+                      SeriesInstanceUID="1.2.3.5")  # fmt: skip
+    image = load_image(path)
+    assert image.frame_count == 3
+    result = model_outputs(image)
+    with pytest.raises(DicomResultsError, match="3 frames") as err:
+        write_results(image, result, postprocess(result), tmp_path / "out")
+    assert "multi.dcm" in str(err.value) and not (tmp_path / "out").exists()
+
+
 def test_identifiers_in_file_names_only_on_request(tmp_path: Path):
     path = SAMPLE / "07d0762b-8d1f-41d9-8ea9-1b6e4097cd33.dcm"
     image, result, findings = _analyse(path)
