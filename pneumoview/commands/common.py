@@ -60,6 +60,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
             metavar="ID",
             help=f"model or ensemble id ('none' to skip; default {default})",
         )
+    g.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: also analyse the mirrored image and combine both (about 2× the time; "
+        "off by default, see the README's 'Levers tried')",
+    )
 
 
 def saved_thresholds() -> Thresholds:
@@ -102,4 +108,6 @@ def engine_from_args(args: argparse.Namespace):
     selection = StageSelection(
         classify=pick(args.classifier), segment=pick(args.segmenter), detect=pick(args.detector)
     )
-    return Engine(device=args.device, selection=selection, models_dir=args.models_dir)
+    return Engine(
+        device=args.device, selection=selection, models_dir=args.models_dir, tta=getattr(args, "tta", False)
+    )

@@ -115,6 +115,9 @@ class Engine:
         models_dir: the user's models-folder setting (searched first).
         random_weights: build the architectures with random weights instead of loading files — for tests and
             benchmarks only; results are meaningless.
+        tta: test-time augmentation by horizontal flip for every stage (:mod:`pneumoview.inference.tta`); about
+            twice the compute. Off by default: on the validation split it did not pay for itself (README, "Levers
+            tried").
     """
 
     def __init__(
@@ -125,12 +128,14 @@ class Engine:
         selection: StageSelection | None = None,
         models_dir: str | Path | None = None,
         random_weights: bool = False,
+        tta: bool = False,
     ) -> None:
         self.dirs = models_dirs(models_dir)
         self.manifest = manifest if manifest is not None else load_manifest(self.dirs)
         self.device = resolve_device(device)
         self.selection = selection or StageSelection()
         self.random_weights = random_weights
+        self.tta = tta
         self._notes: list[str] = []
 
     # -- models -------------------------------------------------------------------------------------------------
@@ -309,29 +314,27 @@ class Engine:
             yield idx, x, list(frames)
 
     def _classify(self, images, partial, models, batch_size):
-        import torch
+        from pneumoview.inference import tta
 
         spec, _, model = models[0]
         out = list(partial)
         for idx, x, _ in self._batches(images, spec, batch_size):
             with self._autocast():
-                logits = model(x)
-            probs = torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float32)
+                probs = tta.classify(model, x, self.tta).cpu().numpy().astype(np.float32)
             for j, i in enumerate(idx):
                 p_op = float(probs[j, spec.positive_index]) if spec.positive_index is not None else None
                 out[i] = replace(out[i], class_names=spec.classes, class_probs=probs[j], p_opacity=p_op)
         return out
 
     def _segment(self, images, partial, models, batch_size):
-        import torch
+        from pneumoview.inference import tta
 
         sums = [np.zeros(im.shape, dtype=np.float32) for im in images]
         members: list[dict[str, np.ndarray]] = [{} for _ in images]
         for spec, weight, model in models:
             for idx, x, frames in self._batches(images, spec, batch_size):
                 with self._autocast():
-                    logits = model(x)
-                probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+                    probs = tta.segment(model, x, self.tta).cpu().numpy()
                 for j, i in enumerate(idx):
                     members[i][spec.id] = probs[j]
                     sums[i] += weight * frames[j].map_to_original(probs[j])
@@ -341,16 +344,16 @@ class Engine:
         ]
 
     def _detect(self, images, partial, models, batch_size):
+        from pneumoview.inference import tta
+
         spec, _, model = models[0]
         out = list(partial)
         for idx, x, frames in self._batches(images, spec, batch_size):
             with self._autocast():
-                dets = model(list(x.float()))
+                dets = tta.detect(model, x, self.tta)
             for j, i in enumerate(idx):
-                d = dets[j]
-                keep = (d["labels"] == 1).cpu().numpy()
-                xyxy = frames[j].boxes_to_original(d["boxes"].float().cpu().numpy()[keep])
-                scores = d["scores"].float().cpu().numpy()[keep].astype(np.float32)
+                boxes, scores = dets[j]
+                xyxy = frames[j].boxes_to_original(boxes)
                 order = np.argsort(-scores, kind="stable")
                 xyxy, scores = xyxy[order], scores[order]
                 xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1).astype(np.float32)

@@ -1,0 +1,77 @@
+"""Test-time augmentation (TTA) by horizontal flip, for each model family.
+
+Each function runs a model on a prepared batch ``x`` (``(B, C, H, W)`` in the model's input frame) and, when ``tta``
+is on, also on the batch mirrored left–right, then combines the two in the same input frame:
+
+- classifier: softmax probabilities averaged;
+- segmenter: sigmoid probability maps averaged (the mirrored map is mirrored back first);
+- detector: the mirrored image's boxes are mirrored back (``x1' = W - x2``) and merged with the original's by
+  weighted box fusion (:func:`pneumoview.postprocess._wbf`): a box both views found gets the mean of their scores and
+  the score-weighted mean of their corners; a box only one view found keeps half its score.
+
+A mirrored chest radiograph is anatomically implausible (the heart on the right), but the models see lung fields that
+are nearly symmetric, and the RSNA boxes are in both lungs, which is why flip TTA was a common RSNA-challenge lever.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from pneumoview.postprocess import BoxSet, _wbf, xywh_to_xyxy, xyxy_to_xywh
+
+# Boxes of the two views are merged when their IoU is at least this (the usual WBF setting for flip TTA).
+TTA_FUSION_IOU = 0.55
+
+
+def classify(model: Any, x: torch.Tensor, tta: bool) -> torch.Tensor:
+    """Class probabilities ``(B, K)`` float32 (softmax; mean over the original and mirrored image with ``tta``)."""
+    probs = torch.softmax(model(x).float(), dim=1)
+    if tta:
+        probs = 0.5 * (probs + torch.softmax(model(torch.flip(x, dims=[-1])).float(), dim=1))
+    return probs
+
+
+def segment(model: Any, x: torch.Tensor, tta: bool) -> torch.Tensor:
+    """Opacity probability maps ``(B, H, W)`` float32 in the input frame (mean over both views with ``tta``)."""
+    probs = torch.sigmoid(model(x).float())[:, 0]
+    if tta:
+        flipped = torch.sigmoid(model(torch.flip(x, dims=[-1])).float())[:, 0]
+        probs = 0.5 * (probs + torch.flip(flipped, dims=[-1]))
+    return probs
+
+
+def _boxes_scores(d: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    keep = (d["labels"] == 1).cpu().numpy()
+    return d["boxes"].float().cpu().numpy()[keep], d["scores"].float().cpu().numpy()[keep].astype(np.float32)
+
+
+def fuse_views(
+    boxes_a: np.ndarray, scores_a: np.ndarray, boxes_b: np.ndarray, scores_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted box fusion of two views' ``xyxy`` boxes (same pixel frame); returns ``(xyxy, scores)``, best first.
+
+    The views are handed to :func:`_wbf` as its two "sources" only to reuse its arithmetic; the labels are dropped.
+    """
+    a = BoxSet.of(xyxy_to_xywh(boxes_a), scores_a, "detector")
+    b = BoxSet.of(xyxy_to_xywh(boxes_b), scores_b, "segmentation")
+    fused = _wbf(a, b, TTA_FUSION_IOU)
+    return xywh_to_xyxy(fused.boxes), np.asarray(fused.scores, dtype=np.float32)
+
+
+def detect(model: Any, x: torch.Tensor, tta: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per image, the opacity boxes ``(N, 4)`` ``xyxy`` in the input frame's pixels and their scores ``(N,)``."""
+    batch = list(x.float())
+    out = [_boxes_scores(d) for d in model(batch)]
+    if not tta:
+        return out
+    width = float(x.shape[-1])
+    mirrored = model([torch.flip(im, dims=[-1]) for im in batch])
+    fused = []
+    for (boxes, scores), d in zip(out, mirrored, strict=True):
+        fb, fs = _boxes_scores(d)
+        back = np.stack([width - fb[:, 2], fb[:, 1], width - fb[:, 0], fb[:, 3]], axis=1) if len(fb) else fb
+        fused.append(fuse_views(boxes, scores, back.reshape(-1, 4), fs))
+    return fused
