@@ -509,7 +509,8 @@ class Findings:
         image_shape: ``(rows, cols)`` of the original image.
         spacing_mm: ``(row_mm, col_mm)`` or None.
         p_opacity: the classifier's P(opacity), or None when no classifier ran.
-        gated: True when the classifier gate (``p_opacity < thresholds.gate``) removed every final box.
+        gated: True when the classifier gate closed (hard gate: ``p_opacity < thresholds.gate``) or, for the soft
+            gates, removed at least one box (see :mod:`pneumoview.gating`).
         notes: sentences for the user about how the result was obtained.
     """
 
@@ -649,10 +650,14 @@ def postprocess(
     if t.fusion in ("detector", "segmentation") and (det if t.fusion == "detector" else seg) is None:
         notes.append(f"fusion '{t.fusion}' was chosen but that model did not run, so no boxes are reported.")
     fused = fuse(det, seg, t)
-    gated = p is not None and p < t.gate
-    if gated:
-        fused = BoxSet.empty()
-        notes.append(f"classifier gate: P(opacity) {p:.2f} < {t.gate:.2f}, so no boxes are reported.")
+    from pneumoview.gating import gate_boxes, gate_note  # gating builds on BoxSet, defined here
+
+    kept = gate_boxes(fused, p, t)
+    note = gate_note(len(fused), len(kept), p, t)
+    gated = note is not None
+    if note:
+        notes.append(note)
+    fused = kept
     return Findings(
         fused=fused,
         detector=det,

@@ -21,8 +21,14 @@ SEED001_MIN_AREA_FRACTION = SEED001_MIN_BBOX_AREA_PX / SEED001_IMAGE_SIZE**2
 FUSION_MODES = ("wbf", "nms", "detector", "segmentation", "union")
 CONFIDENCE_MODES = ("mean_prob", "foreground_fraction")
 MODES = ("default", "seed001")
+GATE_MODES = ("hard", "product", "low_confidence")
 
-_CHOICES: dict[str, tuple[str, ...]] = {"fusion": FUSION_MODES, "confidence": CONFIDENCE_MODES, "mode": MODES}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "fusion": FUSION_MODES,
+    "confidence": CONFIDENCE_MODES,
+    "mode": MODES,
+    "gate_mode": GATE_MODES,
+}
 # (low, high, low_inclusive): every numeric field is a fraction; the bounds say which ends make sense.
 _RANGES: dict[str, tuple[float, float, bool]] = {
     "seg_threshold": (0.0, 1.0, True),
@@ -32,6 +38,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "nms_iou": (0.0, 1.0, False),
     "fusion_iou": (0.0, 1.0, False),
     "gate": (0.0, 1.0, True),
+    "gate_box_score": (0.0, 1.0, True),
 }
 _DESCRIPTIONS = {
     "seg_threshold": "a probability",
@@ -41,6 +48,7 @@ _DESCRIPTIONS = {
     "nms_iou": "an IoU",
     "fusion_iou": "an IoU",
     "gate": "a probability",
+    "gate_box_score": "a box score",
 }
 
 
@@ -63,11 +71,16 @@ class Thresholds:
             across sources at ``fusion_iou``), ``"detector"`` or ``"segmentation"`` (one source only),
             ``"union"`` (all boxes of both sources, unmerged).
         fusion_iou: boxes of the two sources are merged (WBF) or suppressed (NMS) at this IoU.
-        gate: the classifier gate: no final box is reported when P(opacity) is below this. 0 disables it.
+        gate: the classifier gate's threshold; its meaning depends on ``gate_mode`` (see :mod:`pneumoview.gating`).
+            With the default ``"hard"`` mode no final box is reported when P(opacity) is below this; 0 disables it.
         confidence: a segmentation box's score: ``"mean_prob"`` (mean probability over the region's pixels) or
             ``"foreground_fraction"`` (seed 001: fraction of the bounding box that is foreground).
         mode: ``"default"`` or ``"seed001"`` (segmentation boxes exactly as seed 001 computes them; see
             :meth:`seed001` for the full seed-001 preset).
+        gate_mode: ``"hard"`` (above), ``"product"`` (a box's score becomes score × P(opacity) and boxes below
+            ``gate`` are dropped) or ``"low_confidence"`` (when P(opacity) < ``gate``, only boxes scoring below
+            ``gate_box_score`` are dropped).
+        gate_box_score: the box score a box needs to survive a closed ``"low_confidence"`` gate.
     """
 
     seg_threshold: float = 0.5
@@ -80,6 +93,8 @@ class Thresholds:
     gate: float = 0.3
     confidence: str = "mean_prob"
     mode: str = "default"
+    gate_mode: str = "hard"
+    gate_box_score: float = 0.8
 
     def __post_init__(self) -> None:
         for name, (low, high, low_inclusive) in _RANGES.items():
