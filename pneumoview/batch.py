@@ -43,6 +43,7 @@ from pneumoview.export import (
 from pneumoview.imaging import load_image
 from pneumoview.postprocess import postprocess
 from pneumoview.study_index import ScanEntry, ScanError, scan
+from pneumoview.suitability import suitability_warnings
 from pneumoview.thresholds import Thresholds
 
 if TYPE_CHECKING:
@@ -371,6 +372,7 @@ def _analyse(
             "findings": findings_rows(image, result, findings, include_identifiers),
             "annotated_png": None if png is None else png.name,
             "notes": list(image.notes) + list(result.notes) + list(findings.notes),
+            "warnings": list(suitability_warnings(image)),
             "timings_ms": dict(result.timings_ms),
             "models": [asdict(m) for m in result.models],
             "device": result.device,
@@ -459,6 +461,11 @@ def finalize(
             "elapsed_s_this_run": round(elapsed_s, 3),
             "images_per_s_this_run": round(analysed / elapsed_s, 3) if elapsed_s > 0 and analysed else None,
             "mean_ms_per_stage": {k: round(sum(v) / len(v), 2) for k, v in timings.items()},
+            "warnings": [
+                {"path": r["path"], "image_id": r["image_id"], "warnings": r["warnings"]}
+                for r in records
+                if r.get("warnings")
+            ],
         }
         | ({"dicom": dicom} if dicom is not None else {}),
     )

@@ -27,6 +27,7 @@ from pneumoview import __version__
 from pneumoview.postprocess import Findings
 from pneumoview.render import render_annotated, save_png
 from pneumoview.review import ImageReview, review_column
+from pneumoview.suitability import suitability_warnings
 from pneumoview.types import AnalysisResult, XrayImage
 
 SUBMISSION_HEADER = ("patientId", "PredictionString")
@@ -52,6 +53,7 @@ FINDINGS_COLUMNS = (
     "models",
     "device",
     "review",
+    "warnings",
 )
 IDENTIFIER_COLUMNS = ("patient_id", "patient_name", "study_instance_uid", "sop_instance_uid")
 
@@ -197,6 +199,7 @@ def _algorithm_rows(
         "models": models_text(result),
         "device": result.device,
         "review": "",
+        "warnings": " | ".join(suitability_warnings(image)),
     }
     if include_identifiers:
         ids = image.identifiers

@@ -248,7 +248,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"  failed: {path}: {why}")
     if len(summary.failed) > 20:
         print(f"  … and {len(summary.failed) - 20} more (see run.json)")
+    _print_header_warnings(out)
     return summary.exit_status
+
+
+def _print_header_warnings(out: Path) -> None:
+    """One line on stderr when some images are not adult frontal chest radiographs by their header."""
+    import json
+
+    warned = json.loads((out / "run.json").read_text(encoding="utf-8")).get("warnings", [])
+    if warned:
+        first = warned[0]
+        print(
+            f"warning: {len(warned)} image(s) are not adult frontal chest radiographs by their header, so their "
+            f"findings are unsupported (e.g. {Path(first['path']).name}: {first['warnings'][0].split(';')[0]}); "
+            "see the warnings column of findings.csv and run.json",
+            file=sys.stderr,
+        )
 
 
 def _progress_bar(total: int, disable: bool):

@@ -36,6 +36,12 @@ class FindingsPanel(QtWidgets.QWidget):
         font.setBold(True)
         self.headline.setFont(font)
         layout.addWidget(self.headline)
+        self.suitability = QtWidgets.QLabel("")
+        self.suitability.setWordWrap(True)
+        self.suitability.setStyleSheet("color: #ff6060; font-weight: bold;")
+        self.suitability.setAccessibleName("Header warnings")
+        self.suitability.hide()
+        layout.addWidget(self.suitability)
 
         self.probs_box = QtWidgets.QGroupBox("Classifier")
         self.probs_layout = QtWidgets.QFormLayout(self.probs_box)
@@ -75,6 +81,12 @@ class FindingsPanel(QtWidgets.QWidget):
         self.set_rows([])
         self.provenance.setText("")
         self.notes.setText("")
+        self.set_warnings(())
+
+    def set_warnings(self, warnings) -> None:
+        """Show why the header says this is not an adult frontal chest radiograph (hidden when there is none)."""
+        self.suitability.setText("\n".join(f"⚠ {w}" for w in warnings))
+        self.suitability.setVisible(bool(warnings))
 
     def set_result(self, result: AnalysisResult | None, findings, running: bool, extra_notes=()) -> None:
         """Show a (possibly partial) result and its post-processed findings."""

@@ -27,6 +27,7 @@ from pneumoview.gui.study_browser import StudyBrowser
 from pneumoview.gui.threshold_panel import ThresholdPanel
 from pneumoview.gui.welcome import WelcomePage
 from pneumoview.settings import Settings, save_settings
+from pneumoview.suitability import suitability_warnings
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +357,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.engine_info is not None and not self.engine_info.stages:
             notes.append("No model is installed, so analysis is off; Help ▸ About lists the models folders.")
         self.findings_panel.set_result(None, None, running=pending, extra_notes=notes)
+        self.findings_panel.set_warnings(suitability_warnings(image))
         self.imageShown.emit(self.session.path)
 
     def _show_result(self, running: bool) -> None:
