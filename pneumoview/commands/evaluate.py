@@ -38,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--classes", type=Path, default=None, help="stage_2_detailed_class_info.csv → classifier metrics"
     )
     p.add_argument("--per-image", type=Path, default=None, metavar="CSV", help="write per-image scores here")
+    p.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="extra models folder whose training splits are checked too",
+    )
     p.set_defaults(run=run)
 
 
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         row = findings.get(pid)
         shape = (int(row["rows"]), int(row["cols"])) if row else (args.image_size, args.image_size)
         gt[pid] = scale_boxes(labels[pid], shape)
+    _warn_trained_on(list(preds), args)
     result = rsna_map(gt, preds)
     print(
         f"images evaluated: {len(preds)} ({result.n_scored} scored, {result.n_skipped} skipped: no truth, no box)"
@@ -141,3 +148,30 @@ def _print_report(rep, n: int) -> None:
 
 def _f(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def _warn_trained_on(image_ids: list[str], args: argparse.Namespace) -> None:
+    """Warn (stderr) when evaluated images were in an installed model's training split: their scores are
+    optimistic. The split is rebuilt from the data next to ``--labels`` (see :mod:`pneumoview.training.overlap`)."""
+    from pneumoview.errors import PneumoViewError
+    from pneumoview.inference.manifest import load_manifest, models_dirs
+    from pneumoview.training.overlap import training_overlap
+
+    try:
+        manifest = load_manifest(models_dirs(args.models_dir), check_builders=False)
+    except (PneumoViewError, OSError):
+        return
+    for o in training_overlap(image_ids, manifest.models.values(), args.labels.parent):
+        if o.problem:
+            print(
+                f"note: cannot check for training images of {', '.join(o.models)}: {o.problem}",
+                file=sys.stderr,
+            )
+        elif o.image_ids:
+            shown = ", ".join(o.image_ids[:3]) + (" …" if len(o.image_ids) > 3 else "")
+            print(
+                f"warning: {len(o.image_ids)} of {len(image_ids)} evaluated images (or their patients) were in the "
+                f"training split of {', '.join(o.models)} (e.g. {shown}), so these scores are optimistic; "
+                "evaluate the validation split (tools/validation_split.py) for honest numbers",
+                file=sys.stderr,
+            )
