@@ -10,7 +10,15 @@ from PySide6 import QtCore, QtWidgets
 from superqt import QLabeledDoubleSlider
 
 from pneumoview.gui.icons import icon
-from pneumoview.thresholds import CONFIDENCE_MODES, FUSION_MODES, MODES, Thresholds, min_area_mm2, min_area_px
+from pneumoview.thresholds import (
+    CONFIDENCE_MODES,
+    FUSION_MODES,
+    GATE_MODES,
+    MODES,
+    Thresholds,
+    min_area_mm2,
+    min_area_px,
+)
 
 # field: (label, minimum, maximum, step, decimals, tooltip); values are shown as stored unless noted.
 _SLIDERS = {
@@ -24,7 +32,11 @@ _SLIDERS = {
                 "A detector box overlapping a better one by more than this IoU is suppressed."),
     "fusion_iou": ("Fusion IoU", 0.05, 1.0, 0.01, 2, "Boxes of the two models overlapping by this IoU are merged."),
     "gate": ("Classifier gate", 0.0, 1.0, 0.01, 2,
-             "No box is reported when the classifier's P(opacity) is below this (0 turns the gate off)."),
+             "Hard gate: no box is reported when P(opacity) is below this (0 turns it off). Product gate: boxes "
+             "whose score × P(opacity) is below this are dropped. Low-confidence gate: below this P(opacity), "
+             "only boxes under the gate box score are dropped."),
+    "gate_box_score": ("Gate box score", 0.0, 1.0, 0.01, 2,
+                       "Low-confidence gate only: a box scoring at least this survives a low P(opacity)."),
 }  # fmt: skip
 _COMBOS = {
     "fusion": ("Fusion", FUSION_MODES, "How the detector's and the segmentation's boxes are combined."),
@@ -34,9 +46,14 @@ _COMBOS = {
         "How a segmentation box's confidence is computed.",
     ),
     "mode": ("Box rules", MODES, "'seed001' reproduces seed 001's box extraction exactly."),
+    "gate_mode": (
+        "Gate rule",
+        GATE_MODES,
+        "How the classifier's P(opacity) prunes the boxes (see the gate's tip).",
+    ),
 }
-_ORDER = ("seg_threshold", "min_area_fraction", "shrink", "det_score", "nms_iou", "fusion", "fusion_iou", "gate",
-          "confidence", "mode")  # fmt: skip
+_ORDER = ("seg_threshold", "min_area_fraction", "shrink", "det_score", "nms_iou", "fusion", "fusion_iou", "gate_mode",
+          "gate", "gate_box_score", "confidence", "mode")  # fmt: skip
 
 
 def _to_widget(name: str, value: float) -> float:
