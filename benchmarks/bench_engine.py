@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Inference latency: per model and whole pipeline, first call vs steady state, batch throughput, peak RSS.
+"""Inference latency: per model and whole pipeline, first call vs steady state, with and without flip test-time
+augmentation, batch throughput, peak RSS.
 
 Uses the installed models (``models/`` or ``--models-dir``) when they are there, else the default architectures
 with random weights (timings only). Baseline in the same run: a naive seed-style loop (one image at a time, autograd
@@ -92,6 +93,13 @@ def main() -> int:
         if not vals:
             continue
         rows.append((f"steady {stage}", statistics.median(vals), max(vals)))
+    # Flip test-time augmentation (Engine(tta=True)): same models from the cache, each stage runs twice.
+    tta_engine = Engine(manifest, device=args.device, models_dir=dirs[0], selection=selection, tta=True)
+    tta_steady = [tta_engine.analyze(im) for im in images[1:]]
+    for stage in ("classify", "segment", "detect", "total"):
+        vals = [r.timings_ms[stage] for r in tta_steady if stage in r.timings_ms]
+        if vals:
+            rows.append((f"steady {stage}, flip TTA", statistics.median(vals), max(vals)))
     t0 = time.perf_counter()
     engine.analyze_batch(images, batch_size=8)
     batch_s = time.perf_counter() - t0
