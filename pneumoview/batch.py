@@ -452,6 +452,7 @@ def finalize(
             "device": device,
             "models": list(models.values()),
             "thresholds": thresholds.to_dict(),
+            "tta": None if engine is None else bool(getattr(engine, "tta", False)),
             "inputs": len(inputs),
             "done": done,
             "failed": [{"path": p, "reason": r} for p, r in failed],
