@@ -260,8 +260,13 @@ def report(args: argparse.Namespace) -> int:
     diff = _scores(cache, val, "on", Thresholds()) - _scores(cache, val, "off", Thresholds())
     d = [np.nanmean(diff[b]) for b in bv]
     print(
-        f"\npaired difference on − off (validation, default thresholds): {np.nanmean(diff):+.4f} ± {np.std(d):.4f}"
+        f"\npaired difference on − off (validation, default thresholds): mAP {np.nanmean(diff):+.4f} ± {np.std(d):.4f}",
+        end="",
     )
+    p_on = np.array([cache[k]["on"]["p"] for k in val])
+    p_off = np.array([cache[k]["off"]["p"] for k in val])
+    da = [roc_auc(yv[b], p_on[b]) - roc_auc(yv[b], p_off[b]) for b in bv if 0 < yv[b].sum() < len(b)]
+    print(f", AUC {roc_auc(yv, p_on) - roc_auc(yv, p_off):+.4f} ± {np.std(da, ddof=1):.4f}")
     if args.sweep:
         print("\nfull sweep on the training split:")
         for setting, label, tr, _ in rows:

@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 
 from pneumoview.commands.common import add_model_options, engine_from_args, saved_thresholds
-from pneumoview.thresholds import FUSION_MODES, Thresholds
+from pneumoview.thresholds import FUSION_MODES, GATE_MODES, Thresholds
 
 # Values tried for each threshold (one at a time, coordinate descent from the current defaults).
 GRID: dict[str, tuple[Any, ...]] = {
+    "gate_mode": GATE_MODES,
     "gate": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+    "gate_box_score": (0.6, 0.7, 0.8, 0.9),
     "seg_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
     "min_area_fraction": (0.0, 0.005, 0.01, 0.0238, 0.04, 0.06),
     "det_score": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
@@ -27,7 +29,9 @@ GRID: dict[str, tuple[Any, ...]] = {
     "shrink": (0.75, 0.8, 0.85, 0.875, 0.9, 0.95, 1.0),
 }
 NEEDS = {
+    "gate_mode": "classify",
     "gate": "classify",
+    "gate_box_score": "classify",
     "seg_threshold": "segment",
     "min_area_fraction": "segment",
     "det_score": "detect",
