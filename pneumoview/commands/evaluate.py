@@ -1,4 +1,5 @@
-"""``pneumoview evaluate``: RSNA mAP of a submission, per-image scores, and classifier metrics."""
+"""``pneumoview evaluate``: RSNA mAP of a submission, per-image scores, and classifier metrics; or, with
+``--class-folders ROOT``, a classifier's per-class ROC AUC and confusion matrix on a class-folder layout."""
 
 from __future__ import annotations
 
@@ -18,12 +19,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Score predictions exactly as the RSNA Pneumonia Detection Challenge did: per image, precision "
         "TP/(TP+FP+FN) averaged over IoU thresholds 0.40…0.75, then the mean over images; images with no truth and "
         "no prediction are skipped, images with no truth and any prediction score 0. Only the images in "
-        "PREDICTIONS are evaluated.",
+        "PREDICTIONS are evaluated. With --class-folders ROOT (seed 002's layout ROOT/<class>/<image>) it runs the "
+        "classifier (--classifier ID) on every image instead and reports one-vs-rest ROC AUC per class from the "
+        "probabilities and the confusion matrix. Exit status: 0 ok, 1 some images could not be read, 2 usage errors.",
     )
-    p.add_argument("predictions", type=Path, metavar="PREDICTIONS.csv", help="patientId,PredictionString")
     p.add_argument(
-        "--labels", type=Path, required=True, help="stage_2_train_labels.csv (boxes in the 1024-px frame)"
+        "predictions", type=Path, nargs="?", metavar="PREDICTIONS.csv", help="patientId,PredictionString"
     )
+    p.add_argument("--labels", type=Path, help="stage_2_train_labels.csv (boxes in the 1024-px frame)")
+    from pneumoview.commands.evaluate_classes import add_options
+
+    add_options(p)
     p.add_argument(
         "--findings",
         type=Path,
@@ -67,6 +73,16 @@ def run(args: argparse.Namespace) -> int:
     from pneumoview.metrics import classification_report, rsna_map
     from pneumoview.rsna_labels import RSNA_CLASSES, read_classes, read_labels, scale_boxes
 
+    if args.class_folders is not None:
+        from pneumoview.commands.evaluate_classes import run_class_folders
+
+        return run_class_folders(args)
+    if args.predictions is None or args.labels is None:
+        print(
+            "pneumoview evaluate: give PREDICTIONS.csv and --labels (RSNA), or --class-folders ROOT (classifier)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         preds = read_submission(args.predictions)
         labels = read_labels(args.labels)
@@ -107,22 +123,33 @@ def run(args: argparse.Namespace) -> int:
                 w.writerow([k, len(gt[k]), len(preds[k][0]), "" if v is None else f"{v:.4f}"])
         print(f"per-image scores: {args.per_image}")
     if classes:
-        ids = [k for k in preds if k in classes and k in findings and findings[k]["p_normal"] != ""]
+        ids = [k for k in preds if k in classes and k in findings and _has_rsna3(findings[k])]
         if not ids:
             print(
-                "classifier metrics: no image has both a class label and classifier probabilities (--findings)"
+                "classifier metrics: no image has both a class label and rsna3 classifier probabilities (--findings)"
             )
         else:
             y = np.array([RSNA_CLASSES.index(classes[k]) for k in ids])
-            probs = np.array(
-                [
-                    [float(findings[k][c]) for c in ("p_normal", "p_not_normal_no_opacity", "p_opacity")]
-                    for k in ids
-                ]
-            )
+            probs = np.array([[float(_first(findings[k], *names)) for names in _RSNA3_COLUMNS] for k in ids])
             rep = classification_report(y, probs, RSNA_CLASSES)
             _print_report(rep, len(ids))
     return 0
+
+
+# findings.csv columns of the rsna3 classes: p_<class> since per-class columns, the older names after them.
+_RSNA3_COLUMNS = (
+    ("p_normal",),
+    ("p_no_lung_opacity_not_normal", "p_not_normal_no_opacity"),
+    ("p_lung_opacity", "p_opacity"),
+)
+
+
+def _has_rsna3(row: dict[str, str]) -> bool:
+    return all(any(row.get(n, "") != "" for n in names) for names in _RSNA3_COLUMNS)
+
+
+def _first(row: dict[str, str], *names: str) -> str:
+    return next(row[n] for n in names if row.get(n, "") != "")
 
 
 def _print_report(rep, n: int) -> None:
