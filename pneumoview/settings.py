@@ -74,6 +74,7 @@ class Settings:
     Attributes:
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
         models_dir: a models folder searched before the default ones (empty: none).
+        classifier: id of the classifier the viewer runs (``rsna3-classifier``, or e.g. ``acse4-classifier``).
         thresholds: post-processing settings as ``Thresholds.to_dict()``; see :meth:`get_thresholds`.
         recent_folders: most recent first, at most 10.
         overlay_opacity: opacity in ``[0, 1]`` per layer of :data:`OVERLAY_LAYERS`.
@@ -87,6 +88,7 @@ class Settings:
 
     device: str = "auto"
     models_dir: str = ""
+    classifier: str = "rsna3-classifier"
     thresholds: dict[str, Any] = field(default_factory=lambda: Thresholds().to_dict())
     recent_folders: list[str] = field(default_factory=list)
     overlay_opacity: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_OPACITY))
@@ -190,6 +192,7 @@ def _layer_map(kind: type) -> Any:
 _CHECKS = {
     "device": _device,
     "models_dir": _str,
+    "classifier": _str,
     "thresholds": _thresholds,
     "recent_folders": _folders,
     "overlay_opacity": _layer_map(float),

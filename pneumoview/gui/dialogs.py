@@ -10,6 +10,7 @@ from pathlib import Path
 from PySide6 import QtCore, QtWidgets
 
 from pneumoview import RESEARCH_USE_NOTICE, __version__
+from pneumoview.gui import viewmodel as vm
 from pneumoview.settings import DEVICES, Settings, settings_path
 
 MOUSE_GESTURES = (
@@ -41,6 +42,16 @@ class SettingsDialog(QtWidgets.QDialog):
         row.addWidget(self.models_dir, 1)
         row.addWidget(browse)
         form.addRow("Models folder", row)
+        self.classifier = QtWidgets.QComboBox()
+        self.classifier.setEditable(False)
+        for ident, label in vm.classifier_choices(settings.models_dir or None, settings.classifier):
+            self.classifier.addItem(label, ident)
+        self.classifier.setCurrentIndex(max(0, self.classifier.findData(settings.classifier)))
+        self.classifier.setToolTip(
+            "The whole-image classifier: its classes appear in the findings panel and findings.csv; its gate "
+            "probability P(opacity) removes the boxes when low"
+        )
+        form.addRow("Classifier", self.classifier)
         self.include_identifiers = QtWidgets.QCheckBox(
             "Include patient identifiers in export file names and CSVs"
         )
@@ -67,7 +78,13 @@ class SettingsDialog(QtWidgets.QDialog):
 
     def apply_to(self, settings: Settings) -> bool:
         """Copy the dialog's values into ``settings``; returns True when the engine must be reloaded."""
-        reload = settings.device != self.device.currentText() or settings.models_dir != self.models_dir.text()
+        classifier = self.classifier.currentData() or settings.classifier
+        reload = (
+            settings.device != self.device.currentText()
+            or settings.models_dir != self.models_dir.text()
+            or settings.classifier != classifier
+        )
+        settings.classifier = classifier
         settings.device = self.device.currentText()
         settings.models_dir = self.models_dir.text().strip()
         settings.include_identifiers_in_exports = self.include_identifiers.isChecked()

@@ -41,6 +41,12 @@ class FindingsPanel(QtWidgets.QWidget):
         self.probs_layout = QtWidgets.QFormLayout(self.probs_box)
         layout.addWidget(self.probs_box)
         self.prob_bars: dict[str, QtWidgets.QProgressBar] = {}
+        self.gate_label = QtWidgets.QLabel("")
+        self.gate_label.setWordWrap(True)
+        self.gate_label.setToolTip(
+            "The probability that removes every box when it is below the classifier gate"
+        )
+        self.gate = 0.0
 
         self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -87,6 +93,8 @@ class FindingsPanel(QtWidgets.QWidget):
         if running:
             headline += " (so far; analysing…)"
         self.headline.setText(f"{headline}: {text}" if text else headline)
+        if findings is not None:
+            self.gate = findings.thresholds.gate
         self._set_probs(result)
         self.set_rows(vm.box_rows(findings))
         models = "<br>".join(
@@ -110,6 +118,8 @@ class FindingsPanel(QtWidgets.QWidget):
             while self.probs_layout.rowCount():
                 self.probs_layout.removeRow(0)
             self.prob_bars = {}
+            self.gate_label = QtWidgets.QLabel("")
+            self.gate_label.setWordWrap(True)
             for name in names:
                 bar = QtWidgets.QProgressBar()
                 bar.setRange(0, 1000)
@@ -117,6 +127,9 @@ class FindingsPanel(QtWidgets.QWidget):
                 bar.setAccessibleName(f"P({name})")
                 self.probs_layout.addRow(name, bar)
                 self.prob_bars[name] = bar
+            if names:
+                self.probs_layout.addRow(self.gate_label)
+        self.gate_label.setText(vm.gate_text(result, self.gate))
         for i, name in enumerate(names):
             p = float(result.class_probs[i])
             self.prob_bars[name].setValue(int(round(p * 1000)))

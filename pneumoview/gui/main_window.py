@@ -178,7 +178,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.engine_info = None
         self.models_label.setText("Models: loading…")
         self.jobs["engine"] = workers.start(
-            "engine", workers.load_engine_job, self.device, self.models_dir,
+            "engine", workers.load_engine_job, self.device, self.models_dir, self.settings.classifier,
             on_return=self._on_engine_ready, on_error=self._on_engine_error,
         )  # fmt: skip
 
@@ -491,6 +491,7 @@ class MainWindow(QtWidgets.QMainWindow):
             save_settings(self.settings)
             if reload:
                 self.device, self.models_dir = self.settings.device, self.settings.models_dir or None
+                self.session.forget_results()  # made by the previous models
                 self.start_engine()
 
     def show_shortcuts(self) -> None:

@@ -162,6 +162,41 @@ def image_status(findings: Findings | None, result: AnalysisResult | None) -> tu
     return NO_FINDING, ", ".join(filter(None, ["no box", why, p]))
 
 
+def gate_text(result: AnalysisResult | None, gate: float) -> str:
+    """Which probability gates the boxes, its value and the gate: ``"Gate: P(Lung Opacity) = 0.23 (boxes need ≥
+    0.30)"``; for acse4 ``"Gate: P(covid + lung_opacity + pneumonia) = 1 − P(normal) = 0.91 …"``. Empty when no
+    classifier ran or it has no gate classes."""
+    if result is None or result.p_opacity is None or not result.gate_classes:
+        return ""
+    names = " + ".join(result.gate_classes)
+    rest = [c for c in result.class_names if c not in result.gate_classes]
+    if len(result.gate_classes) > 1 and len(rest) == 1:
+        names += f") = 1 − P({rest[0]}"
+    need = f"boxes need ≥ {gate:.2f}" if gate > 0 else "gate off"
+    return f"Gate: P({names}) = {result.p_opacity:.2f} ({need})"
+
+
+def classifier_choices(models_dir: str | None, current: str) -> list[tuple[str, str]]:
+    """``(id, label)`` for every installed classifier (label: id, classes and validation AUC when known); the
+    ``current`` id is kept even when it is not installed (labelled so)."""
+    from pneumoview.inference.manifest import load_manifest, models_dirs
+
+    try:
+        specs = load_manifest(models_dirs(models_dir), check_builders=False).by_task("classify")
+    except Exception:  # noqa: BLE001 - a broken manifest is reported elsewhere; the choice stays usable
+        specs = []
+    out = []
+    for s in sorted(specs, key=lambda s: (s.id != "rsna3-classifier", s.id)):
+        auc = s.metrics.get("macro_auc")
+        label = f"{s.id} ({len(s.classes)} classes: {', '.join(s.classes)})"
+        if isinstance(auc, int | float):
+            label += f", validation macro AUC {auc:.2f}"
+        out.append((s.id, label))
+    if current not in {i for i, _ in out}:
+        out.insert(0, (current, f"{current} (not installed)"))
+    return out
+
+
 def reason_or(notes: tuple[str, ...], default: str) -> str:
     return "; ".join(notes) or default
 

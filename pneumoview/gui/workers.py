@@ -145,20 +145,24 @@ class EngineInfo:
         return tuple(s for s in STAGES if self.available.get(s) is None)
 
 
-def load_engine_job(device: str, models_dir: str | None, *, cancelled: Cancelled) -> EngineInfo:
-    """Make the engine and load every installed model once (this is where torch is imported)."""
+def load_engine_job(
+    device: str, models_dir: str | None, classifier: str | None = None, *, cancelled: Cancelled
+) -> EngineInfo:
+    """Make the engine (with ``classifier`` as its classifier, default rsna3) and load every installed model once
+    (this is where torch is imported)."""
     from pneumoview.errors import ModelError
-    from pneumoview.inference.engine import Engine
+    from pneumoview.inference.engine import DEFAULT_SELECTION, Engine, StageSelection
 
+    selection = StageSelection(classify=classifier or DEFAULT_SELECTION["classify"])
     notes: list[str] = []
     try:
         try:
-            engine = Engine(device=device, models_dir=models_dir or None)
+            engine = Engine(device=device, models_dir=models_dir or None, selection=selection)
         except ModelError as exc:
             if device in ("auto", "cpu"):
                 raise
             notes.append(f"{exc}; using the CPU instead.")
-            engine = Engine(device="cpu", models_dir=models_dir or None)
+            engine = Engine(device="cpu", models_dir=models_dir or None, selection=selection)
     except ModelError as exc:
         return EngineInfo(None, dict.fromkeys(STAGES, str(exc)), "none", (str(exc),))
     available = engine.available_stages()
