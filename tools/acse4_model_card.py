@@ -13,6 +13,10 @@
   non-COVID images. Also within Figure 1 alone (COVID-19 vs its few "No finding"/"Pneumonia" images; tiny).
   A large drop from held-out to cross-source means the model learned the source (borders, letters, processing),
   not the disease.
+* **leaks checked**: Figure 1 images that are the same radiograph as a training-collection COVID file (thumbnail
+  correlation ≥ 0.95; one is) are left out of the cross-source set; and since COVID files are split by file, several
+  held-out COVID files have a sibling in training (another panel or day of the same case, :func:`covid_case`), so
+  the held-out COVID AUC is also given for the held-out files of cases with no training file.
 * **Grad-CAM montage**: for each class, held-out images of that class with the map of that class's logit, plus
   Figure 1 COVID images; saved as a PNG to look at.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -46,6 +51,39 @@ def figure1_items(folder: Path) -> list[tuple[Path, str]]:
     return out
 
 
+def covid_case(stem: str) -> str:
+    """The publication or case a COVID file name belongs to (panels and days of one case share it), from the
+    naming of the Cohen collection: ``nejmoa2001191_f4`` → ``nejmoa2001191``, ``covid-19-pneumonia-24-day6`` →
+    ``covid-19-pneumonia-24``, ``…Singapore.pdf-001-fig2a`` → ``…singapore``. A heuristic: it can only merge."""
+    s = stem.lower()
+    s = re.sub(r"\.pdf.*$", "", s)
+    s = re.sub(r"(\.annot\.original|_lrg|_jumbo)$", "", s)
+    s = re.sub(r"[-_.](fig|f|g|gr|fx)-?\d.*$", "", s)
+    s = re.sub(r"-(day-?\d+|\d+-(days|hours)|admission)(-.*)?$", "", s)
+    s = re.sub(r"^(auntminnie)-[a-z]-", r"\1-", s)
+    for _ in range(2):
+        s = re.sub(r"-(pa|ap|left|right|[a-z])$", "", s)
+    return s
+
+
+def _thumbs(paths) -> np.ndarray:
+    from PIL import Image
+
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            a = np.asarray(im.convert("L").resize((32, 32)), np.float32).ravel()
+        out.append((a - a.mean()) / (a.std() + 1e-6))
+    return np.stack(out)
+
+
+def duplicates_of(candidates, reference, threshold: float = 0.95) -> set:
+    """The ``candidates`` whose 32-px thumbnail correlates ≥ ``threshold`` with one of ``reference`` (the same
+    radiograph, re-encoded or resized; different radiographs stay below 0.9 here)."""
+    c = _thumbs(candidates) @ _thumbs(reference).T / 1024.0
+    return {p for p, row in zip(candidates, c, strict=True) if row.max() >= threshold}
+
+
 def _auc_two(pos: np.ndarray, neg: np.ndarray) -> float:
     from pneumoview.metrics import roc_auc
 
@@ -53,8 +91,8 @@ def _auc_two(pos: np.ndarray, neg: np.ndarray) -> float:
     return roc_auc(y, np.concatenate([pos, neg]))
 
 
-def measure(held: ClassifiedFiles, fig: ClassifiedFiles) -> dict:
-    """The numbers of the card (see the module docstring)."""
+def measure(held: ClassifiedFiles, fig: ClassifiedFiles, train_covid_cases: set[str] | None = None) -> dict:
+    """The numbers of the card (see the module docstring); ``fig`` without the near-duplicates of training files."""
     rep = held.report()
     d = rep.to_dict()
     ci = held.classes.index("covid")
@@ -83,6 +121,15 @@ def measure(held: ClassifiedFiles, fig: ClassifiedFiles) -> dict:
         "figure1_only_negatives_n": int(len(fig_neg)),
         "figure1_predicted": {c: int(np.sum(pred[fig_labels == "COVID-19"] == c)) for c in held.classes},
     }
+    if train_covid_cases is not None:
+        new = np.asarray(
+            [
+                lab == "covid" and covid_case(p.stem) not in train_covid_cases
+                for p, lab in zip(held.paths, held.labels, strict=True)
+            ]
+        )
+        out["heldout_covid_new_case_n"] = int(new.sum())
+        out["heldout_covid_new_case_auc"] = _auc_two(held.probs[new, ci], held_neg)
     return out
 
 
@@ -156,12 +203,18 @@ def main() -> int:
         selection=StageSelection(classify=args.model, segment=None, detect=None),
     )
     held = classify_files(engine, folder_items(args.layout / "val"))
-    fig = classify_files(engine, figure1_items(args.figure1))
+    train_covid = sorted((args.layout / "train" / "covid").iterdir())
+    items = figure1_items(args.figure1)
+    dups = duplicates_of([p for p, _ in items], [*train_covid, *(args.layout / "val" / "covid").iterdir()])
+    for p in sorted(dups):
+        print(f"figure1: {p.name} is the same radiograph as a training-collection COVID file; left out")
+    fig = classify_files(engine, [(p, f) for p, f in items if p not in dups])
     for what, r in (("held-out", held), ("figure1", fig)):
         for p, why in r.failed:
             print(f"{what}: could not classify {p}: {why}")
-    card = measure(held, fig)
+    card = measure(held, fig, {covid_case(p.stem) for p in train_covid})
     card["model"] = held.model
+    card["figure1_duplicates_left_out"] = sorted(p.name for p in dups)
     print("\n".join(report_lines(held.report(), len(held.paths))))
     print(json.dumps({k: v for k, v in card.items() if k != "confusion"}, indent=2))
     args.json.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
@@ -185,6 +238,7 @@ def update_manifest(path: Path, model_id: str, card: dict) -> None:
     keep = (
         "heldout_covid_auc", "heldout_covid_n", "heldout_covid_recall", "cross_source_covid_auc",
         "cross_source_covid_n", "cross_source_negatives_n", "cross_source_covid_recall", "figure1_only_covid_auc",
+        "heldout_covid_new_case_auc", "heldout_covid_new_case_n",
         "figure1_only_negatives_n", "confusion",
     )  # fmt: skip
     metrics = dict(entry.get("metrics", {}))
