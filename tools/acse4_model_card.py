@@ -177,7 +177,9 @@ def montage(engine, held: ClassifiedFiles, fig: ClassifiedFiles, path: Path, per
         sheet.paste(r, (0, y))
         y += r.height
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, optimize=True)
+    # A dithered 256-colour palette, as for the screenshots: a third of the size, no visible banding.
+    palette = sheet.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    sheet.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
     return path
 
 
