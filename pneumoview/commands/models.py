@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         )
         line = metrics_line(m["metrics"])
         if line:
-            print(f"{'':26s} {line}")
+            pad = " " * 27
+            print(textwrap.fill(line, 118, initial_indent=pad, subsequent_indent=pad + "  "))
     for e in ensembles:
         members = ", ".join(f"{mid}×{w:g}" for mid, w in zip(e["members"], e["weights"], strict=True))
         print(f"{e['id']:26s} {e['task']:9s} {e['version']:8s} {e['status']:18s} ensemble of {members}")
