@@ -49,7 +49,10 @@ def peer(request, empty_orthanc):
 
 
 def test_peers_round_trip_and_refuse_bad_values():
-    for p in (DimsePeer("a", "pacs.local", 104, "PACS", retrieve="move", our_port=11112), WebPeer("w", "http://x/dw/")):
+    for p in (
+        DimsePeer("a", "pacs.local", 104, "PACS", retrieve="move", our_port=11112),
+        WebPeer("w", "http://x/dw/"),
+    ):
         assert peer_from_dict(peer_to_dict(p)) == p
     assert WebPeer("w", "http://x/dw/").url == "http://x/dw"
     with pytest.raises(ValueError, match="AE title"):
@@ -73,7 +76,8 @@ def test_echo(peer):
 
 def test_send_find_and_retrieve_the_sample_study(peer, tmp_path):
     files = sample_files()
-    sent = send_files(peer, [files[0].parent])  # a folder: its CSV and Markdown files are skipped, not failures
+    # A folder: its CSV and Markdown files are skipped, not failures.
+    sent = send_files(peer, [files[0].parent])
     assert sorted(sent.sent) == files and not sent.failed
     assert {p.name for p in sent.skipped} == {"ATTRIBUTION.md", "labels.csv"}
 
@@ -93,11 +97,14 @@ def test_send_find_and_retrieve_the_sample_study(peer, tmp_path):
     assert find_studies(peer, StudyQuery(date_from=dt.date(2000, 1, 1))) == []
 
     seen = []
-    result = retrieve_study(peer, one.StudyInstanceUID, tmp_path / "cache", progress=lambda *a: seen.append(a))
+    result = retrieve_study(
+        peer, one.StudyInstanceUID, tmp_path / "cache", progress=lambda *a: seen.append(a)
+    )
     assert result.complete and len(result.fetched) == 1 and seen[-1][:2] == (1, 1)
     got, want = dcmread(result.fetched[0]), dcmread(files[2])
     assert got.SOPInstanceUID == want.SOPInstanceUID
-    assert got.file_meta.TransferSyntaxUID == want.file_meta.TransferSyntaxUID  # arrives as stored, no transcoding
+    # It arrives as stored (JPEG baseline), not transcoded.
+    assert got.file_meta.TransferSyntaxUID == want.file_meta.TransferSyntaxUID
     assert got.PixelData == want.PixelData
 
 
