@@ -46,6 +46,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pneumoview.commands.models",
     "pneumoview.training.cli",
     "pneumoview.commands.deidentify",
+    "pneumoview.commands.pacs",
 )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import platformdirs
 
+from pneumoview.pacs.peers import Peer, peer_from_dict, peer_to_dict
 from pneumoview.thresholds import Thresholds
 
 __all__ = [
@@ -83,6 +84,7 @@ class Settings:
         first_run_done: False until the viewer has started once (the first run opens the sample study).
         auto_analyse: analyse an image as soon as it is selected.
         window_geometry, window_state: the main window's geometry and dock state, base64 text from Qt.
+        pacs_peers: PACS peers as ``pneumoview.pacs.peer_to_dict`` dictionaries; see :meth:`get_peers`.
     """
 
     device: str = "auto"
@@ -97,6 +99,14 @@ class Settings:
     auto_analyse: bool = True
     window_geometry: str = ""
     window_state: str = ""
+    pacs_peers: list[dict[str, Any]] = field(default_factory=list)
+
+    def get_peers(self) -> list[Peer]:
+        """The stored PACS peers (already validated when loaded)."""
+        return [peer_from_dict(p) for p in self.pacs_peers]
+
+    def set_peers(self, peers: list[Peer]) -> None:
+        self.pacs_peers = [peer_to_dict(p) for p in peers]
 
     def get_thresholds(self) -> Thresholds:
         """The stored thresholds; the defaults (with a warning) when the stored ones are invalid."""
@@ -187,6 +197,18 @@ def _layer_map(kind: type) -> Any:
     return check
 
 
+def _peers(value: Any, _default: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise TypeError("expected a list of PACS peers")
+    out = []
+    for item in value:
+        try:
+            out.append(peer_to_dict(peer_from_dict(item)))
+        except (ValueError, TypeError) as exc:
+            log.warning("ignoring a saved PACS peer (%s)", exc)
+    return out
+
+
 _CHECKS = {
     "device": _device,
     "models_dir": _str,
@@ -200,6 +222,7 @@ _CHECKS = {
     "auto_analyse": _bool,
     "window_geometry": _str,
     "window_state": _str,
+    "pacs_peers": _peers,
 }
 
 

@@ -246,3 +246,16 @@ def test_default_cache_is_under_the_user_data_dir(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="not a DICOM UID"):
         study_folder(tmp_path, "../../etc")
     assert isinstance(Path(cache_root()), Path)
+
+
+def test_settings_keep_valid_peers_and_drop_bad_ones(tmp_path, caplog):
+    import json
+
+    from pneumoview.settings import load_settings
+
+    good = peer_to_dict(WebPeer("web", "http://127.0.0.1:8042/dicom-web"))
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"pacs_peers": [good, {"kind": "dimse", "name": "bad", "host": "h", "port": 0}]}))
+    settings = load_settings(path)
+    assert settings.get_peers() == [WebPeer("web", "http://127.0.0.1:8042/dicom-web")]
+    assert "ignoring a saved PACS peer" in caplog.text
