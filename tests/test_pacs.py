@@ -255,7 +255,9 @@ def test_settings_keep_valid_peers_and_drop_bad_ones(tmp_path, caplog):
 
     good = peer_to_dict(WebPeer("web", "http://127.0.0.1:8042/dicom-web"))
     path = tmp_path / "settings.json"
-    path.write_text(json.dumps({"pacs_peers": [good, {"kind": "dimse", "name": "bad", "host": "h", "port": 0}]}))
+    path.write_text(
+        json.dumps({"pacs_peers": [good, {"kind": "dimse", "name": "bad", "host": "h", "port": 0}]})
+    )
     settings = load_settings(path)
     assert settings.get_peers() == [WebPeer("web", "http://127.0.0.1:8042/dicom-web")]
     assert "ignoring a saved PACS peer" in caplog.text
