@@ -22,6 +22,7 @@ from pneumoview.gui.export_actions import Exporter
 from pneumoview.gui.findings_panel import FindingsPanel
 from pneumoview.gui.icons import icon
 from pneumoview.gui.overlays import OverlayControls
+from pneumoview.gui.pacs_actions import PacsActions
 from pneumoview.gui.session import Session
 from pneumoview.gui.study_browser import StudyBrowser
 from pneumoview.gui.threshold_panel import ThresholdPanel
@@ -60,6 +61,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setAcceptDrops(True)
         self._build_widgets()
         self.exporter = Exporter(self)
+        self.pacs = PacsActions(self)  # File ▸ Open from PACS…, Send results to PACS…, PACS peers…
         self._set_title()
         self._restore_layout()
 
