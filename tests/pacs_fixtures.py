@@ -95,6 +95,24 @@ class OrthancServer:
             return False
         return True
 
+    def start_again(self, timeout_s: float = 30.0) -> None:
+        """Start the stopped server again with the same configuration, ports and storage."""
+        log = (self.folder / "orthanc.log").open("ab")
+        cfg = self.folder / "orthanc.json"
+        self.process = subprocess.Popen(
+            [ORTHANC, str(cfg)], stdout=log, stderr=subprocess.STDOUT, cwd=self.folder
+        )
+        deadline = time.monotonic() + timeout_s
+        while not self.answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("Orthanc did not start again", pytrace=False)
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """Kill the server at once (a PACS that dies mid-transfer)."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

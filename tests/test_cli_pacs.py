@@ -31,6 +31,10 @@ def test_send_find_get_round_trip_and_resume(empty_orthanc, tmp_path, capsys):
     assert {s["StudyInstanceUID"] for s in studies} == want
     assert all(s["ModalitiesInStudy"] == ["CR"] and s["NumberOfStudyRelatedInstances"] == 1 for s in studies)
 
+    for peer in (dimse_args(empty_orthanc), ["--url", empty_orthanc.dicomweb_url]):
+        assert main(["pacs", "find", "--json", "--limit", "2", *peer]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 2
+
     uid = sorted(want)[0]
     out = tmp_path / "out"
     assert main(["pacs", "get", uid, "--out", str(out), *dimse_args(empty_orthanc)]) == 0

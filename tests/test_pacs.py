@@ -261,3 +261,38 @@ def test_settings_keep_valid_peers_and_drop_bad_ones(tmp_path, caplog):
     settings = load_settings(path)
     assert settings.get_peers() == [WebPeer("web", "http://127.0.0.1:8042/dicom-web")]
     assert "ignoring a saved PACS peer" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["dimse", "dicomweb"])
+def test_a_pacs_that_dies_half_way_keeps_what_arrived_and_a_retry_fetches_the_rest(kind, tmp_path):
+    from tests.pacs_fixtures import start_orthanc
+
+    server = start_orthanc(tmp_path / "orthanc")  # its own server: this test kills it
+    try:
+        peer = dimse_peer(server) if kind == "dimse" else web_peer(server)
+        study_uid, files = make_study(tmp_path / "in", 8, seed=5)
+        for f in files:
+            server.upload(f)
+        folder = tmp_path / "cache" / study_uid
+        arrived = []
+
+        def progress(done, total, path):
+            arrived.append(path)
+            if len(arrived) == 3:
+                server.kill()
+
+        with pytest.raises(
+            PacsError, match=r"(\d) of 8 instance\(s\) are in .*; retrieve again to fetch the rest"
+        ):
+            retrieve_study(peer, study_uid, folder, progress=progress)
+        kept = {p.stem for p in folder.glob("*.dcm")}
+        assert 3 <= len(kept) < 8
+        for p in folder.glob("*.dcm"):
+            dcmread(p)  # complete files only
+
+        server.start_again()
+        again = retrieve_study(peer, study_uid, folder)
+        assert again.complete and again.already_present == kept
+        assert {p.stem for p in again.fetched} == again.expected - kept
+    finally:
+        server.stop()

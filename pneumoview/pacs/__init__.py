@@ -9,7 +9,6 @@ from pneumoview.pacs.client import echo, find_studies, retrieve_study, send_file
 from pneumoview.pacs.peers import (
     AssociationRejected,
     DimsePeer,
-    PacsCancelled,
     PacsError,
     PacsUnreachable,
     Peer,
@@ -23,7 +22,6 @@ from pneumoview.pacs.transfer import RetrieveResult, SendResult, cache_root, stu
 __all__ = [
     "AssociationRejected",
     "DimsePeer",
-    "PacsCancelled",
     "PacsError",
     "PacsUnreachable",
     "Peer",

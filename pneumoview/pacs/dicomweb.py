@@ -153,10 +153,16 @@ def retrieve_study(
         if cancelled():
             result.cancelled = True
             break
-        with _errors(peer, f"retrieving instance {sop_uid}"):
-            ds = client.retrieve_instance(
-                study_uid, series_uid, sop_uid, media_types=(("application/dicom", "*"),)
-            )
+        try:
+            with _errors(peer, f"retrieving instance {sop_uid}"):
+                ds = client.retrieve_instance(
+                    study_uid, series_uid, sop_uid, media_types=(("application/dicom", "*"),)
+                )
+        except PacsError as exc:
+            # The server went away mid-way: say that what arrived is kept, so retrying fetches only the rest.
+            raise type(exc)(
+                f"{exc}. {done} of {len(listed)} instance(s) are in {folder}; retrieve again to fetch the rest."
+            ) from None
         path = write_instance(folder, sop_uid, _encode(ds))
         result.fetched.append(path)
         if not is_image_class(sop_class or str(ds.get("SOPClassUID", ""))):

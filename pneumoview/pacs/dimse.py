@@ -35,7 +35,7 @@ from pynetdicom import AE, build_role, evt
 from pynetdicom import sop_class as sc
 from pynetdicom.presentation import build_context
 
-from pneumoview.pacs.peers import AssociationRejected, DimsePeer, PacsCancelled, PacsError, PacsUnreachable
+from pneumoview.pacs.peers import AssociationRejected, DimsePeer, PacsError, PacsUnreachable
 from pneumoview.pacs.query import RETURN_KEYS, StudyQuery, StudyRecord
 from pneumoview.pacs.transfer import (
     Cancelled,
@@ -328,10 +328,17 @@ def retrieve_study(
         return result
     receiver = _Receiver(folder, len(listed), len(result.already_present), progress, cancelled)
     requests = _retrieve_requests(study_uid, wanted, all_missing=not result.already_present)
-    if peer.retrieve == "move":
-        _move(peer, requests, receiver, cancelled, result)
-    else:
-        _get(peer, requests, receiver, cancelled, result)
+    try:
+        if peer.retrieve == "move":
+            _move(peer, requests, receiver, cancelled, result)
+        else:
+            _get(peer, requests, receiver, cancelled, result)
+    except PacsError as exc:
+        # The PACS went away mid-way: say that what arrived is kept, so retrying fetches only the rest.
+        kept = len(receiver.fetched) + len(result.already_present)
+        raise type(exc)(
+            f"{exc} {kept} of {len(listed)} instance(s) are in {folder}; retrieve again to fetch the rest."
+        ) from None
     result.fetched = receiver.fetched
     result.non_images = receiver.non_images + [
         p for p in (folder / f"{u}.dcm" for u in result.already_present) if _is_non_image_file(p)
@@ -457,8 +464,3 @@ def send_files(
                 if progress is not None:
                     progress(len(result.sent) + len(result.failed) - n_before, total, path)
     return result
-
-
-def raise_if_cancelled(result: RetrieveResult | SendResult) -> None:
-    if result.cancelled:
-        raise PacsCancelled("cancelled; what was transferred stays")

@@ -18,7 +18,6 @@ __all__ = [
     "RETRIEVE_METHODS",
     "AssociationRejected",
     "DimsePeer",
-    "PacsCancelled",
     "PacsError",
     "PacsUnreachable",
     "Peer",
@@ -42,10 +41,6 @@ class PacsUnreachable(PacsError):
 
 class AssociationRejected(PacsError):
     """The PACS answered but refused us (usually a wrong called or calling AE title)."""
-
-
-class PacsCancelled(PacsError):
-    """The user cancelled; what had arrived before stays."""
 
 
 def _check_aet(value: str, what: str) -> str:
