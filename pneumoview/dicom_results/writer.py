@@ -164,8 +164,13 @@ def build_gsps(source: Dataset, image: XrayImage, result: AnalysisResult, findin
             clean, image, findings, sop_instance_uid=sop, series_instance_uid=series,
             series_number=SERIES_NUMBERS["GSPS"], instance_number=instance_number(clean),
         )  # fmt: skip
-    if "Laterality" not in gsps:
-        gsps.Laterality = None
+    # Laterality is Type 2C, required for a paired body part. A chest is not one; for anything else dciodvfy's
+    # reading of the condition varies by body part, so the side is given as the source has it, or empty (unknown).
+    if str(clean.get("BodyPartExamined") or "") == "CHEST":
+        gsps.BodyPartExamined = "CHEST"
+    elif "Laterality" not in gsps:
+        side = str(source.get("Laterality") or source.get("ImageLaterality") or "")
+        gsps.Laterality = side if side in ("R", "L") else None
     return finish(gsps, clean)
 
 
@@ -240,12 +245,18 @@ def source_header(image: XrayImage) -> Dataset:
     """The header of ``image.source``.
 
     Raises:
-        DicomResultsError: ``image`` was not read from DICOM, or its header cannot be read again.
+        DicomResultsError: ``image`` was not read from DICOM, is multi-frame (only its first frame was analysed, so
+            results could not say which frames they are about), or its header cannot be read again.
     """
     if "SOPInstanceUID" not in image.identifiers:
         raise DicomResultsError(
             f"{image.source}: DICOM results are written only for DICOM images; a PNG or JPEG file has no study "
             "to join (analyse the DICOM original instead)."
+        )
+    if image.frame_count > 1:
+        raise DicomResultsError(
+            f"{image.source}: this image has {image.frame_count} frames and only the first was analysed; DICOM "
+            "results are written for single-frame radiographs only (the CSVs and PNG have the first frame's results)."
         )
     try:
         return read_source(image.source)
