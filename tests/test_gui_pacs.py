@@ -170,3 +170,28 @@ def test_send_results_of_the_image_and_the_study_without_duplicates(
         w.pacs.send_folder(peer, out)
     assert len(blocker.args[0].sent) == 6 and not blocker.args[0].failed
     assert len(empty_orthanc.instances()) == len(stored) + 6
+
+
+def test_cancelled_retrieve_keeps_what_arrived_and_retrying_fetches_the_rest(
+    qtbot, make_window, empty_orthanc, cache, tmp_path
+):
+    from PySide6 import QtWidgets
+
+    study_uid, files = make_study(tmp_path / "in", 8, seed=22)
+    for f in files:
+        empty_orthanc.upload(f)
+    w = make_window()
+    peer = _peer(empty_orthanc)
+    with qtbot.waitSignal(w.pacs.retrieveFinished, timeout=30_000) as blocker:
+        w.pacs.retrieve(peer, [study_uid])
+        w.pacs.progress.findChild(QtWidgets.QPushButton).click()  # the user presses Cancel
+    first = blocker.args[0]
+    assert first.cancelled and "Retrieve cancelled" in w.pacs.last_message
+    kept = {p.stem for p in (cache / study_uid).glob("*.dcm")}
+    assert len(kept) == first.fetched < 8
+
+    with qtbot.waitSignal(w.pacs.retrieveFinished, timeout=30_000) as blocker:
+        w.pacs.retrieve(peer, [study_uid])
+    again = blocker.args[0]
+    assert not again.cancelled and again.already_present == len(kept) and again.fetched == 8 - len(kept)
+    assert len(w.browser.image_paths()) == 8
