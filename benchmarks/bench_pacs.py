@@ -38,7 +38,8 @@ from pydicom import dcmread  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
 from pneumoview import pacs  # noqa: E402
-from tests.pacs_fixtures import make_study, sample_files, start_orthanc  # noqa: E402
+from tests.pacs_fixtures import start_orthanc  # noqa: E402
+from tests.pacs_helpers import make_study, sample_files  # noqa: E402
 
 
 def timed(func: Callable[[], object], repeats: int, before: Callable[[], None] | None = None) -> list[float]:

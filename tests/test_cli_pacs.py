@@ -10,7 +10,7 @@ from pydicom import dcmread
 from pneumoview.cli import main
 from pneumoview.pacs import DimsePeer
 from pneumoview.settings import Settings, save_settings
-from tests.pacs_fixtures import free_port, make_study, sample_files
+from tests.pacs_helpers import free_port, make_study, sample_files
 
 pytest_plugins = ("tests.pacs_fixtures",)
 

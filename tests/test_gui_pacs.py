@@ -12,7 +12,7 @@ from pydicom import dcmread
 
 from pneumoview.pacs import DimsePeer, WebPeer
 from pneumoview.settings import load_settings
-from tests.pacs_fixtures import free_port, make_study, sample_files
+from tests.pacs_helpers import free_port, make_study, sample_files
 
 pytest_plugins = ("tests.gui_fixtures", "tests.pacs_fixtures")
 pytestmark = pytest.mark.gui

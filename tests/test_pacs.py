@@ -26,7 +26,7 @@ from pneumoview.pacs import (
     retrieve_study,
     send_files,
 )
-from tests.pacs_fixtures import free_port, make_study, sample_files
+from tests.pacs_helpers import free_port, make_study, sample_files
 
 pytest_plugins = ("tests.pacs_fixtures",)
 

@@ -12,7 +12,7 @@ from pydicom import dcmread
 from pneumoview.cli import main
 from pneumoview.dicom_results import read_result
 from tests.model_fixtures import equivariant_models_dir
-from tests.pacs_fixtures import sample_files
+from tests.pacs_helpers import sample_files
 
 pytest_plugins = ("tests.pacs_fixtures",)
 
