@@ -50,6 +50,7 @@ FINDINGS_COLUMNS = (
     "thresholds",
     "models",
     "device",
+    "review",
 )
 IDENTIFIER_COLUMNS = ("patient_id", "patient_name", "study_instance_uid", "sop_instance_uid")
 

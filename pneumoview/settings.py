@@ -45,7 +45,9 @@ DEVICES = ("auto", "cpu", "cuda")
 MAX_RECENT = 10
 
 #: Overlay layers the canvas draws; each has an opacity in [0, 1] and a visibility flag.
-OVERLAY_LAYERS = ("heatmap", "mask_fill", "mask_outline", "detector", "segmentation", "fused", "saliency")
+OVERLAY_LAYERS = (
+    "heatmap", "mask_fill", "mask_outline", "detector", "segmentation", "fused", "saliency", "review", "stored",
+)  # fmt: skip
 
 _DEFAULT_OPACITY = {
     "heatmap": 0.45,
@@ -55,6 +57,8 @@ _DEFAULT_OPACITY = {
     "segmentation": 1.0,
     "fused": 1.0,
     "saliency": 0.5,
+    "review": 1.0,
+    "stored": 1.0,
 }
 _DEFAULT_VISIBLE = {
     "heatmap": True,
@@ -64,6 +68,8 @@ _DEFAULT_VISIBLE = {
     "segmentation": True,
     "fused": True,
     "saliency": False,
+    "review": True,
+    "stored": True,
 }
 
 
@@ -83,6 +89,7 @@ class Settings:
         first_run_done: False until the viewer has started once (the first run opens the sample study).
         auto_analyse: analyse an image as soon as it is selected.
         window_geometry, window_state: the main window's geometry and dock state, base64 text from Qt.
+        reader_name: the name the reader review records (asked for at the first review decision).
     """
 
     device: str = "auto"
@@ -97,6 +104,7 @@ class Settings:
     auto_analyse: bool = True
     window_geometry: str = ""
     window_state: str = ""
+    reader_name: str = ""
 
     def get_thresholds(self) -> Thresholds:
         """The stored thresholds; the defaults (with a warning) when the stored ones are invalid."""
@@ -200,6 +208,7 @@ _CHECKS = {
     "auto_analyse": _bool,
     "window_geometry": _str,
     "window_state": _str,
+    "reader_name": _str,
 }
 
 

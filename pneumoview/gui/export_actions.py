@@ -70,7 +70,11 @@ class Exporter:
             return []
         out.mkdir(parents=True, exist_ok=True)
         export.save_png(export.annotated_image(s.image, s.result, s.findings), targets[0])
-        export.write_findings_csv(export.findings_rows(s.image, s.result, s.findings, ids), targets[1])
+        from pneumoview.review_store import with_review_column
+
+        review = self.window.review.review  # the reader's decisions on this image (the current one), if any
+        rows = with_review_column(export.findings_rows(s.image, s.result, s.findings, ids), review)
+        export.write_findings_csv(rows, targets[1])
         submission = [(vm.submission_id(s.image, ids), s.findings.prediction_string())]
         export.write_submission_csv(submission, targets[2])
         self._message(f"Exported {targets[0].name} and its CSVs to {out}")

@@ -22,6 +22,7 @@ from pneumoview.gui.export_actions import Exporter
 from pneumoview.gui.findings_panel import FindingsPanel
 from pneumoview.gui.icons import icon
 from pneumoview.gui.overlays import OverlayControls
+from pneumoview.gui.review_controller import ReviewController
 from pneumoview.gui.session import Session
 from pneumoview.gui.study_browser import StudyBrowser
 from pneumoview.gui.threshold_panel import ThresholdPanel
@@ -60,6 +61,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setAcceptDrops(True)
         self._build_widgets()
         self.exporter = Exporter(self)
+        self.review = ReviewController(self)
         self._set_title()
         self._restore_layout()
 
@@ -218,6 +220,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.folder = p
         self.browser.clear(p.name or str(p))
         self.canvas.set_image(None)
+        self.review.on_image(None)
         self.findings_panel.clear()
         self.stack.setCurrentWidget(self.canvas)
         self.settings.add_recent_folder(p)
@@ -356,6 +359,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.engine_info is not None and not self.engine_info.stages:
             notes.append("No model is installed, so analysis is off; Help ▸ About lists the models folders.")
         self.findings_panel.set_result(None, None, running=pending, extra_notes=notes)
+        self.review.on_image(image)
         self.imageShown.emit(self.session.path)
 
     def _show_result(self, running: bool) -> None:
@@ -366,6 +370,7 @@ class MainWindow(QtWidgets.QMainWindow):
         ov.set_findings(s.findings, s.thresholds.seg_threshold)
         ov.set_saliency(s.saliency)
         self.findings_panel.set_result(s.result, s.findings, running, s.image.notes if s.image else ())
+        self.review.on_findings(s.findings)
         if running:
             self.browser.set_status(s.path, vm.RUNNING, "analysing")
         else:
@@ -531,6 +536,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode("ascii")
         self.settings.window_state = bytes(self.saveState().toBase64()).decode("ascii")
         save_settings(self.settings)
+        self.review.flush()
         if self.batch_dialog is not None:
             self.batch_dialog.close()
         for name in list(self.jobs):
