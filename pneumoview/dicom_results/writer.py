@@ -2,19 +2,54 @@
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
+import numpy as np
 from pydicom.dataset import Dataset
 
+from pneumoview.dicom_results import content as c
+from pneumoview.dicom_results.gsps import make_gsps
+from pneumoview.dicom_results.seg import make_seg
+from pneumoview.dicom_results.source import CleanSource, clean_source, read_source
+from pneumoview.dicom_results.sr import SERIES_NUMBERS, instance_number, make_sr, measurement_report
 from pneumoview.errors import PneumoViewError
+from pneumoview.export import atomic_write_bytes, export_stem
 from pneumoview.postprocess import Findings
 from pneumoview.types import AnalysisResult, XrayImage
 
-__all__ = ["DicomResultsError", "build_gsps", "build_seg", "build_sr", "write_results"]
+__all__ = ["DicomResultsError", "build_gsps", "build_seg", "build_sr", "result_uids", "write_results"]
 
 
 class DicomResultsError(PneumoViewError):
     """DICOM results cannot be written for this input (e.g. a PNG/JPEG source, which has no study to join)."""
+
+
+def result_uids(source: Dataset, kind: str, provenance: str) -> tuple[str, str]:
+    """``(SOP Instance UID, Series Instance UID)`` of a result of ``kind`` (``"SR"``, ``"SEG"``, ``"GSPS"``):
+    the instance from the source SOP Instance UID + ``provenance`` (model hashes and thresholds), the series from the
+    study + ``provenance``, so every image of a study analysed the same way lands in one series per kind."""
+    sop = c.derived_uid(kind, str(source.SOPInstanceUID), provenance)
+    series = c.derived_uid(kind + "-series", str(source.StudyInstanceUID), provenance)
+    return sop, series
+
+
+def _clean(source: Dataset) -> CleanSource:
+    try:
+        return clean_source(source)
+    except ValueError as exc:
+        raise DicomResultsError(f"{source.filename or 'the source'}: {exc}") from exc
+
+
+def finish(ds: Dataset, clean: Dataset) -> Dataset:
+    """Fill what the standard requires and highdicom leaves out: empty Type 2 patient/study attributes that the
+    cleaned source did not have, Patient Orientation (Type 2C for images without a patient frame)."""
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                    "ReferringPhysicianName", "StudyID", "AccessionNumber"):  # fmt: skip
+        if keyword not in ds:
+            setattr(ds, keyword, clean.get(keyword))
+    return ds
 
 
 def build_sr(source: Dataset, image: XrayImage, result: AnalysisResult, findings: Findings) -> Dataset:
@@ -26,7 +61,24 @@ def build_sr(source: Dataset, image: XrayImage, result: AnalysisResult, findings
         result: the model outputs (probabilities, model provenance).
         findings: the post-processed boxes; one planar ROI group per ``findings.fused`` box, in order.
     """
-    raise NotImplementedError
+    clean = _clean(source).dataset
+    provenance = c.provenance_key(result, findings.thresholds)
+    sop, series = result_uids(clean, "SR", provenance)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # single-component person names copied from the source
+        report = measurement_report(clean, result, findings, provenance)
+        sr = make_sr(
+            clean, report, kind="SR", sop_instance_uid=sop, series_instance_uid=series,
+            series_description="PneumoView findings (research use only)",
+        )  # fmt: skip
+    return finish(sr, clean)
+
+
+def final_mask(result: AnalysisResult, findings: Findings) -> np.ndarray | None:
+    """bool ``(rows, cols)``: ``prob_map > seg_threshold`` on the source grid; None when no segmentation ran."""
+    if result.prob_map is None:
+        return None
+    return np.asarray(result.prob_map) > findings.thresholds.seg_threshold
 
 
 def build_seg(
@@ -40,13 +92,68 @@ def build_seg(
     """The SEG for ``image``: the binary mask ``result.prob_map > findings.thresholds.seg_threshold`` at the
     source's size, plus the probability map as a FRACTIONAL segment with ``probability_map``; None when the mask is
     empty or no segmentation ran."""
-    raise NotImplementedError
+    mask = final_mask(result, findings)
+    if mask is None or not mask.any():
+        return None
+    if mask.shape != image.shape:
+        raise DicomResultsError(
+            f"{image.source}: the probability map is {mask.shape} but the image is {image.shape}; cannot write a SEG"
+        )
+    clean = _clean(source).dataset
+    provenance = c.provenance_key(result, findings.thresholds)
+    sop, series = result_uids(clean, "SEG-P" if probability_map else "SEG", provenance)
+    _, series = result_uids(clean, "SEG", provenance)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        seg = make_seg(
+            clean,
+            mask,
+            np.asarray(result.prob_map) if probability_map else None,
+            algorithm_parameters=c.algorithm_parameters(result, findings.thresholds),
+            provenance=provenance,
+            sop_instance_uid=sop,
+            series_instance_uid=series,
+            series_number=SERIES_NUMBERS["SEG"],
+            instance_number=instance_number(clean),
+        )
+    _drop_pixel_measures_without_frame_of_reference(seg)
+    if "PatientOrientation" not in seg:
+        seg.PatientOrientation = clean.get("PatientOrientation")
+    return finish(seg, clean)
+
+
+def _drop_pixel_measures_without_frame_of_reference(seg: Dataset) -> None:
+    # highdicom copies Pixel Spacing into a Pixel Measures item without Slice Thickness, which its own reader then
+    # refuses; without a Frame of Reference (a projection radiograph) the macro is not required, so it is left out.
+    if "FrameOfReferenceUID" in seg:
+        return
+    for item in seg.get("SharedFunctionalGroupsSequence", []):
+        if "PixelMeasuresSequence" in item and "SliceThickness" not in item.PixelMeasuresSequence[0]:
+            del item.PixelMeasuresSequence
 
 
 def build_gsps(source: Dataset, image: XrayImage, result: AnalysisResult, findings: Findings) -> Dataset:
     """A GSPS drawing ``findings.fused`` as rectangles (closed polylines, source pixels) labelled with their
     confidences."""
-    raise NotImplementedError
+    clean = _clean(source).dataset
+    provenance = c.provenance_key(result, findings.thresholds)
+    sop, series = result_uids(clean, "GSPS", provenance)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        gsps = make_gsps(
+            clean, image, findings, sop_instance_uid=sop, series_instance_uid=series,
+            series_number=SERIES_NUMBERS["GSPS"], instance_number=instance_number(clean),
+        )  # fmt: skip
+    if "Laterality" not in gsps:
+        gsps.Laterality = None
+    return finish(gsps, clean)
+
+
+def dataset_bytes(ds: Dataset) -> bytes:
+    """``ds`` as a DICOM file (preamble, file meta) in memory."""
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 def write_results(
@@ -72,4 +179,30 @@ def write_results(
         DicomResultsError: the source is not a DICOM image (PNG/JPEG input has no study to join) or its header
             cannot be read; the message names the file.
     """
-    raise NotImplementedError
+    source = source_header(image)
+    out = Path(out_dir)
+    stem = export_stem(image, include_identifiers)
+    objects: list[tuple[str, Dataset]] = [("SR", build_sr(source, image, result, findings))]
+    seg = build_seg(source, image, result, findings, probability_map=probability_map)
+    if seg is not None:
+        objects.append(("SEG", seg))
+    if gsps:
+        objects.append(("GSPS", build_gsps(source, image, result, findings)))
+    return [atomic_write_bytes(out / f"{stem}_{kind}.dcm", dataset_bytes(ds)) for kind, ds in objects]
+
+
+def source_header(image: XrayImage) -> Dataset:
+    """The header of ``image.source``.
+
+    Raises:
+        DicomResultsError: ``image`` was not read from DICOM, or its header cannot be read again.
+    """
+    if "SOPInstanceUID" not in image.identifiers:
+        raise DicomResultsError(
+            f"{image.source}: DICOM results are written only for DICOM images; a PNG or JPEG file has no study "
+            "to join (analyse the DICOM original instead)."
+        )
+    try:
+        return read_source(image.source)
+    except ValueError as exc:
+        raise DicomResultsError(str(exc)) from exc
