@@ -241,7 +241,7 @@ class ReviewMark:
     Attributes:
         box_xyxy: where to draw it, source pixels.
         decision: ``"accepted"``, ``"rejected"``, ``"edited"``, ``"added"`` or ``"undecided"``.
-        label: short text for the canvas (``"accepted · A. Reader"``).
+        label: short text for the canvas (``"#0 accepted"``; the reader is named in the findings panel).
         finding_index: the final box's ``box_index`` (None for an added box).
         added_position: the position of an added box among ``review.added`` (None otherwise).
         stale: a decision on a box that is no longer reported with the current thresholds.
@@ -269,14 +269,12 @@ def review_marks(review: ImageReview | None, refs: list[FindingRef]) -> list[Rev
             marks.append(ReviewMark(ref.box_xyxy, UNDECIDED, f"#{ref.index} undecided", ref.index))
         else:
             matched.add(ref.index)
-            marks.append(
-                ReviewMark(b.box_xyxy, b.decision, f"#{ref.index} {b.decision} · {b.reader}", ref.index)
-            )
+            marks.append(ReviewMark(b.box_xyxy, b.decision, f"#{ref.index} {b.decision}", ref.index))
     if review is not None:
         k = 0
         for b in review.boxes:
             if b.decision == ADDED:
-                marks.append(ReviewMark(b.box_xyxy, ADDED, f"added · {b.reader}", None, k))
+                marks.append(ReviewMark(b.box_xyxy, ADDED, "added", None, k))
                 k += 1
             elif b.finding is not None and b.finding.index not in matched:
                 marks.append(

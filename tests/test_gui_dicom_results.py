@@ -165,3 +165,32 @@ def test_review_of_a_dicom_image_is_written_as_review_sr(qtbot, make_window, tmp
     algo_uids = {r.tracking_uid for r in res.algorithm_srs[0].regions}
     assert {r.reviewed_tracking_uid for r in review_sr.regions if r.decision != "added"} == algo_uids
     assert sorted(p.name for p in study.iterdir()) == [TWO_BOXES.name]
+
+
+def test_batch_dialog_writes_dicom_results(qtbot, make_window, tmp_path, reviews):
+    import json
+
+    from pneumoview.dicom_results import read_results
+    from pneumoview.gui.batch_dialog import BatchDialog
+
+    src = copy_study(tmp_path / "in", [TWO_BOXES, *rsna_images(1)])
+    w = make_window()
+    d = BatchDialog(lambda: w.engine_info, w.session.thresholds, input_dir=str(src))
+    qtbot.addWidget(d)
+    d.output_edit.setText(str(tmp_path / "out"))
+    d.write_png.setChecked(False)
+    assert not d.dicom_gsps.isEnabled()
+    d.write_dicom.setChecked(True)
+    d.dicom_gsps.setChecked(True)
+    with qtbot.waitSignal(d.finishedRun, timeout=120_000) as blocker:
+        assert d.start()
+    summary = blocker.args[0]
+    assert summary is not None and summary.done == 2, d.status.text()
+    files = sorted((tmp_path / "out" / "dicom").glob("*.dcm"))
+    grouped = read_results(files)
+    assert len(grouped) == 1, "only the DICOM input gets DICOM results"
+    (res,) = grouped.values()
+    assert len(res.srs) == 1 and len(res.segs) == 1 and len(res.gsps) == 1
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["dicom"]["options"] == {"gsps": True, "probability_map": False}
+    assert sorted(run["dicom"]["files"]) == sorted(f"dicom/{p.name}" for p in files)

@@ -160,6 +160,7 @@ class FindingsPanel(QtWidgets.QWidget):
             if text in colours:
                 item.setForeground(QtGui.QBrush(QtGui.QColor(colours[text])))
             self.table.setItem(r, col, item)
+        self.table.resizeColumnToContents(col)
 
     def select_row(self, row: int) -> None:
         self.table.selectRow(row)

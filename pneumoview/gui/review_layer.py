@@ -66,7 +66,12 @@ class ReviewLayer(QtCore.QObject):
                 lambda _roi, _ev, m=mark: self.boxClicked.emit(m.finding_index, m.added_position)
             )
             roi.sigRegionChangeFinished.connect(lambda r, m=mark: self._on_changed(m, r))
-            label = pg.TextItem(mark.label, color=DECISION_COLOURS[mark.decision], anchor=(0, 0))
+            label = pg.TextItem(
+                mark.label,
+                color=DECISION_COLOURS[mark.decision],
+                anchor=(0, 0),
+                fill=pg.mkBrush(0, 0, 0, 170),
+            )
             label.setPos(x1, y2)
             label.setZValue(_Z)
             self.view.addItem(roi)

@@ -279,6 +279,7 @@ def batch_job(
     force: bool = False,
     write_png: bool = True,
     include_identifiers: bool = False,
+    dicom: Any = None,
     cancelled: Cancelled,
 ) -> Iterator[tuple[str, Any]]:
     """``pneumoview predict``'s code path: yields ``("inputs", n)`` then ``("progress", BatchProgress)``; returns
@@ -288,9 +289,10 @@ def batch_job(
 
     inputs = collect_inputs(paths)
     yield ("inputs", len(inputs))
+    extra = {"dicom": dicom} if dicom is not None else {}  # DicomOptions: predict --dicom's outputs
     gen = iter_batch(
         inputs, out_dir, engine, thresholds, force=force, write_png=write_png,
-        include_identifiers=include_identifiers,
+        include_identifiers=include_identifiers, **extra,
     )  # fmt: skip
     try:
         for progress in gen:
