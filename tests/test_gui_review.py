@@ -48,6 +48,7 @@ def _drag(qtbot, w, p0: tuple[float, float], p1: tuple[float, float]) -> None:
 
     view, canvas = w.canvas.view, w.canvas
     viewport = canvas.viewport()
+    qtbot.wait(100)  # let pending layout changes (a wider table column) settle before mapping image points
 
     def to_widget(p):
         scene = view.mapViewToScene(QtCore.QPointF(*p))
