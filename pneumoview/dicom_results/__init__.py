@@ -21,7 +21,7 @@ the other exports); a de-identified source stays de-identified.
 """
 
 from pneumoview.dicom_results.reader import is_result_dataset, read_result, read_results
-from pneumoview.dicom_results.review_sr import build_review_sr, write_review_sr
+from pneumoview.dicom_results.review_sr import build_review_sr, review_from_sr, write_review_sr
 from pneumoview.dicom_results.stored import ImageResults, StoredGSPS, StoredRegion, StoredSEG, StoredSR
 from pneumoview.dicom_results.writer import (
     DicomResultsError,
@@ -45,6 +45,7 @@ __all__ = [
     "is_result_dataset",
     "read_result",
     "read_results",
+    "review_from_sr",
     "write_results",
     "write_review_sr",
 ]

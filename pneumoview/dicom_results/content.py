@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterable
 
 from highdicom.sr import CodedConcept
-from pydicom.uid import generate_uid
 
 from pneumoview import __version__
 from pneumoview.thresholds import Thresholds
@@ -70,10 +70,13 @@ def provenance_key(result: AnalysisResult, thresholds: Thresholds) -> str:
     return models + "|" + json.dumps(thresholds.to_dict(), sort_keys=True, separators=(",", ":"))
 
 
+_NAMESPACE = uuid.UUID("6f1c2a52-8f0e-5b7e-9d43-2f7a1c0e9b11")
+
+
 def derived_uid(*parts: str) -> str:
-    """A ``2.25.`` UID derived (SHA-512, as pydicom does) from ``parts``: the same parts always give the same UID,
-    so writing or sending a result again does not make a second instance."""
-    return str(generate_uid(prefix=None, entropy_srcs=["pneumoview-dicom-results", *parts]))
+    """A ``2.25.`` UID (PS3.5 B.2: a UUID as an integer) made by UUID version 5 from ``parts``: the same parts
+    always give the same UID, so writing or sending a result again does not make a second instance."""
+    return f"2.25.{uuid.uuid5(_NAMESPACE, chr(31).join(parts)).int}"
 
 
 def algorithm_parameters(result: AnalysisResult, thresholds: Thresholds) -> list[str]:

@@ -61,6 +61,7 @@ IMAGE_ATTRIBUTES = (
     "FrameOfReferenceUID",
     "ImageOrientationPatient",
     "ImagePositionPatient",
+    "SliceThickness",
     "SpecificCharacterSet",
     "NumberOfFrames",
     "InstanceNumber",
@@ -69,6 +70,10 @@ IMAGE_ATTRIBUTES = (
     "RescaleIntercept",
     "RescaleType",
 )
+# A patient frame is kept only when complete (a cross-sectional source); a partial one is left out, and results then
+# refer to the source's pixel frame only, as for a projection radiograph.
+PATIENT_FRAME = ("FrameOfReferenceUID", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing",
+                 "SliceThickness")  # fmt: skip
 _TYPE1 = {"StudyInstanceUID", "SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "Rows", "Columns"}
 
 
@@ -186,6 +191,20 @@ def clean_source(ds: Dataset) -> CleanSource:
                 notes.append(f"{keyword} left out: its value is not a valid {elem.VR}")
                 continue
         out.add_new(elem.tag, elem.VR, value)
+    frame = [k for k in PATIENT_FRAME if out.get(k) not in (None, "")]
+    reused = "FrameOfReferenceUID" in frame and out.FrameOfReferenceUID == out.get("StudyInstanceUID")
+    if "FrameOfReferenceUID" in frame and (len(frame) < len(PATIENT_FRAME) or reused):
+        for k in ("FrameOfReferenceUID", "ImageOrientationPatient", "ImagePositionPatient", "SliceThickness"):
+            if k in out:
+                del out[k]
+        notes.append(
+            "the patient frame (Frame of Reference, orientation, position) is incomplete or reuses the Study "
+            "Instance UID, and is left out"
+        )
+    elif "FrameOfReferenceUID" not in frame:
+        for k in ("ImageOrientationPatient", "ImagePositionPatient", "SliceThickness"):
+            if k in out:
+                del out[k]
     for keyword in (*PATIENT_TYPE2, *STUDY_TYPE2):
         if keyword not in out:
             setattr(out, keyword, None)

@@ -8,6 +8,7 @@ bottom-right, bottom-left, top-left.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -151,8 +152,10 @@ def make_sr(
     sop_instance_uid: str,
     series_instance_uid: str,
     series_description: str,
+    **kwargs: Any,
 ) -> hd.sr.Comprehensive3DSR:
-    """Wrap a report as a Comprehensive 3D SR in the source's study."""
+    """Wrap a report as a Comprehensive 3D SR in the source's study (``kwargs`` go to highdicom, e.g.
+    ``content_date``)."""
     sr = hd.sr.Comprehensive3DSR(
         evidence=[source],
         content=report,
@@ -163,6 +166,7 @@ def make_sr(
         manufacturer=c.MANUFACTURER,
         is_complete=True,
         series_description=series_description,
+        **kwargs,
     )
     return sr
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +37,32 @@ def result_uids(source: Dataset, kind: str, provenance: str) -> tuple[str, str]:
     return sop, series
 
 
-def _clean(source: Dataset) -> CleanSource:
+def clean_header(source: Dataset) -> CleanSource:
     try:
         return clean_source(source)
     except ValueError as exc:
-        raise DicomResultsError(f"{source.filename or 'the source'}: {exc}") from exc
+        raise DicomResultsError(f"{_name(source)}: {exc}") from exc
+
+
+def _name(source: Dataset) -> str:
+    return str(getattr(source, "filename", "") or "the source image")
+
+
+@contextmanager
+def _highdicom_errors(source: Dataset, kind: str) -> Iterator[None]:
+    """highdicom refuses some sources (e.g. an RT Dose grid as a segmentation source): say so with the file name."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore", UserWarning
+            )  # single-component person names copied from the source
+            yield
+    except (ValueError, TypeError, AttributeError) as exc:
+        modality = source.get("Modality", "?")
+        raise DicomResultsError(
+            f"{_name(source)}: no {kind} can be written for this {modality} image ({exc}); PneumoView's DICOM "
+            "results are meant for radiographs."
+        ) from exc
 
 
 def finish(ds: Dataset, clean: Dataset) -> Dataset:
@@ -61,11 +84,10 @@ def build_sr(source: Dataset, image: XrayImage, result: AnalysisResult, findings
         result: the model outputs (probabilities, model provenance).
         findings: the post-processed boxes; one planar ROI group per ``findings.fused`` box, in order.
     """
-    clean = _clean(source).dataset
+    clean = clean_header(source).dataset
     provenance = c.provenance_key(result, findings.thresholds)
     sop, series = result_uids(clean, "SR", provenance)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # single-component person names copied from the source
+    with _highdicom_errors(source, "SR"):
         report = measurement_report(clean, result, findings, provenance)
         sr = make_sr(
             clean, report, kind="SR", sop_instance_uid=sop, series_instance_uid=series,
@@ -99,12 +121,11 @@ def build_seg(
         raise DicomResultsError(
             f"{image.source}: the probability map is {mask.shape} but the image is {image.shape}; cannot write a SEG"
         )
-    clean = _clean(source).dataset
+    clean = clean_header(source).dataset
     provenance = c.provenance_key(result, findings.thresholds)
     sop, series = result_uids(clean, "SEG-P" if probability_map else "SEG", provenance)
     _, series = result_uids(clean, "SEG", provenance)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+    with _highdicom_errors(source, "SEG"):
         seg = make_seg(
             clean,
             mask,
@@ -135,11 +156,10 @@ def _drop_pixel_measures_without_frame_of_reference(seg: Dataset) -> None:
 def build_gsps(source: Dataset, image: XrayImage, result: AnalysisResult, findings: Findings) -> Dataset:
     """A GSPS drawing ``findings.fused`` as rectangles (closed polylines, source pixels) labelled with their
     confidences."""
-    clean = _clean(source).dataset
+    clean = clean_header(source).dataset
     provenance = c.provenance_key(result, findings.thresholds)
     sop, series = result_uids(clean, "GSPS", provenance)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+    with _highdicom_errors(source, "GSPS"):
         gsps = make_gsps(
             clean, image, findings, sop_instance_uid=sop, series_instance_uid=series,
             series_number=SERIES_NUMBERS["GSPS"], instance_number=instance_number(clean),
@@ -165,6 +185,7 @@ def write_results(
     gsps: bool = False,
     probability_map: bool = False,
     include_identifiers: bool = False,
+    notes: list[str] | None = None,
 ) -> list[Path]:
     """Write the SR (always), the SEG (when the mask has a pixel) and the GSPS (with ``gsps``) for one analysed
     DICOM image into ``out_dir`` (created when needed), atomically.
@@ -172,23 +193,47 @@ def write_results(
     The source file is ``image.source``; it is only read. File names are ``<export_stem>_SR.dcm``, ``…_SEG.dcm``,
     ``…_GSPS.dcm`` (:func:`pneumoview.export.export_stem`: no identifiers unless ``include_identifiers``).
 
+    Only the SR is essential: when the SEG or GSPS cannot be written (a GSPS is grayscale only, so none for a colour
+    image; highdicom refuses a SEG on an MR image without a valid Frame of Reference …) the other files are still
+    written and a sentence per problem is appended to ``notes``; without ``notes`` a DicomResultsError says which
+    files were written and what is missing.
+
     Returns:
         the files written, SR first.
 
     Raises:
-        DicomResultsError: the source is not a DICOM image (PNG/JPEG input has no study to join) or its header
-            cannot be read; the message names the file.
+        DicomResultsError: the source is not a DICOM image (PNG/JPEG input has no study to join), its header
+            cannot be read or the SR cannot be written; the message names the file.
     """
     source = source_header(image)
     out = Path(out_dir)
     stem = export_stem(image, include_identifiers)
-    objects: list[tuple[str, Dataset]] = [("SR", build_sr(source, image, result, findings))]
-    seg = build_seg(source, image, result, findings, probability_map=probability_map)
-    if seg is not None:
-        objects.append(("SEG", seg))
-    if gsps:
-        objects.append(("GSPS", build_gsps(source, image, result, findings)))
-    return [atomic_write_bytes(out / f"{stem}_{kind}.dcm", dataset_bytes(ds)) for kind, ds in objects]
+    written = [
+        atomic_write_bytes(out / f"{stem}_SR.dcm", dataset_bytes(build_sr(source, image, result, findings)))
+    ]
+    problems: list[str] = []
+    try:
+        seg = build_seg(source, image, result, findings, probability_map=probability_map)
+        if seg is not None:
+            written.append(atomic_write_bytes(out / f"{stem}_SEG.dcm", dataset_bytes(seg)))
+    except DicomResultsError as exc:
+        problems.append(str(exc))
+    if gsps and int(source.get("SamplesPerPixel", 1) or 1) != 1:
+        problems.append(f"{image.source}: no GSPS, since the image is in colour (a GSPS is grayscale only)")
+    elif gsps:
+        try:
+            written.append(
+                atomic_write_bytes(
+                    out / f"{stem}_GSPS.dcm", dataset_bytes(build_gsps(source, image, result, findings))
+                )
+            )
+        except DicomResultsError as exc:
+            problems.append(str(exc))
+    if problems and notes is None:
+        raise DicomResultsError(f"the SR was written to {written[0]}, but " + "; ".join(problems))
+    if notes is not None:
+        notes.extend(problems)
+    return written
 
 
 def source_header(image: XrayImage) -> Dataset:
