@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
-from pneumoview.review import ADDED, FindingRef, ImageReview, ReviewedBox, review_column
+from pneumoview.review import ADDED, FindingRef, ImageReview, ReviewedBox
 
 if TYPE_CHECKING:
     from pneumoview.postprocess import Findings
@@ -39,7 +39,6 @@ __all__ = [
     "review_marks",
     "review_to_json",
     "reviews_dir",
-    "with_review_column",
 ]
 
 REVIEWS_DIR_ENV = "PNEUMOVIEW_REVIEWS_DIR"
@@ -307,29 +306,3 @@ def replace_added(review: ImageReview, position: int, box: ReviewedBox | None) -
     if k <= position:
         raise IndexError(f"the review has {k} added boxes, not {position + 1}")
     return dc_replace(review, boxes=tuple(out))
-
-
-def with_review_column(rows: list[dict[str, str]], review: ImageReview | None) -> list[dict[str, str]]:
-    """``findings.csv`` rows with a ``review`` cell (:func:`pneumoview.review.review_column`), plus one row per box
-    the reader added (its ``x y w h`` in source pixels, source ``reader``). Rows that already have a ``review``
-    cell keep it."""
-    out = []
-    for row in rows:
-        if "review" in row:
-            out.append(row)
-            continue
-        index = int(row["box_index"]) if row.get("box_index", "") != "" else None
-        out.append(row | {"review": review_column(review, index)})
-    if review is not None and rows:
-        base = rows[0]
-        blank = dict.fromkeys(("confidence", "area_mm2"), "")
-        for b in review.added:
-            x1, y1, x2, y2 = b.box_xyxy
-            out.append(
-                base | blank | {
-                    "box_index": "", "box_source": "reader", "x": f"{x1:.1f}", "y": f"{y1:.1f}",
-                    "w": f"{x2 - x1:.1f}", "h": f"{y2 - y1:.1f}", "area_px": f"{(x2 - x1) * (y2 - y1):.0f}",
-                    "review": f"added by {b.reader}",
-                }
-            )  # fmt: skip
-    return out

@@ -1,9 +1,7 @@
-"""The Qt-free side of the reader review: the per-user store, matching decisions to the boxes on screen, the
-``review`` column; and the scan's ``result`` entries (which image an SR/SEG/GSPS is about)."""
+"""The Qt-free side of the reader review: the per-user store and matching decisions to the boxes on screen; and the scan's ``result`` entries (which image an SR/SEG/GSPS is about)."""
 
 from __future__ import annotations
 
-import csv
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +17,6 @@ from pneumoview.review_store import (
     review_from_json,
     review_marks,
     reviews_dir,
-    with_review_column,
     without_decision,
 )
 from pneumoview.thresholds import Thresholds
@@ -100,29 +97,6 @@ def test_reviews_dir_follows_the_environment(tmp_path, monkeypatch):
     assert reviews_dir() == tmp_path / "r"
     monkeypatch.delenv("PNEUMOVIEW_REVIEWS_DIR")
     assert reviews_dir().name == "reviews" and "PneumoView" in str(reviews_dir())
-
-
-def test_review_column_and_added_rows(tmp_path):
-    from pneumoview.export import write_findings_csv
-
-    findings = _findings([[10, 20, 30, 40], [200, 100, 50, 60]], [0.9, 0.6])
-    refs = finding_refs(findings)
-    base = {"image_id": "img-1", "box_source": "fused", "confidence": "0.9", "x": "10.0", "y": "20.0"}
-    rows = [base | {"box_index": "0"}, base | {"box_index": "1"}]
-    out = with_review_column(rows, _review(refs))
-    assert [r["review"] for r in out] == [
-        "accepted by Dr A",
-        "edited by Dr B: 12.0 22.0 40.0 60.0",
-        "added by Dr A",
-    ]
-    assert out[2]["box_source"] == "reader" and (out[2]["x"], out[2]["w"], out[2]["h"]) == (
-        "100.0",
-        "50.0",
-        "70.0",
-    )
-    assert with_review_column(rows, None)[0]["review"] == ""
-    path = write_findings_csv(out, tmp_path / "findings.csv")
-    assert [r["review"] for r in csv.DictReader(path.open())][0] == "accepted by Dr A"
 
 
 def test_scan_lists_results_with_the_image_they_refer_to(tmp_path):

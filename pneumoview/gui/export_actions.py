@@ -70,10 +70,8 @@ class Exporter:
             return []
         out.mkdir(parents=True, exist_ok=True)
         export.save_png(export.annotated_image(s.image, s.result, s.findings), targets[0])
-        from pneumoview.review_store import with_review_column
-
         review = self.window.review.review  # the reader's decisions on this image (the current one), if any
-        rows = with_review_column(export.findings_rows(s.image, s.result, s.findings, ids), review)
+        rows = export.findings_rows(s.image, s.result, s.findings, ids, review=review)
         export.write_findings_csv(rows, targets[1])
         submission = [(vm.submission_id(s.image, ids), s.findings.prediction_string())]
         export.write_submission_csv(submission, targets[2])

@@ -257,7 +257,6 @@ def export_study_job(
     from pneumoview.export import findings_rows, write_findings_csv, write_submission_csv
     from pneumoview.imaging import load_image
     from pneumoview.postprocess import postprocess
-    from pneumoview.review_store import with_review_column
 
     rows: list[dict[str, str]] = []
     submission: list[tuple[str, str]] = []
@@ -279,9 +278,7 @@ def export_study_job(
         else:
             image, result = hit
         findings = postprocess(result, thresholds, spacing_mm=image.spacing_mm)
-        rows.extend(
-            with_review_column(findings_rows(image, result, findings, include_identifiers), _review(image))
-        )
+        rows.extend(findings_rows(image, result, findings, include_identifiers, review=_review(image)))
         submission.append((vm.submission_id(image, include_identifiers), findings.prediction_string()))
     written = (write_findings_csv(rows, findings_csv), write_submission_csv(submission, submission_csv))
     return ExportOutcome(written, tuple(failed))
