@@ -147,24 +147,37 @@ def test_review_of_a_dicom_image_is_written_as_review_sr(qtbot, make_window, tmp
     settings.reader_name = "Dr DICOM"
     w = make_window(settings)
     open_and_wait(qtbot, w, study)
+    image = w.session.image
     ctl = w.review
     ctl.select(0)
     assert ctl.decide("accepted")
     ctl.select(1)
     assert ctl.decide("rejected")
     assert ctl.add((100.0, 120.0, 300.0, 380.0))
-    path = ctl.save_sr()
-    assert path is not None and path.parent == reviews / w.session.image.image_id / "dicom", ctl.last_error
-    grouped = read_results(sorted(path.parent.glob("*.dcm")))
-    res = grouped[w.session.image.identifiers["SOPInstanceUID"]]
+    store = reviews / image.image_id / "dicom"
+    assert ctl.sr_pending and not store.exists()
+    w.close()  # leaving with a changed review writes its SR by itself
+    written = sorted(store.glob("*.dcm"))
+    assert [p.name.split("_")[1] for p in written] == ["REVIEW", "SEG.dcm", "SR.dcm"]
+
+    grouped = read_results(written)
+    res = grouped[image.identifiers["SOPInstanceUID"]]
     assert len(res.algorithm_srs) == 1 and len(res.reviews) == 1
     review_sr = res.reviews[0]
     assert review_sr.observer_name == "Dr DICOM"
-    decisions = sorted(r.decision for r in review_sr.regions)
-    assert decisions == ["accepted", "added", "rejected"]
+    assert sorted(r.decision for r in review_sr.regions) == ["accepted", "added", "rejected"]
     algo_uids = {r.tracking_uid for r in res.algorithm_srs[0].regions}
     assert {r.reviewed_tracking_uid for r in review_sr.regions if r.decision != "added"} == algo_uids
     assert sorted(p.name for p in study.iterdir()) == [TWO_BOXES.name]
+
+    # Reopened, the review is back, and File ▸ Export as DICOM carries the review SR with the algorithm's.
+    w2 = make_window(settings)
+    open_and_wait(qtbot, w2, study)
+    assert w2.review.review is not None and len(w2.review.review.boxes) == 3
+    files = w2.dicom_exporter.export_current(tmp_path / "export")
+    res = read_results(files)[image.identifiers["SOPInstanceUID"]]
+    assert len(res.algorithm_srs) == 1 and len(res.reviews) == 1 and len(res.segs) == 1
+    assert w2.review.save_sr() is not None  # the explicit Review ▸ Save review SR
 
 
 def test_batch_dialog_writes_dicom_results(qtbot, make_window, tmp_path, reviews):

@@ -1,6 +1,7 @@
 """File ▸ Export as DICOM…: the SR (always), SEG (when the mask has a pixel) and optionally GSPS and the probability
 map of the current image or of every image of its study, written by
-:func:`pneumoview.dicom_results.write_results` — the same writer as ``pneumoview predict --dicom``.
+:func:`pneumoview.dicom_results.write_results` — the same writer as ``pneumoview predict --dicom``. The current
+image's export also holds the reader's review SR when the image has been reviewed.
 
 Only DICOM sources get DICOM results (a PNG/JPEG has no study to join): the viewer says so instead of writing
 anything. File names carry the non-identifying image id unless the user opted in to identifiers (Settings), and
@@ -180,6 +181,9 @@ class DicomExporter(QtCore.QObject):
                 s.image, s.result, s.findings, out, gsps=gsps, probability_map=probability_map,
                 include_identifiers=ids,
             )  # fmt: skip
+            review = w.review.review
+            if review is not None and review.boxes and w.review.image is s.image:
+                written.append(w.review.write_review_sr_into(out, written[0]))
         except (DicomResultsError, ValueError, OSError) as exc:
             self._problem(f"DICOM results of {s.image.source.name} were not written: {exc}")
             return []

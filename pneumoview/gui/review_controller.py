@@ -280,27 +280,42 @@ class ReviewController(QtCore.QObject):
                     f"is kept in {self.store.json_path(image.image_id)}."
                 )
             return None
-        from pneumoview.dicom_results import DicomResultsError, read_result, write_results, write_review_sr
+        from pneumoview.dicom_results import DicomResultsError, write_results
 
         out = self.store.dicom_dir(image.image_id)
-        ids = self.window.settings.include_identifiers_in_exports
         try:
-            review = self.review
+            algorithm_sr = None
             if s.result is not None and s.findings is not None and s.image is image:
-                written = write_results(image, s.result, s.findings, out, include_identifiers=ids)
-                sr = read_result(written[0])
-                tracking = {i: r.tracking_uid for i, r in enumerate(sr.regions)}
-                review = _with_tracking(review, finding_refs(s.findings, tracking, sr.sop_instance_uid))
-                review = dc_replace(review, algorithm_sr_uid=sr.sop_instance_uid)
-            path = write_review_sr(review, image, out, include_identifiers=ids)
-        except (DicomResultsError, ValueError, OSError, NotImplementedError) as exc:
-            why = "not available in this build" if isinstance(exc, NotImplementedError) else str(exc)
-            self._problem(f"The review SR of {image.source.name} was not written: {why}.", dialog=not quiet)
+                ids = self.window.settings.include_identifiers_in_exports
+                algorithm_sr = write_results(image, s.result, s.findings, out, include_identifiers=ids)[0]
+            path = self.write_review_sr_into(out, algorithm_sr)
+        except (DicomResultsError, ValueError, OSError) as exc:
+            self._problem(f"The review SR of {image.source.name} was not written: {exc}.", dialog=not quiet)
             return None
         self.sr_pending = False
         self._say(f"Review SR written: {path}")
         self.reviewSrWritten.emit(path)
         return path
+
+    def write_review_sr_into(self, out: Path, algorithm_sr: Path | None) -> Path:
+        """Write the current image's review as a review SR into ``out``; with ``algorithm_sr`` (the algorithm SR
+        of the boxes on screen) each decision carries the Tracking UID of its region there.
+
+        Raises:
+            DicomResultsError, ValueError, OSError: the SR cannot be written (the message names the file).
+        """
+        from pneumoview.dicom_results import read_result, write_review_sr
+
+        s, review = self.window.session, self.review
+        if self.image is None or review is None:
+            raise ValueError("no review to write")
+        if algorithm_sr is not None and s.findings is not None:
+            sr = read_result(algorithm_sr)
+            tracking = {_box_number(r.tracking_id, i): r.tracking_uid for i, r in enumerate(sr.regions)}
+            review = _with_tracking(review, finding_refs(s.findings, tracking, sr.sop_instance_uid))
+            review = dc_replace(review, algorithm_sr_uid=sr.sop_instance_uid)
+        ids = self.window.settings.include_identifiers_in_exports
+        return write_review_sr(review, self.image, out, include_identifiers=ids)
 
     # -- internals ----------------------------------------------------------------------------------------------
 
@@ -435,6 +450,12 @@ def _is_dicom(path: Path) -> bool:
         return sniff_kind(path) == "dicom"
     except OSError:
         return False
+
+
+def _box_number(tracking_id: str, default: int) -> int:
+    """``box_index`` from PneumoView's Tracking Identifier ``"box N"`` (stored order for anyone else's)."""
+    head, _, number = tracking_id.partition(" ")
+    return int(number) if head == "box" and number.isdigit() else default
 
 
 def _with_tracking(review: ImageReview, refs: list[FindingRef]) -> ImageReview:
