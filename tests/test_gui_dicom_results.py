@@ -142,12 +142,16 @@ def test_review_of_a_dicom_image_is_written_as_review_sr(qtbot, make_window, tmp
     from pneumoview.dicom_results import read_results
     from pneumoview.settings import load_settings
 
-    study = copy_study(tmp_path / "study", [TWO_BOXES])
+    other = SAMPLE / "01cad8d0-45cd-4603-b099-94055d322310.dcm"
+    study = copy_study(tmp_path / "study", [TWO_BOXES, other])
     settings = load_settings()
     settings.reader_name = "Dr DICOM"
     w = make_window(settings)
-    open_and_wait(qtbot, w, study)
+    open_and_wait(qtbot, w, study)  # opens the other image first (name order)
+    with qtbot.waitSignal(w.analysisFinished, timeout=60_000):
+        w.browser.select_path(study / TWO_BOXES.name)
     image = w.session.image
+    assert image.source.name == TWO_BOXES.name
     ctl = w.review
     ctl.select(0)
     assert ctl.decide("accepted")
@@ -156,7 +160,10 @@ def test_review_of_a_dicom_image_is_written_as_review_sr(qtbot, make_window, tmp
     assert ctl.add((100.0, 120.0, 300.0, 380.0))
     store = reviews / image.image_id / "dicom"
     assert ctl.sr_pending and not store.exists()
-    w.close()  # leaving with a changed review writes its SR by itself
+    # Moving to another image with a changed review writes its SR by itself.
+    with qtbot.waitSignal(w.analysisFinished, timeout=60_000):
+        w.browser.select_path(study / other.name)
+    assert not ctl.sr_pending and ctl.image is not image
     written = sorted(store.glob("*.dcm"))
     assert [p.name.split("_")[1] for p in written] == ["REVIEW", "SEG.dcm", "SR.dcm"]
 
@@ -168,11 +175,15 @@ def test_review_of_a_dicom_image_is_written_as_review_sr(qtbot, make_window, tmp
     assert sorted(r.decision for r in review_sr.regions) == ["accepted", "added", "rejected"]
     algo_uids = {r.tracking_uid for r in res.algorithm_srs[0].regions}
     assert {r.reviewed_tracking_uid for r in review_sr.regions if r.decision != "added"} == algo_uids
-    assert sorted(p.name for p in study.iterdir()) == [TWO_BOXES.name]
+    assert sorted(p.name for p in study.iterdir()) == sorted([TWO_BOXES.name, other.name])
+    w.close()
 
     # Reopened, the review is back, and File ▸ Export as DICOM carries the review SR with the algorithm's.
     w2 = make_window(settings)
     open_and_wait(qtbot, w2, study)
+    with qtbot.waitSignal(w2.analysisFinished, timeout=60_000):
+        w2.browser.select_path(study / TWO_BOXES.name)
+    assert w2.session.image.image_id == image.image_id
     assert w2.review.review is not None and len(w2.review.review.boxes) == 3
     files = w2.dicom_exporter.export_current(tmp_path / "export")
     res = read_results(files)[image.identifiers["SOPInstanceUID"]]

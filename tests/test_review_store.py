@@ -151,3 +151,36 @@ def test_scan_lists_results_with_the_image_they_refer_to(tmp_path):
     assert entries["zz_sr.dcm"].kind == "result"
     assert entries["zz_sr.dcm"].result_for == (ds.SOPInstanceUID,)
     assert entries["zz_sr.dcm"].to_dict()["result_for"] == [ds.SOPInstanceUID]
+
+
+def test_scan_text_names_results(tmp_path, capsys):
+    """``pneumoview scan`` (text) says what a result object is about, not just "not an image"."""
+    import pydicom
+
+    from pneumoview.cli import main
+
+    src = sorted(
+        (Path(__file__).resolve().parents[1] / "pneumoview" / "data" / "sample_study").glob("*.dcm")
+    )[0]
+    ds = pydicom.dcmread(src, stop_before_pixels=True)
+    gsps = pydicom.Dataset()
+    gsps.SOPClassUID = "1.2.840.10008.5.1.4.1.1.11.1"
+    gsps.SOPInstanceUID = "1.2.3.4.5"
+    gsps.PatientID, gsps.StudyInstanceUID, gsps.Modality = ds.PatientID, ds.StudyInstanceUID, "PR"
+    ref = pydicom.Dataset()
+    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    series = pydicom.Dataset()
+    series.SeriesInstanceUID = ds.SeriesInstanceUID
+    series.ReferencedImageSequence = [ref]
+    gsps.ReferencedSeriesSequence = [series]
+    gsps.file_meta = pydicom.dataset.FileMetaDataset()
+    gsps.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    gsps.file_meta.MediaStorageSOPClassUID = gsps.SOPClassUID
+    gsps.file_meta.MediaStorageSOPInstanceUID = gsps.SOPInstanceUID
+    folder = tmp_path / "f"
+    folder.mkdir()
+    gsps.save_as(folder / "ps.dcm", enforce_file_format=True)
+    assert main(["scan", str(folder)]) == 0
+    text = capsys.readouterr().out
+    assert "Results: " in text and "presentation state (results) about 1 image(s)" in text
+    assert "not an image" not in text

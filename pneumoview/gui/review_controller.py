@@ -66,6 +66,8 @@ class ReviewController(QtCore.QObject):
         self.review: ImageReview | None = None
         self.image: XrayImage | None = None
         self.refs: list[FindingRef] = []
+        self.result = None  # AnalysisResult of the image under review, when analysed
+        self.findings = None  # its post-processed Findings (the boxes on screen)
         self.selected: tuple[int | None, int | None] | None = None
         self.sr_pending = False
         self.last_error = ""
@@ -131,6 +133,8 @@ class ReviewController(QtCore.QObject):
         self.status_label.setStyleSheet("color: #aaa;")
         self.status_label.setWordWrap(True)
         panel = self.window.findings_panel
+        panel.table.setContextMenuPolicy(QtCore.Qt.ContextMenuPolicy.ActionsContextMenu)
+        panel.table.addActions([self.actions[k] for k in ("accept", "reject", "undo")])
         panel.layout().insertWidget(panel.layout().indexOf(panel.table) + 1, bar)
         panel.layout().insertWidget(panel.layout().indexOf(bar) + 1, self.status_label)
         self.bar = bar
@@ -143,6 +147,7 @@ class ReviewController(QtCore.QObject):
             return
         self.flush()
         self.image, self.review, self.refs, self.selected = image, None, [], None
+        self.result = self.findings = None
         if image is not None:
             try:
                 self.review = self.store.load(image.image_id)
@@ -154,6 +159,8 @@ class ReviewController(QtCore.QObject):
     def on_findings(self, findings) -> None:
         """The current image's findings changed (a stage landed or a threshold moved): redraw the review."""
         self.refs = finding_refs(findings) if findings is not None else []
+        # Kept here: when the SR is written on leaving the image, the session already holds the next one.
+        self.result, self.findings = self.window.session.result, findings
         self._redraw()
 
     def flush(self) -> None:
@@ -267,7 +274,7 @@ class ReviewController(QtCore.QObject):
         """Write the review SR of the current DICOM image into the review store's ``dicom`` folder, beside the
         algorithm SR (written there too, with the same UIDs as ``predict --dicom`` for the same models and
         thresholds); returns the review SR's path, None when nothing was written (the reason is shown)."""
-        s, image = self.window.session, self.image
+        image = self.image
         if image is None or self.review is None or not self.review.boxes:
             if not quiet:
                 self._problem("Nothing to save: no review decision on this image yet.")
@@ -285,9 +292,11 @@ class ReviewController(QtCore.QObject):
         out = self.store.dicom_dir(image.image_id)
         try:
             algorithm_sr = None
-            if s.result is not None and s.findings is not None and s.image is image:
+            if self.result is not None and self.findings is not None:
                 ids = self.window.settings.include_identifiers_in_exports
-                algorithm_sr = write_results(image, s.result, s.findings, out, include_identifiers=ids)[0]
+                algorithm_sr = write_results(image, self.result, self.findings, out, include_identifiers=ids)[
+                    0
+                ]
             path = self.write_review_sr_into(out, algorithm_sr)
         except (DicomResultsError, ValueError, OSError) as exc:
             self._problem(f"The review SR of {image.source.name} was not written: {exc}.", dialog=not quiet)
@@ -306,13 +315,13 @@ class ReviewController(QtCore.QObject):
         """
         from pneumoview.dicom_results import read_result, write_review_sr
 
-        s, review = self.window.session, self.review
+        review = self.review
         if self.image is None or review is None:
             raise ValueError("no review to write")
-        if algorithm_sr is not None and s.findings is not None:
+        if algorithm_sr is not None and self.findings is not None:
             sr = read_result(algorithm_sr)
             tracking = {_box_number(r.tracking_id, i): r.tracking_uid for i, r in enumerate(sr.regions)}
-            review = _with_tracking(review, finding_refs(s.findings, tracking, sr.sop_instance_uid))
+            review = _with_tracking(review, finding_refs(self.findings, tracking, sr.sop_instance_uid))
             review = dc_replace(review, algorithm_sr_uid=sr.sop_instance_uid)
         ids = self.window.settings.include_identifiers_in_exports
         return write_review_sr(review, self.image, out, include_identifiers=ids)
