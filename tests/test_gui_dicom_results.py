@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.dicom_checks import dciodvfy_errors
 from tests.gui_helpers import copy_study, open_and_wait, rsna_images
 
 pytest_plugins = ("tests.gui_fixtures",)
@@ -42,6 +43,7 @@ def test_export_current_image_as_dicom_reads_back(qtbot, make_window, tmp_path, 
     out = tmp_path / "dicom-out"
     files = w.dicom_exporter.export_current(out, gsps=True, probability_map=True)
     assert [p.name.rsplit("_", 1)[1] for p in files] == ["SR.dcm", "SEG.dcm", "GSPS.dcm"]
+    assert {p.name: dciodvfy_errors(p) for p in files} == {p.name: [] for p in files}
     sr, seg, ps = (read_result(p) for p in files)
     assert isinstance(sr, StoredSR) and isinstance(seg, StoredSEG) and isinstance(ps, StoredGSPS)
     uid = s.image.identifiers["SOPInstanceUID"]
@@ -166,6 +168,7 @@ def test_review_of_a_dicom_image_is_written_as_review_sr(qtbot, make_window, tmp
     assert not ctl.sr_pending and ctl.image is not image
     written = sorted(store.glob("*.dcm"))
     assert [p.name.split("_")[1] for p in written] == ["REVIEW", "SEG.dcm", "SR.dcm"]
+    assert {p.name: dciodvfy_errors(p) for p in written} == {p.name: [] for p in written}
 
     grouped = read_results(written)
     res = grouped[image.identifiers["SOPInstanceUID"]]
