@@ -155,6 +155,15 @@ def test_accept_reject_move_draw_persist_across_reopen(qtbot, make_window, tmp_p
     drawn = [r for r in rows if r["box_source"] == "reader"]
     assert len(drawn) == 1 and drawn[0]["review"] == "added by Dr T. Reader"
 
+    # The reader's name is a setting.
+    from pneumoview.gui.dialogs import SettingsDialog
+
+    dialog = SettingsDialog(w2.settings, w2)
+    assert dialog.reader_name.text() == "Someone Else"
+    dialog.reader_name.setText("  Dr New  ")
+    dialog.apply_to(w2.settings)
+    assert w2.review.reader() == "Dr New"
+
     # Undo and remove work and persist too.
     _select_final(w2, 1)
     assert ctl2.undo()
