@@ -106,14 +106,17 @@ def test_folder_with_results_lists_them_under_the_image_and_shows_the_layer(
     written = w.dicom_exporter.export_current(tmp_path / "results", gsps=True)
     w.close()
     shared = copy_study(tmp_path / "shared", [TWO_BOXES])
-    shutil.copytree(
-        tmp_path / "results", shared / "aaa-results"
-    )  # sorted before the image's own folder entry
+    # In a folder sorted before the image, so the results are scanned first.
+    shutil.copytree(tmp_path / "results", shared / "aaa-results")
+    # A damaged copy of the SEG (pixel data cut short): listed with the image, said so, never drawn.
+    seg_bytes = written[1].read_bytes()
+    damaged = shared / "aaa-results" / "damaged_SEG.dcm"
+    damaged.write_bytes(seg_bytes[: len(seg_bytes) - 4000])
 
     entries = [e for e in scan(shared) if isinstance(e, ScanEntry)]
     results = [e for e in entries if e.kind == "result"]
     image = next(e for e in entries if e.kind == "image")
-    assert len(results) == 3 and all(e.result_for == (image.sop_instance_uid,) for e in results)
+    assert len(results) == 4 and all(e.result_for == (image.sop_instance_uid,) for e in results)
 
     w2 = make_window()
     with qtbot.waitSignal(
@@ -122,11 +125,11 @@ def test_folder_with_results_lists_them_under_the_image_and_shows_the_layer(
         open_and_wait(qtbot, w2, shared)
     assert w2.browser.n_errors == 0
     assert sorted(w2.browser.results_for(image.sop_instance_uid)) == sorted(
-        shared / "aaa-results" / p.name for p in written
+        [damaged, *(shared / "aaa-results" / p.name for p in written)]
     )
     # The browser shows them as children of the image row.
     item = w2.browser._images[image.path]
-    assert item.rowCount() == 3
+    assert item.rowCount() == 4
     stored = blocker.args[0]
     sr = read_result(written[0])
     assert len(stored.srs) == 1 and len(stored.segs) == 1 and len(stored.gsps) == 1
@@ -135,6 +138,8 @@ def test_folder_with_results_lists_them_under_the_image_and_shows_the_layer(
     np.testing.assert_allclose(drawn, expected, atol=0.01)
     assert w2.stored.mask_item.image is not None and w2.stored.mask_item.image.any()
     assert "SR by" in w2.stored.summary.text() and "SEG" in w2.stored.summary.text()
+    assert len(w2.stored.problems) == 1 and "damaged_SEG.dcm" in w2.stored.problems[0]
+    assert "malformed" in w2.stored.problems[0] and "damaged_SEG.dcm" in w2.stored.summary.text()
     assert all(i.isVisible() for i in w2.stored._items)
     w2.layer_controls.checks["stored"].setChecked(False)
     assert not any(i.isVisible() for i in w2.stored._items) and not w2.stored.mask_item.isVisible()

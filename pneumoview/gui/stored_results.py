@@ -35,11 +35,22 @@ SEG_COLOUR = (0, 200, 255)
 _Z = 24
 
 
-def read_results_job(paths: Sequence[Path], *, cancelled) -> dict[str, Any]:
-    """Read the result files of one image (worker thread)."""
-    from pneumoview.dicom_results import read_results
+def read_results_job(paths: Sequence[Path], *, cancelled) -> tuple[list[Any], list[str]]:
+    """Read the result files of one image (worker thread): the objects read and, for each file that could not be
+    read, a sentence naming it."""
+    from pneumoview.dicom_results import read_result
 
-    return read_results(paths)
+    objects, problems = [], []
+    for path in paths:
+        if cancelled():
+            break
+        try:
+            objects.append(read_result(path))
+        except ValueError as exc:  # the message names the file and what is wrong
+            problems.append(f"{exc}; it is not shown.")
+        except Exception as exc:  # a damaged file must never hide the others
+            problems.append(f"{path}: cannot be read ({type(exc).__name__}: {exc}); it is not shown.")
+    return objects, problems
 
 
 def stored_summary(results: ImageResults | None) -> str:
@@ -80,6 +91,7 @@ class StoredResultsLayer(QtCore.QObject):
         self.view.addItem(self.mask_item)
         self._generation = 0
         self.paths: list[Path] = []
+        self.problems: list[str] = []  # files that could not be read or drawn, as sentences
         self.summary = QtWidgets.QLabel("")
         self.summary.setWordWrap(True)
         self.summary.setStyleSheet("color: #7fd8ff;")
@@ -99,7 +111,7 @@ class StoredResultsLayer(QtCore.QObject):
         self.summary.setText(f"Reading {len(paths)} stored result file(s)…")
         self.window.jobs["stored"] = workers.start(
             "stored", read_results_job, list(paths),
-            on_return=lambda found: self._on_read(gen, image, found.get(uid)),
+            on_return=lambda found: self._on_read(gen, image, _group(uid, found[0]), found[1]),
             on_error=lambda exc: self._on_error(gen, exc),
         )  # fmt: skip
 
@@ -111,7 +123,7 @@ class StoredResultsLayer(QtCore.QObject):
     def clear(self) -> None:
         for item in self._items:
             self.view.removeItem(item)
-        self._items, self.boxes, self.results = [], [], None
+        self._items, self.boxes, self.results, self.problems = [], [], None, []
         self.mask_item.clear()
         self.summary.setText("")
 
@@ -119,11 +131,11 @@ class StoredResultsLayer(QtCore.QObject):
         if gen == self._generation:
             self.summary.setText(f"Stored results could not be read: {exc}")
 
-    def _on_read(self, gen: int, image: XrayImage, results: ImageResults | None) -> None:
+    def _on_read(self, gen: int, image: XrayImage, results: ImageResults | None, problems: list[str]) -> None:
         if gen != self._generation:
             return
         self.results = results
-        notes = []
+        notes = list(problems)
         if results is not None:
             for sr in results.srs:
                 colour = REVIEW_COLOUR if sr.is_review else SR_COLOUR
@@ -151,6 +163,7 @@ class StoredResultsLayer(QtCore.QObject):
                 lut = np.array([[0, 0, 0, 0], [*SEG_COLOUR, 255]], dtype=np.uint8)
                 self.mask_item.setImage(outline.view(np.uint8), levels=(0, 1), lut=lut, autoLevels=False)
         self.summary.setText("\n".join(filter(None, [stored_summary(results), *notes])))
+        self.problems = notes
         self._sync()
         self.loaded.emit(results)
 
@@ -176,3 +189,15 @@ class StoredResultsLayer(QtCore.QObject):
         for item in (*self._items, self.mask_item):
             item.setVisible(shown)
             item.setOpacity(opacity)
+
+
+def _group(uid: str, objects: Sequence[Any]) -> ImageResults | None:
+    """The objects read for one image as :class:`ImageResults` (None when none could be read)."""
+    from pneumoview.dicom_results import ImageResults, StoredSEG, StoredSR
+
+    if not objects:
+        return None
+    srs = tuple(o for o in objects if isinstance(o, StoredSR))
+    segs = tuple(o for o in objects if isinstance(o, StoredSEG))
+    gsps = tuple(o for o in objects if not isinstance(o, StoredSR | StoredSEG))
+    return ImageResults(uid, srs, segs, gsps)
