@@ -8,6 +8,8 @@ gets boxes and a mask. ``test_cli_predict_dicom.py`` runs the real engine.
 from __future__ import annotations
 
 import csv
+import shutil
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -321,3 +323,83 @@ def test_review_values_are_validated():
         ReviewedBox.accept(ref, "  ", t)
     with pytest.raises(ValueError, match="more than one review decision"):
         ImageReview("x", "A", (ReviewedBox.accept(ref, "A", t), ReviewedBox.reject(ref, "A", t)), t)
+
+
+def test_no_box_and_no_mask_still_gives_an_sr(tmp_path: Path):
+    """A gated image (P(opacity) below the gate) with a faint map: only the SR, with the probabilities and no
+    region."""
+    image = load_image(SAMPLE / "2877c9be-1665-4131-ac0f-7b145696ebc5.dcm")
+    result = model_outputs(image)
+    faint = replace(result, prob_map=result.prob_map * 0.3, p_opacity=0.1)
+    findings = postprocess(faint, spacing_mm=image.spacing_mm)
+    assert findings.gated and len(findings.fused) == 0
+    (sr_path,) = write_results(image, faint, findings, tmp_path, probability_map=True)
+    assert sr_path.name.endswith("_SR.dcm") and dciodvfy_errors(sr_path) == []
+    sr = read_result(sr_path)
+    assert sr.regions == () and sr.p_opacity == pytest.approx(0.1)
+
+
+def test_reader_takes_other_makers_objects_and_ignores_the_rest(tmp_path: Path):
+    """An SR and a SEG made directly with highdicom (another maker's codes, a point region, two segments) are read;
+    an image and a file that is not DICOM are not results."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    path = SAMPLE / "1015e103-bda6-4664-978d-f761cd2982cb.dcm"
+    source = pydicom.dcmread(path)
+    region = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=np.array([[10, 20], [110, 20], [110, 90], [10, 20]], np.float32),
+        source_image=hd.sr.SourceImageForRegion.from_source_image(source),
+    )
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="nodule 1"),
+        referenced_region=region,
+        finding_type=codes.SCT.Nodule,
+    )
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=hd.UID(), name="OtherCAD"
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=codes.LN.CTUnspecifiedBodyRegion,
+        imaging_measurements=[group],
+    )
+    sr = hd.sr.Comprehensive3DSR([source], report, hd.UID(), 1, hd.UID(), 1, manufacturer="Other")
+    sr.save_as(tmp_path / "other_sr.dcm")
+    mask = np.zeros((2, *source.pixel_array.shape), bool)
+    mask[0, 100:200, 100:300] = True
+    mask[1, 500:600, 600:700] = True
+    descriptions = [
+        hd.seg.SegmentDescription(
+            i + 1,
+            f"lesion {i + 1}",
+            codes.SCT.MorphologicallyAbnormalStructure,
+            codes.SCT.Nodule,
+            hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    seg = hd.seg.Segmentation([source], np.moveaxis(mask, 0, -1)[None].astype(np.uint8), "BINARY", descriptions,
+                              hd.UID(), 2, hd.UID(), 1, "Other", "Other", "1", "1")  # fmt: skip
+    seg.save_as(tmp_path / "other_seg.dcm")
+    (tmp_path / "notes.txt").write_text("not DICOM")
+    shutil.copy(path, tmp_path / "image.dcm")
+
+    got = read_results(sorted(tmp_path.iterdir()))
+    assert set(got) == {str(source.SOPInstanceUID)}
+    results = got[str(source.SOPInstanceUID)]
+    (stored_sr,) = results.srs
+    assert stored_sr.observer == "device" and stored_sr.observer_name == "OtherCAD"
+    (r,) = stored_sr.regions
+    assert r.box_xyxy == (10.0, 20.0, 110.0, 90.0) and r.tracking_id == "nodule 1" and r.finding == "Nodule"
+    assert r.confidence is None and r.source is None
+    (stored_seg,) = results.segs
+    assert stored_seg.segment_labels == ("lesion 1", "lesion 2")
+    assert np.array_equal(stored_seg.mask, mask.any(axis=0)) and stored_seg.probability is None
+    with pytest.raises(ValueError, match="not an SR, SEG or GSPS") as err:
+        read_result(tmp_path / "image.dcm")
+    assert "image.dcm" in str(err.value)

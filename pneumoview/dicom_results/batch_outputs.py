@@ -83,10 +83,17 @@ def dicom_summary(
             skipped.append({"path": r["path"], "reason": r["dicom_skipped"]})
         if r.get("dicom_error"):
             errors.append({"path": r["path"], "reason": r["dicom_error"]})
+    seen: set[str] = set()
+    for name in written:
+        if name in seen:
+            notes.append(
+                f"{name} was written for more than one input (they share a SOP Instance UID); the last one is kept"
+            )
+        seen.add(name)
     return {
         "folder": DICOM_DIR,
         "options": options.to_dict(),
-        "files": written,
+        "files": list(dict.fromkeys(written)),
         "not_dicom": skipped,
         "failed": errors,
         "notes": notes,

@@ -201,6 +201,12 @@ def _region(group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations) -> Stor
 
 
 def _read_seg(path: Path, ds: Dataset) -> StoredSEG:
+    # highdicom writes, for a source with Pixel Spacing but no Slice Thickness (a radiograph), a Pixel Measures item
+    # that its own reader refuses; the in-memory copy loses that item (the file is not touched).
+    for item in ds.get("SharedFunctionalGroupsSequence", []):
+        measures = item.get("PixelMeasuresSequence")
+        if measures and "SliceThickness" not in measures[0]:
+            del item.PixelMeasuresSequence
     seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
     sources = seg.get_source_image_uids()
     if not sources:

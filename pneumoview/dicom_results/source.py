@@ -65,6 +65,7 @@ IMAGE_ATTRIBUTES = (
     "SpecificCharacterSet",
     "NumberOfFrames",
     "InstanceNumber",
+    "BodyPartExamined",
     "ImageType",
     "RescaleSlope",
     "RescaleIntercept",

@@ -166,6 +166,11 @@ def make_sr(
         manufacturer=c.MANUFACTURER,
         is_complete=True,
         series_description=series_description,
+        coding_schemes=[
+            hd.coding_schemes.CodingSchemeIdentificationItem(
+                designator=c.SCHEME, name="PneumoView local codes", responsible_organization=c.MANUFACTURER
+            )
+        ],
         **kwargs,
     )
     return sr

@@ -164,8 +164,13 @@ def build_gsps(source: Dataset, image: XrayImage, result: AnalysisResult, findin
             clean, image, findings, sop_instance_uid=sop, series_instance_uid=series,
             series_number=SERIES_NUMBERS["GSPS"], instance_number=instance_number(clean),
         )  # fmt: skip
-    if "Laterality" not in gsps:
-        gsps.Laterality = None
+    # Laterality is Type 2C, required for a paired body part. A chest is not one; for anything else dciodvfy's
+    # reading of the condition varies by body part, so the side is given as the source has it, or empty (unknown).
+    if str(clean.get("BodyPartExamined") or "") == "CHEST":
+        gsps.BodyPartExamined = "CHEST"
+    elif "Laterality" not in gsps:
+        side = str(source.get("Laterality") or source.get("ImageLaterality") or "")
+        gsps.Laterality = side if side in ("R", "L") else None
     return finish(gsps, clean)
 
 
