@@ -130,6 +130,7 @@ def test_folder_with_results_lists_them_under_the_image_and_shows_the_layer(
     # The browser shows them as children of the image row.
     item = w2.browser._images[image.path]
     assert item.rowCount() == 4
+    assert item.parent().parent().rowCount() == 1, "no empty result series is left behind in the study"
     stored = blocker.args[0]
     sr = read_result(written[0])
     assert len(stored.srs) == 1 and len(stored.segs) == 1 and len(stored.gsps) == 1

@@ -145,13 +145,19 @@ class StoredResultsLayer(QtCore.QObject):
                     else:
                         conf = "" if region.confidence is None else f" {region.confidence:.2f}"
                         text = f"SR {region.finding or 'finding'}{conf}"
-                    self._box(region.box_xyxy, text, colour, dashed=region.decision == "rejected")
+                    self._box(
+                        region.box_xyxy,
+                        text,
+                        colour,
+                        dashed=region.decision == "rejected",
+                        corner="bl" if sr.is_review else "tr",
+                    )
             for ps in results.gsps:
                 labels = (
                     list(ps.labels) if len(ps.labels) == len(ps.boxes_xyxy) else [""] * len(ps.boxes_xyxy)
                 )
                 for box, label in zip(ps.boxes_xyxy, labels, strict=True):
-                    self._box(box, f"GSPS {label}".strip(), GSPS_COLOUR, dashed=True)
+                    self._box(box, f"GSPS {label}".strip(), GSPS_COLOUR, dashed=True, corner="br")
             for seg in results.segs:
                 if seg.mask.shape != image.shape:
                     notes.append(
@@ -167,7 +173,9 @@ class StoredResultsLayer(QtCore.QObject):
         self._sync()
         self.loaded.emit(results)
 
-    def _box(self, box, text: str, colour, dashed: bool = False) -> None:
+    def _box(self, box, text: str, colour, dashed: bool = False, corner: str = "tr") -> None:
+        """A rectangle with its label inside one corner: top-right (algorithm SR), bottom-right (GSPS) or
+        bottom-left (review SR), so the labels of objects that repeat the same box do not cover each other."""
         x1, y1, x2, y2 = (float(v) for v in box)
         rect = QtWidgets.QGraphicsRectItem(QtCore.QRectF(x1, y1, x2 - x1, y2 - y1))
         pen = pg.mkPen(colour, width=2)
@@ -175,8 +183,9 @@ class StoredResultsLayer(QtCore.QObject):
             pen.setStyle(QtCore.Qt.PenStyle.DashDotLine)
         pen.setCosmetic(True)
         rect.setPen(pen)
-        label = pg.TextItem(text, color=colour, anchor=(1, 1))
-        label.setPos(x2, y1)
+        anchor, pos = {"tr": ((1, 0), (x2, y1)), "br": ((1, 1), (x2, y2)), "bl": ((0, 1), (x1, y2))}[corner]
+        label = pg.TextItem(text, color=colour, anchor=anchor, fill=pg.mkBrush(0, 0, 0, 170))
+        label.setPos(*pos)
         for item in (rect, label):
             item.setZValue(_Z)
             self.view.addItem(item)

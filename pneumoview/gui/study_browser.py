@@ -134,10 +134,16 @@ class StudyBrowser(QtWidgets.QWidget):
         return node
 
     def _add_entry(self, e: ScanEntry) -> None:
-        root = self.model.invisibleRootItem()
-        patient = self._node((e.patient_key,), e.patient_label, root, "patient")
-        study = self._node((e.patient_key, e.study_key), e.study_label, patient, "study")
-        series = self._node((e.patient_key, e.study_key, e.series_key), e.series_label, study, "series")
+        image = None
+        if e.kind == "result":
+            image = next((self._image_by_uid[u] for u in e.result_for if u in self._image_by_uid), None)
+        if image is not None:  # a result about an image already listed goes straight under it
+            series = image
+        else:
+            root = self.model.invisibleRootItem()
+            patient = self._node((e.patient_key,), e.patient_label, root, "patient")
+            study = self._node((e.patient_key, e.study_key), e.study_label, patient, "study")
+            series = self._node((e.patient_key, e.study_key, e.series_key), e.series_label, study, "series")
         name = QtGui.QStandardItem(e.instance_label or e.path.name)
         name.setData(str(e.path), PATH_ROLE)
         name.setData(e.kind, KIND_ROLE)
@@ -157,11 +163,7 @@ class StudyBrowser(QtWidgets.QWidget):
         if e.kind == "result":
             for uid in e.result_for:
                 self._results.setdefault(uid, []).append(e.path)
-            image = next((self._image_by_uid[u] for u in e.result_for if u in self._image_by_uid), None)
-            if image is not None:
-                self._attach_result(name, image)
-            else:
-                for uid in e.result_for:
+                if image is None:
                     self._waiting.setdefault(uid, []).append(name)
 
     def _attach_result(self, name: QtGui.QStandardItem, image: QtGui.QStandardItem) -> None:
@@ -174,6 +176,16 @@ class StudyBrowser(QtWidgets.QWidget):
         for items in self._waiting.values():
             if name in items:
                 items.remove(name)
+        # Drop the series (and study, patient) nodes the move left empty.
+        while (
+            parent is not None
+            and parent.rowCount() == 0
+            and parent.data(KIND_ROLE) in ("series", "study", "patient")
+        ):
+            up = parent.parent() or self.model.invisibleRootItem()
+            self._nodes = {k: v for k, v in self._nodes.items() if v is not parent}
+            up.removeRow(parent.row())
+            parent = up if up is not self.model.invisibleRootItem() else None
 
     def _add_error(self, err: ScanError) -> None:
         if self._errors_node is None:
