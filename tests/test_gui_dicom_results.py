@@ -105,9 +105,10 @@ def test_folder_with_results_lists_them_under_the_image_and_shows_the_layer(
     open_and_wait(qtbot, w, first)
     written = w.dicom_exporter.export_current(tmp_path / "results", gsps=True)
     w.close()
-    shared = copy_study(tmp_path / "shared", [TWO_BOXES])
-    # In a folder sorted before the image, so the results are scanned first.
+    # The results at the top, the image in a sub-folder: the scan reaches the results first.
+    shared = tmp_path / "shared"
     shutil.copytree(tmp_path / "results", shared / "aaa-results")
+    copy_study(shared / "aaa-results" / "image", [TWO_BOXES])
     # A damaged copy of the SEG (pixel data cut short): listed with the image, said so, never drawn.
     seg_bytes = written[1].read_bytes()
     damaged = shared / "aaa-results" / "damaged_SEG.dcm"
@@ -116,6 +117,7 @@ def test_folder_with_results_lists_them_under_the_image_and_shows_the_layer(
     entries = [e for e in scan(shared) if isinstance(e, ScanEntry)]
     results = [e for e in entries if e.kind == "result"]
     image = next(e for e in entries if e.kind == "image")
+    assert entries[-1] == image
     assert len(results) == 4 and all(e.result_for == (image.sop_instance_uid,) for e in results)
 
     w2 = make_window()
