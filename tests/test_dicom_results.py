@@ -87,6 +87,8 @@ def _check_round_trip(image, result, findings: Findings, paths: list[Path], prob
     mask = result.prob_map > findings.thresholds.seg_threshold
     if "SEG" in by_kind:
         (seg,) = got.segs
+        assert seg.algorithm_name == "PneumoView" and seg.algorithm_version
+        assert seg.segment_labels[0] == "Lung opacity"
         assert np.array_equal(seg.mask, mask)
         if probability_map:
             assert np.abs(seg.probability - result.prob_map).max() <= 0.5 / 255 + 1e-6
@@ -236,6 +238,20 @@ def test_jpeg_input_gets_a_clear_error(tmp_path: Path):
         write_results(image, result, postprocess(result), tmp_path)
     assert png.name in str(err.value) and "PNG or JPEG" in str(err.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_multi_frame_input_gets_a_clear_error(tmp_path: Path, make_dicom):
+    frames = np.stack(
+        [np.asarray(load_image(SAMPLE / "1015e103-bda6-4664-978d-f761cd2982cb.dcm").display)] * 3
+    )
+    path = make_dicom(frames, name="multi.dcm", StudyInstanceUID="1.2.3", SOPInstanceUID="1.2.3.4",
+                      SeriesInstanceUID="1.2.3.5")  # fmt: skip
+    image = load_image(path)
+    assert image.frame_count == 3
+    result = model_outputs(image)
+    with pytest.raises(DicomResultsError, match="3 frames") as err:
+        write_results(image, result, postprocess(result), tmp_path / "out")
+    assert "multi.dcm" in str(err.value) and not (tmp_path / "out").exists()
 
 
 def test_identifiers_in_file_names_only_on_request(tmp_path: Path):

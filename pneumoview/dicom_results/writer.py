@@ -245,12 +245,18 @@ def source_header(image: XrayImage) -> Dataset:
     """The header of ``image.source``.
 
     Raises:
-        DicomResultsError: ``image`` was not read from DICOM, or its header cannot be read again.
+        DicomResultsError: ``image`` was not read from DICOM, is multi-frame (only its first frame was analysed, so
+            results could not say which frames they are about), or its header cannot be read again.
     """
     if "SOPInstanceUID" not in image.identifiers:
         raise DicomResultsError(
             f"{image.source}: DICOM results are written only for DICOM images; a PNG or JPEG file has no study "
             "to join (analyse the DICOM original instead)."
+        )
+    if image.frame_count > 1:
+        raise DicomResultsError(
+            f"{image.source}: this image has {image.frame_count} frames and only the first was analysed; DICOM "
+            "results are written for single-frame radiographs only (the CSVs and PNG have the first frame's results)."
         )
     try:
         return read_source(image.source)
