@@ -42,8 +42,8 @@ CHEST = sorted((DATA / "dicom" / "chest").glob("*.dcm"))
 ROBUSTNESS = sorted(
     p for p in (DATA / "dicom" / "robustness").rglob("*") if p.is_file() and p.suffix != ".md"
 )
-# Real files whose results are refused, and the words the error must contain.
-REFUSED = {"rtdose.dcm": "RTDOSE", "bad_sequence.dcm": "StudyInstanceUID"}
+# Real files whose results are refused, and the words the error must contain (RT Dose: a 15-frame dose grid).
+REFUSED = {"rtdose.dcm": "15 frames", "bad_sequence.dcm": "StudyInstanceUID"}
 # pydicom's DICOMDIR test tree: MR images whose Frame of Reference UID is their Study Instance UID, so no valid SEG
 # can reference them (the SR and GSPS are still written).
 MR_WITHOUT_FRAME = "dicomdirtests"
