@@ -46,7 +46,9 @@ DEVICES = ("auto", "cpu", "cuda")
 MAX_RECENT = 10
 
 #: Overlay layers the canvas draws; each has an opacity in [0, 1] and a visibility flag.
-OVERLAY_LAYERS = ("heatmap", "mask_fill", "mask_outline", "detector", "segmentation", "fused", "saliency")
+OVERLAY_LAYERS = (
+    "heatmap", "mask_fill", "mask_outline", "detector", "segmentation", "fused", "saliency", "review", "stored",
+)  # fmt: skip
 
 _DEFAULT_OPACITY = {
     "heatmap": 0.45,
@@ -56,6 +58,8 @@ _DEFAULT_OPACITY = {
     "segmentation": 1.0,
     "fused": 1.0,
     "saliency": 0.5,
+    "review": 1.0,
+    "stored": 1.0,
 }
 _DEFAULT_VISIBLE = {
     "heatmap": True,
@@ -65,6 +69,8 @@ _DEFAULT_VISIBLE = {
     "segmentation": True,
     "fused": True,
     "saliency": False,
+    "review": True,
+    "stored": True,
 }
 
 
@@ -85,6 +91,7 @@ class Settings:
         auto_analyse: analyse an image as soon as it is selected.
         window_geometry, window_state: the main window's geometry and dock state, base64 text from Qt.
         pacs_peers: PACS peers as ``pneumoview.pacs.peer_to_dict`` dictionaries; see :meth:`get_peers`.
+        reader_name: the name the reader review records (asked for at the first review decision).
     """
 
     device: str = "auto"
@@ -99,6 +106,7 @@ class Settings:
     auto_analyse: bool = True
     window_geometry: str = ""
     window_state: str = ""
+    reader_name: str = ""
     pacs_peers: list[dict[str, Any]] = field(default_factory=list)
 
     def get_peers(self) -> list[Peer]:
@@ -107,6 +115,8 @@ class Settings:
 
     def set_peers(self, peers: list[Peer]) -> None:
         self.pacs_peers = [peer_to_dict(p) for p in peers]
+
+    reader_name: str = ""
 
     def get_thresholds(self) -> Thresholds:
         """The stored thresholds; the defaults (with a warning) when the stored ones are invalid."""
@@ -223,6 +233,7 @@ _CHECKS = {
     "window_geometry": _str,
     "window_state": _str,
     "pacs_peers": _peers,
+    "reader_name": _str,
 }
 
 

@@ -20,7 +20,7 @@ from pneumoview.gui import viewmodel as vm
 from pneumoview.gui.overlays import OverlayLayers
 from pneumoview.types import Window, XrayImage
 
-MODES = ("pan", "window", "measure")
+MODES = ("pan", "window", "measure", "draw")
 _GREY = {"mode": "rgb", "ticks": [(0.0, (0, 0, 0, 255)), (1.0, (255, 255, 255, 255))]}
 _GREY_INVERTED = {"mode": "rgb", "ticks": [(0.0, (255, 255, 255, 255)), (1.0, (0, 0, 0, 255))]}
 
@@ -30,6 +30,7 @@ class CanvasViewBox(pg.ViewBox):
 
     sigWindowDrag = QtCore.Signal(float, float)
     sigMeasure = QtCore.Signal(object, object, bool)
+    sigDraw = QtCore.Signal(object, object, bool)
 
     def __init__(self) -> None:
         super().__init__(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
@@ -43,11 +44,12 @@ class CanvasViewBox(pg.ViewBox):
             d = ev.screenPos() - ev.lastScreenPos()
             self.sigWindowDrag.emit(float(d.x()), float(d.y()))
             return
-        if left and self.mode == "measure":
+        if left and self.mode in ("measure", "draw"):
             ev.accept()
             p0 = self.mapSceneToView(ev.buttonDownScenePos(button))
             p1 = self.mapSceneToView(ev.scenePos())
-            self.sigMeasure.emit((p0.x(), p0.y()), (p1.x(), p1.y()), bool(ev.isFinish()))
+            signal = self.sigMeasure if self.mode == "measure" else self.sigDraw
+            signal.emit((p0.x(), p0.y()), (p1.x(), p1.y()), bool(ev.isFinish()))
             return
         super().mouseDragEvent(ev, axis)
 
@@ -172,7 +174,7 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.view.setRange(xRange=(cx - vw / 2, cx + vw / 2), yRange=(cy - vh / 2, cy + vh / 2), padding=0.0)
 
     def set_mode(self, mode: str) -> None:
-        """Left-drag mode: ``"pan"``, ``"window"`` or ``"measure"``."""
+        """Left-drag mode: ``"pan"``, ``"window"``, ``"measure"`` or ``"draw"`` (a box, for the reader review)."""
         if mode not in MODES:
             raise ValueError(f"unknown canvas mode {mode!r}; valid: {', '.join(MODES)}")
         self.view.mode = mode

@@ -70,7 +70,9 @@ class Exporter:
             return []
         out.mkdir(parents=True, exist_ok=True)
         export.save_png(export.annotated_image(s.image, s.result, s.findings), targets[0])
-        export.write_findings_csv(export.findings_rows(s.image, s.result, s.findings, ids), targets[1])
+        review = self.window.review.review  # the reader's decisions on this image (the current one), if any
+        rows = export.findings_rows(s.image, s.result, s.findings, ids, review=review)
+        export.write_findings_csv(rows, targets[1])
         submission = [(vm.submission_id(s.image, ids), s.findings.prediction_string())]
         export.write_submission_csv(submission, targets[2])
         self._message(f"Exported {targets[0].name} and its CSVs to {out}")

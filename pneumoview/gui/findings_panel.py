@@ -8,7 +8,7 @@ from pneumoview.gui import viewmodel as vm
 from pneumoview.render import SOURCE_COLOURS
 from pneumoview.types import STAGES, AnalysisResult
 
-COLUMNS = ("Set", "Found by", "Conf.", "x", "y", "w", "h", "px²", "mm²")
+COLUMNS = ("Set", "Found by", "Conf.", "x", "y", "w", "h", "px²", "mm²", "Review")
 _TAGS = {"final": "final", "detector": "det", "segmentation": "seg", "fused": "both"}
 _TIPS = {
     "Set": "final: the reported boxes; det / seg: what each model found on its own (before the classifier gate)",
@@ -17,6 +17,7 @@ _TIPS = {
     "y": "top edge, image pixels",
     "px²": "box area in square pixels",
     "mm²": "box area in mm² (needs the pixel spacing)",
+    "Review": "the reader's decision on a final box (Review menu: A accept, R reject, drag to move or resize)",
 }
 
 
@@ -148,6 +149,18 @@ class FindingsPanel(QtWidgets.QWidget):
         self.table.resizeColumnsToContents()
         self.table.setUpdatesEnabled(True)
         self.table.blockSignals(False)
+
+    def set_review_texts(self, texts: dict[int, str]) -> None:
+        """Show the reader's decision (``texts[box_index]``) in the Review column of the final boxes."""
+        col = COLUMNS.index("Review")
+        colours = {"accepted": "#3cdc6e", "rejected": "#ff505a", "edited": "#ffd700"}
+        for r, row in enumerate(self.rows):
+            text = texts.get(row.index, "") if row.set == "final" else ""
+            item = QtWidgets.QTableWidgetItem(text)
+            if text in colours:
+                item.setForeground(QtGui.QBrush(QtGui.QColor(colours[text])))
+            self.table.setItem(r, col, item)
+        self.table.resizeColumnToContents(col)
 
     def select_row(self, row: int) -> None:
         self.table.selectRow(row)

@@ -18,12 +18,15 @@ from pneumoview import RESEARCH_USE_NOTICE
 from pneumoview.gui import viewmodel as vm
 from pneumoview.gui import window_actions, workers
 from pneumoview.gui.canvas import ImageCanvas
+from pneumoview.gui.dicom_export import DicomExporter
 from pneumoview.gui.export_actions import Exporter
 from pneumoview.gui.findings_panel import FindingsPanel
 from pneumoview.gui.icons import icon
 from pneumoview.gui.overlays import OverlayControls
 from pneumoview.gui.pacs_actions import PacsActions
+from pneumoview.gui.review_controller import ReviewController
 from pneumoview.gui.session import Session
+from pneumoview.gui.stored_results import StoredResultsLayer
 from pneumoview.gui.study_browser import StudyBrowser
 from pneumoview.gui.threshold_panel import ThresholdPanel
 from pneumoview.gui.welcome import WelcomePage
@@ -62,6 +65,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._build_widgets()
         self.exporter = Exporter(self)
         self.pacs = PacsActions(self)  # File ▸ Open from PACS…, Send results to PACS…, PACS peers…
+        self.dicom_exporter = DicomExporter(self)
+        self.review = ReviewController(self)
+        self.stored = StoredResultsLayer(self)
         self._set_title()
         self._restore_layout()
 
@@ -145,6 +151,7 @@ class MainWindow(QtWidgets.QMainWindow):
             "open_sample": self.open_sample,
             "export_current": lambda: self.export_current(),
             "export_study": lambda: self.export_study(),
+            "export_dicom": lambda: self.dicom_exporter.ask(),
             "batch": self.show_batch_dialog,
             "settings": self.show_settings_dialog,
             "quit": self.close,
@@ -220,6 +227,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.folder = p
         self.browser.clear(p.name or str(p))
         self.canvas.set_image(None)
+        self.review.on_image(None)
+        self.stored.show_for(None, [])
         self.findings_panel.clear()
         self.stack.setCurrentWidget(self.canvas)
         self.settings.add_recent_folder(p)
@@ -235,6 +244,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.browser.add_items(items)
         if self.browser.current_path() is None:
             self.browser.select_first_image()
+        self.stored.update_paths(self.session.image, self._stored_paths(self.session.image))
+
+    def _stored_paths(self, image) -> list[Path]:
+        """Result files (SR/SEG/GSPS) of the opened folder about ``image``."""
+        return self.browser.results_for(image.identifiers.get("SOPInstanceUID")) if image is not None else []
 
     def _on_scan_finished(self) -> None:
         n = len(self.browser.image_paths())
@@ -358,6 +372,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.engine_info is not None and not self.engine_info.stages:
             notes.append("No model is installed, so analysis is off; Help ▸ About lists the models folders.")
         self.findings_panel.set_result(None, None, running=pending, extra_notes=notes)
+        self.review.on_image(image)
+        self.stored.show_for(image, self._stored_paths(image))
         self.imageShown.emit(self.session.path)
 
     def _show_result(self, running: bool) -> None:
@@ -368,6 +384,7 @@ class MainWindow(QtWidgets.QMainWindow):
         ov.set_findings(s.findings, s.thresholds.seg_threshold)
         ov.set_saliency(s.saliency)
         self.findings_panel.set_result(s.result, s.findings, running, s.image.notes if s.image else ())
+        self.review.on_findings(s.findings)
         if running:
             self.browser.set_status(s.path, vm.RUNNING, "analysing")
         else:
@@ -533,6 +550,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode("ascii")
         self.settings.window_state = bytes(self.saveState().toBase64()).decode("ascii")
         save_settings(self.settings)
+        self.review.flush()
         if self.batch_dialog is not None:
             self.batch_dialog.close()
         for name in list(self.jobs):

@@ -27,6 +27,8 @@ LAYER_TITLES = {
     "segmentation": "Segmentation boxes",
     "fused": "Final boxes",
     "saliency": "Classifier Grad-CAM",
+    "review": "Reader review",
+    "stored": "Stored DICOM results (SR, SEG, GSPS)",
 }
 _Z = {"heatmap": 10, "saliency": 11, "mask_fill": 12, "mask_outline": 13, "detector": 20, "segmentation": 21}
 _Z_FINAL, _Z_HIGHLIGHT = 22, 30
@@ -47,8 +49,11 @@ def _binary_lut(colour: tuple[int, int, int]) -> np.ndarray:
 class OverlayLayers(QtCore.QObject):
     """The overlay items inside a ViewBox; the canvas owns it.
 
-    Visibility of a layer = its own flag and not "all hidden" (the one-key toggle).
+    Visibility of a layer = its own flag and not "all hidden" (the one-key toggle). ``layersChanged`` tells the
+    layers drawn elsewhere (the reader review, stored DICOM results) that a flag or an opacity changed.
     """
+
+    layersChanged = QtCore.Signal()
 
     def __init__(self, view: pg.ViewBox) -> None:
         super().__init__()
@@ -229,6 +234,7 @@ class OverlayLayers(QtCore.QObject):
                     item.setVisible(shown and i < self._used[name])
                     item.setOpacity(self.opacity[name])
         self.colour_bar.setVisible(self._prob_map is not None and self.is_shown("heatmap"))
+        self.layersChanged.emit()
 
 
 class OverlayControls(QtWidgets.QWidget):

@@ -34,6 +34,8 @@ _SPECS = (
                tip="Annotated PNG at native resolution + findings and submission CSVs of the current image"),
     ActionSpec("export_study", "Export study &CSV…", ("Ctrl+Shift+E",),
                tip="Findings and submission CSVs for every image of the current study"),
+    ActionSpec("export_dicom", "Export as &DICOM…", ("Ctrl+Shift+D",),
+               tip="DICOM SR, SEG (and optionally GSPS) of the current image or study, in the source's study"),
     ActionSpec("batch", "&Batch process directory…", ("Ctrl+B",), "batch"),
     ActionSpec("settings", "Se&ttings…", ("Ctrl+,",), "settings"),
     ActionSpec("quit", "&Quit", ("Ctrl+Q",)),
@@ -65,7 +67,8 @@ _SPECS = (
 )  # fmt: skip
 
 _MENUS = (
-    ("&File", ("open_folder", "open_file", "open_sample", "@recent", None, "export_current", "export_study", None,
+    ("&File", ("open_folder", "open_file", "open_sample", "@recent", None, "export_current", "export_study",
+               "export_dicom", None,
                "batch", None, "settings", None, "quit")),
     ("&View", ("fit", "one_to_one", "zoom_in", "zoom_out", None, "@presets", "invert", "flip_h", "flip_v", None,
                "mode_pan", "mode_window", "mode_measure", "clear_measure", None, "hide_overlays", "saliency")),
