@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from pneumoview import __version__
+from pneumoview.anatomy import describe_box, orientation_of
 from pneumoview.postprocess import Findings
 from pneumoview.render import render_annotated, save_png
 from pneumoview.types import AnalysisResult, XrayImage
@@ -46,6 +47,9 @@ FINDINGS_COLUMNS = (
     "h",
     "area_px",
     "area_mm2",
+    "side",
+    "zone",
+    "area_cm2",
     "gated",
     "thresholds",
     "models",
@@ -140,7 +144,11 @@ def _class_probs(result: AnalysisResult) -> tuple[str, str, str]:
 def findings_rows(
     image: XrayImage, result: AnalysisResult, findings: Findings, include_identifiers: bool = False
 ) -> list[dict[str, str]]:
-    """Rows of ``findings.csv`` for one image: one per final box, or a single row with no box."""
+    """Rows of ``findings.csv`` for one image: one per final box, or a single row with no box.
+
+    ``side`` (``right``/``left``, the patient's), ``zone`` (``upper``/``middle``/``lower``) and ``area_cm2`` come
+    from :mod:`pneumoview.anatomy` (DICOM PatientOrientation / ImageLaterality; the standard PA/AP display is
+    assumed when the file gives neither)."""
     p_norm, p_nn, p_op = _class_probs(result)
     base = {
         "image_id": image.image_id,
@@ -166,12 +174,14 @@ def findings_rows(
     fused = findings.fused
     if len(fused) == 0:
         return [base | {"box_index": "", "box_source": "", "confidence": "", "x": "", "y": "", "w": "", "h": "",
-                        "area_px": "", "area_mm2": ""}]  # fmt: skip
+                        "area_px": "", "area_mm2": "", "side": "", "zone": "", "area_cm2": ""}]  # fmt: skip
     areas = fused.areas_px()
     mm2 = fused.areas_mm2(image.spacing_mm)
+    orientation = orientation_of(image.metadata, image.view)
     rows = []
     for i, (box, score, src) in enumerate(zip(fused.boxes, fused.scores, fused.sources, strict=True)):
         x, y, w, h = (float(v) for v in box)
+        place = describe_box(box, image.shape, orientation, image.spacing_mm)
         rows.append(
             base
             | {
@@ -184,6 +194,9 @@ def findings_rows(
                 "h": f"{h:.1f}",
                 "area_px": f"{float(areas[i]):.0f}",
                 "area_mm2": "" if mm2 is None else f"{float(mm2[i]):.1f}",
+                "side": place.side,
+                "zone": place.zone,
+                "area_cm2": "" if place.area_cm2 is None else f"{place.area_cm2:.2f}",
             }
         )
     return rows
