@@ -14,7 +14,7 @@ from pathlib import Path
 from PySide6 import QtCore, QtWidgets
 from superqt.utils import qdebounced, qthrottled
 
-from pneumoview import RESEARCH_USE_NOTICE
+from pneumoview import RESEARCH_USE_NOTICE, ground_truth
 from pneumoview.gui import viewmodel as vm
 from pneumoview.gui import window_actions, workers
 from pneumoview.gui.canvas import ImageCanvas
@@ -56,6 +56,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.folder: Path | None = None
         self.jobs: dict[str, workers.Job] = {}
         self.batch_dialog = None
+        self.error_dialog: QtWidgets.QMessageBox | None = None
+        self.folder_truth: ground_truth.GroundTruth | None = None  # labels.csv beside the opened images
+        self.user_truth: ground_truth.GroundTruth | None = None  # an RSNA labels CSV the user chose
+        self._settings_save_failed = False
         self.setWindowIcon(icon("app"))
         self.setAcceptDrops(True)
         self._build_widgets()
@@ -111,6 +115,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.findings_panel.boxSelected.connect(self._on_box_selected)
         self._apply_thresholds = qthrottled(self.set_thresholds, timeout=30, leading=True, parent=self)
         self._restatus_later = qdebounced(self._restatus_cached, timeout=300, parent=self)
+        self._save_settings_later = qdebounced(self.save_settings_now, timeout=250, parent=self)
         self.threshold_panel.thresholdsChanged.connect(self._apply_thresholds)
         self.layer_controls.visibilityChanged.connect(self._on_layer_visibility)
         self.layer_controls.opacityChanged.connect(self._on_layer_opacity)
@@ -123,6 +128,8 @@ class MainWindow(QtWidgets.QMainWindow):
             ov.set_opacity(layer, op)
         self.layer_controls.set_state(self.settings.overlay_visible, self.settings.overlay_opacity)
         a["saliency"].setChecked(self.settings.overlay_visible.get("saliency", False))
+        a["info_overlay"].setChecked(self.settings.info_overlay)
+        self.canvas.set_info_overlay(self.settings.info_overlay)
 
     def _dock(self, title: str, widget: QtWidgets.QWidget, area) -> QtWidgets.QDockWidget:
         dock = QtWidgets.QDockWidget(title, self)
@@ -141,6 +148,8 @@ class MainWindow(QtWidgets.QMainWindow):
             "open_folder": self.open_folder_dialog,
             "open_file": self.open_file_dialog,
             "open_sample": self.open_sample,
+            "load_labels": self.load_labels_dialog,
+            "info_overlay": self._on_info_overlay,
             "export_current": lambda: self.export_current(),
             "export_study": lambda: self.export_study(),
             "batch": self.show_batch_dialog,
@@ -222,6 +231,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stack.setCurrentWidget(self.canvas)
         self.settings.add_recent_folder(p)
         self._fill_recent_menu()
+        self.folder_truth = ground_truth.find_labels(p if p.is_dir() else p.parent)
         self._n_scanned = 0
         self.jobs["scan"] = workers.start(
             "scan", workers.scan_job, p, on_yield=self._on_scan_items,
@@ -350,6 +360,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session.set_image(image)
         self.canvas.set_image(image)
         self.threshold_panel.set_image_geometry(image.shape, image.spacing_mm)
+        self.canvas.overlays.set_truth(self.truth_boxes())
         self._set_title(image.source.name)
         pending = bool(self.engine_stages()) and self.auto_analyse
         notes = list(image.notes)
@@ -365,7 +376,16 @@ class MainWindow(QtWidgets.QMainWindow):
         ov.set_prob_map(s.result.prob_map)
         ov.set_findings(s.findings, s.thresholds.seg_threshold)
         ov.set_saliency(s.saliency)
-        self.findings_panel.set_result(s.result, s.findings, running, s.image.notes if s.image else ())
+        truth, source = self.truth_boxes(), self.truth_source()
+        self.findings_panel.set_result(
+            s.result,
+            s.findings,
+            running,
+            s.image.notes if s.image else (),
+            self.canvas.orientation,
+            truth,
+            source,
+        )
         if running:
             self.browser.set_status(s.path, vm.RUNNING, "analysing")
         else:
@@ -379,8 +399,10 @@ class MainWindow(QtWidgets.QMainWindow):
     # -- thresholds and layers ----------------------------------------------------------------------------------
 
     def set_thresholds(self, thresholds) -> None:
-        """Re-run post-processing only (never the models) and update the overlays, table and status."""
+        """Re-run post-processing only (never the models) and update the overlays, table and status. The change
+        is saved to the settings file at once (debounced), not only at exit."""
         self.settings.set_thresholds(thresholds)
+        self._save_settings_later()
         self.session.set_thresholds(thresholds)
         if self.session.result is not None:
             self._show_result(running=self.jobs.get("analyse") is not None and not self.jobs["analyse"].done)
@@ -428,6 +450,47 @@ class MainWindow(QtWidgets.QMainWindow):
         box = vm.boxset_of(self.session.findings, set_name).boxes[index]
         self.canvas.overlays.highlight(box)
         self.canvas.centre_on(box)
+
+    def _on_info_overlay(self, on: bool) -> None:
+        self.settings.info_overlay = bool(on)
+        self.canvas.set_info_overlay(on)
+
+    # -- ground truth -------------------------------------------------------------------------------------------
+
+    def truth(self) -> ground_truth.GroundTruth | None:
+        """The labels in use: the folder's ``labels.csv``, else the RSNA labels CSV the user chose."""
+        return self.folder_truth or self.user_truth
+
+    def truth_boxes(self):
+        """The radiologists' boxes for the current image in its pixels, or None (no labels cover it)."""
+        truth, image = self.truth(), self.session.image
+        return truth.boxes_for(image) if truth is not None and image is not None else None
+
+    def truth_source(self) -> str:
+        truth = self.truth()
+        return truth.source.name if truth is not None else ""
+
+    def load_labels(self, path: str | Path) -> bool:
+        """Use an RSNA labels CSV (``stage_2_train_labels.csv`` layout) as the ground-truth layer."""
+        try:
+            self.user_truth = ground_truth.load_labels(path)
+        except ValueError as exc:
+            self.report_error("Cannot use these labels", f"{exc}\n\nChoose an RSNA labels CSV "
+                              "(columns patientId,x,y,width,height,Target).")  # fmt: skip
+            return False
+        self.folder_truth = None
+        n = len(self.user_truth.boxes)
+        self.statusBar().showMessage(f"Ground truth: {n} patients from {Path(path).name}", 8000)
+        self.canvas.overlays.set_truth(self.truth_boxes())
+        self._show_result(running=False)
+        return True
+
+    def load_labels_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Ground-truth labels (RSNA CSV)", "", "CSV files (*.csv);;All files (*)"
+        )
+        if path:
+            self.load_labels(path)
 
     # -- many images ----------------------------------------------------------------------------------------------
 
@@ -510,6 +573,31 @@ class MainWindow(QtWidgets.QMainWindow):
         job = self.jobs.pop(name, None)
         if job is not None and not job.done:
             job.cancel()
+
+    def report_error(self, title: str, text: str) -> QtWidgets.QMessageBox:
+        """Say what failed and why in a (non-blocking) dialog; the last one is ``error_dialog``."""
+        log.warning("%s: %s", title, text)
+        box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Warning, title, text, parent=self)
+        box.setWindowModality(QtCore.Qt.WindowModality.WindowModal)
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose, False)
+        box.open()
+        self.error_dialog = box
+        return box
+
+    def save_settings_now(self) -> bool:
+        """Write the settings file; the first failure is reported in a dialog, later ones in the status bar."""
+        path = save_settings(self.settings)
+        if path is not None:
+            return True
+        from pneumoview.settings import settings_path
+
+        text = f"Cannot save the settings to {settings_path()}; your changes last until you quit."
+        if self._settings_save_failed:
+            self.statusBar().showMessage(text, 10000)
+        else:
+            self.report_error("Settings not saved", f"{text}\n\nCheck that the folder can be written.")
+        self._settings_save_failed = True
+        return False
 
     def _error(self, message: str) -> None:
         log.warning(message)
