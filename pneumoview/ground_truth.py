@@ -21,7 +21,16 @@ from pneumoview.metrics import iou_xywh
 from pneumoview.rsna_labels import RSNA_FRAME, read_labels, scale_boxes
 from pneumoview.types import XrayImage
 
-__all__ = ["HIT_IOU", "HIT_RULE", "LABELS_FILE", "GroundTruth", "find_labels", "load_labels", "match_hits"]
+__all__ = [
+    "HIT_IOU",
+    "HIT_RULE",
+    "LABELS_FILE",
+    "GroundTruth",
+    "LabelSources",
+    "find_labels",
+    "load_labels",
+    "match_hits",
+]
 
 HIT_IOU = 0.4
 HIT_RULE = (
@@ -46,6 +55,26 @@ class GroundTruth:
             if key in self.boxes:
                 return scale_boxes(self.boxes[key], image.shape, self.frame)
         return None
+
+
+@dataclass
+class LabelSources:
+    """The viewer's labels: ``folder`` (the ``labels.csv`` beside the opened images) wins over ``chosen`` (an RSNA
+    labels CSV the user picked, kept across folders)."""
+
+    folder: GroundTruth | None = None
+    chosen: GroundTruth | None = None
+
+    def current(self) -> GroundTruth | None:
+        return self.folder or self.chosen
+
+    def boxes_for(self, image: XrayImage | None) -> np.ndarray | None:
+        truth = self.current()
+        return truth.boxes_for(image) if truth is not None and image is not None else None
+
+    def source_name(self) -> str:
+        truth = self.current()
+        return truth.source.name if truth is not None else ""
 
 
 def load_labels(path: str | Path) -> GroundTruth:

@@ -184,7 +184,7 @@ def test_ground_truth_layer_from_the_sample_labels_and_a_chosen_rsna_csv(
     # An RSNA labels CSV the user chooses, on 512-px images: boxes scaled from the 1024-px frame.
     study = copy_study(tmp_path / "rsna", [RSNA_512 / f"{w.session.path.stem}.jpg"])
     open_and_wait(qtbot, w, study)
-    assert w.truth() is None and ov.box_count("truth") == 0
+    assert w.labels.current() is None and ov.box_count("truth") == 0
     assert panel.table.isColumnHidden(truth_col)
     assert w.load_labels(shared_data / "rsna" / "stage_2_train_labels.csv")
     np.testing.assert_allclose(w.truth_boxes(), [[109, 333.5, 129, 162], [378, 278, 112.5, 220.5]])

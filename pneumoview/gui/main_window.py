@@ -57,8 +57,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.jobs: dict[str, workers.Job] = {}
         self.batch_dialog = None
         self.error_dialog: QtWidgets.QMessageBox | None = None
-        self.folder_truth: ground_truth.GroundTruth | None = None  # labels.csv beside the opened images
-        self.user_truth: ground_truth.GroundTruth | None = None  # an RSNA labels CSV the user chose
+        self.labels = ground_truth.LabelSources()
         self._settings_save_failed = False
         self.setWindowIcon(icon("app"))
         self.setAcceptDrops(True)
@@ -231,7 +230,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stack.setCurrentWidget(self.canvas)
         self.settings.add_recent_folder(p)
         self._fill_recent_menu()
-        self.folder_truth = ground_truth.find_labels(p if p.is_dir() else p.parent)
+        self.labels.folder = ground_truth.find_labels(p if p.is_dir() else p.parent)
         self._n_scanned = 0
         self.jobs["scan"] = workers.start(
             "scan", workers.scan_job, p, on_yield=self._on_scan_items,
@@ -376,15 +375,10 @@ class MainWindow(QtWidgets.QMainWindow):
         ov.set_prob_map(s.result.prob_map)
         ov.set_findings(s.findings, s.thresholds.seg_threshold)
         ov.set_saliency(s.saliency)
-        truth, source = self.truth_boxes(), self.truth_source()
+        notes = s.image.notes if s.image else ()
+        truth, source = self.truth_boxes(), self.labels.source_name()
         self.findings_panel.set_result(
-            s.result,
-            s.findings,
-            running,
-            s.image.notes if s.image else (),
-            self.canvas.orientation,
-            truth,
-            source,
+            s.result, s.findings, running, notes, self.canvas.orientation, truth, source
         )
         if running:
             self.browser.set_status(s.path, vm.RUNNING, "analysing")
@@ -457,29 +451,20 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- ground truth -------------------------------------------------------------------------------------------
 
-    def truth(self) -> ground_truth.GroundTruth | None:
-        """The labels in use: the folder's ``labels.csv``, else the RSNA labels CSV the user chose."""
-        return self.folder_truth or self.user_truth
-
     def truth_boxes(self):
         """The radiologists' boxes for the current image in its pixels, or None (no labels cover it)."""
-        truth, image = self.truth(), self.session.image
-        return truth.boxes_for(image) if truth is not None and image is not None else None
-
-    def truth_source(self) -> str:
-        truth = self.truth()
-        return truth.source.name if truth is not None else ""
+        return self.labels.boxes_for(self.session.image)
 
     def load_labels(self, path: str | Path) -> bool:
         """Use an RSNA labels CSV (``stage_2_train_labels.csv`` layout) as the ground-truth layer."""
         try:
-            self.user_truth = ground_truth.load_labels(path)
+            self.labels.chosen = ground_truth.load_labels(path)
         except ValueError as exc:
             self.report_error("Cannot use these labels", f"{exc}\n\nChoose an RSNA labels CSV "
                               "(columns patientId,x,y,width,height,Target).")  # fmt: skip
             return False
-        self.folder_truth = None
-        n = len(self.user_truth.boxes)
+        self.labels.folder = None
+        n = len(self.labels.chosen.boxes)
         self.statusBar().showMessage(f"Ground truth: {n} patients from {Path(path).name}", 8000)
         self.canvas.overlays.set_truth(self.truth_boxes())
         self._show_result(running=False)
