@@ -44,8 +44,7 @@ SIDES = ("right", "left")
 ZONES = ("upper", "middle", "lower")
 _LATERAL_VIEWS = {"LL", "RL", "LLD", "RLD", "LATERAL"}
 _ASSUMED = (
-    "The file gives no patient orientation, so the standard PA/AP display is assumed: image left = patient right, "
-    "head at the top."
+    "No patient orientation in the file: the standard PA/AP display is assumed (image left = patient right)."
 )
 
 

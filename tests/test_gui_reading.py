@@ -177,6 +177,8 @@ def test_ground_truth_layer_from_the_sample_labels_and_a_chosen_rsna_csv(
         "Ground truth (labels.csv): 2 radiologist boxes" in panel.notes.text()
         and "IoU ≥ 0.4" in panel.notes.text()
     )
+    header = panel.table.horizontalHeaderItem(truth_col).toolTip()
+    assert "IoU ≥ 0.4" in header and "no more confident" in header
     qtbot.keyClick(w.canvas, "o")
     assert not any(i.isVisible() for pair in ov.box_items("truth") for i in pair)
     qtbot.keyClick(w.canvas, "o")
@@ -203,7 +205,7 @@ def test_one_colour_per_box_set_in_legend_canvas_and_png_and_source_confidences(
 ):
     from PIL import Image
 
-    from pneumoview.gui.findings_panel import FUSION_TIP
+    from pneumoview.gui.findings_panel import COLUMNS, FUSION_TIP
     from pneumoview.render import BOX_SET_COLOURS
 
     w = make_window()
@@ -230,7 +232,8 @@ def test_one_colour_per_box_set_in_legend_canvas_and_png_and_source_confidences(
     row = next(r for r in w.findings_panel.rows if r.set == "final" and r.index == i)
     own = dict(row.source_scores)[src]
     assert dict(row.source_scores)[other] is None and row.confidence == pytest.approx(own / 2, abs=1e-4)
-    item = w.findings_panel.table.item(w.findings_panel.rows.index(row), 3)
+    column = COLUMNS.index("Sources")
+    item = w.findings_panel.table.item(w.findings_panel.rows.index(row), column)
     expected = {"detector": f"det {own:.2f}", "segmentation": f"seg {own:.2f}"}
     expected[other] = f"{other[:3]} —"
     assert item.text() == f"{expected['detector']}, {expected['segmentation']}"

@@ -10,7 +10,9 @@ from pneumoview.gui import viewmodel as vm
 from pneumoview.render import BOX_SET_COLOURS
 from pneumoview.types import STAGES, AnalysisResult
 
-COLUMNS = ("Set", "Found by", "Conf.", "Sources", "Where", "cm²", "Truth", "x", "y", "w", "h", "px²")
+# What a reader looks at first comes first; pixel positions last (they may scroll out of a narrow panel).
+COLUMNS = ("Set", "Found by", "Conf.", "Where", "cm²", "Truth", "Sources", "x", "y", "w", "h", "px²")
+_RIGHT_ALIGNED = {"Conf.", "cm²", "x", "y", "w", "h", "px²"}
 _TAGS = {"final": "final", "detector": "det", "segmentation": "seg", "fused": "both"}
 _SET_LAYER = {"final": "fused", "detector": "detector", "segmentation": "segmentation"}
 FUSION_TIP = (
@@ -31,6 +33,7 @@ _TIPS = {
     "px²": "box area in square pixels",
 }
 _TRUTH_COLUMN = COLUMNS.index("Truth")
+_SOURCES_COLUMN = COLUMNS.index("Sources")
 
 
 class FindingsPanel(QtWidgets.QWidget):
@@ -157,19 +160,19 @@ class FindingsPanel(QtWidgets.QWidget):
             colour = BOX_SET_COLOURS[_SET_LAYER[row.set]]
             cm2 = "" if row.area_cm2 is None else f"{row.area_cm2:.1f}"
             values = (
-                _TAGS[row.set], _TAGS[row.source], f"{row.confidence:.2f}", sources_text(row),
-                " ".join(p for p in (row.side, row.zone) if p), cm2, row.truth, f"{row.x:.0f}", f"{row.y:.0f}",
-                f"{row.w:.0f}", f"{row.h:.0f}", f"{row.area_px:.0f}",
+                _TAGS[row.set], _TAGS[row.source], f"{row.confidence:.2f}",
+                " ".join(p for p in (row.side, row.zone) if p), cm2, row.truth, sources_text(row),
+                f"{row.x:.0f}", f"{row.y:.0f}", f"{row.w:.0f}", f"{row.h:.0f}", f"{row.area_px:.0f}",
             )  # fmt: skip
             for c, value in enumerate(values):
                 item = QtWidgets.QTableWidgetItem(value)
-                if c == 2 or c >= 5:
+                if COLUMNS[c] in _RIGHT_ALIGNED:
                     item.setTextAlignment(
                         QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter
                     )
                 if c == 0:
                     item.setForeground(QtGui.QBrush(QtGui.QColor(*colour)))
-                if c == 3 and value:
+                if c == _SOURCES_COLUMN and value:
                     item.setToolTip(FUSION_TIP)
                 self.table.setItem(r, c, item)
         self.table.resizeColumnsToContents()
@@ -202,5 +205,5 @@ def _truth_note(findings, truth, source: str) -> str:
         head = f"Ground truth{where}: {n} radiologist box{'es' if n != 1 else ''}"
     return (
         f"{head}; final boxes: {sum(hits)} hit, {len(hits) - sum(hits)} miss; {missed} radiologist box"
-        f"{'es' if missed != 1 else ''} not found. Rule: {HIT_RULE}."
+        f"{'es' if missed != 1 else ''} not found (hit: IoU ≥ 0.4; the Truth column's tooltip has the rule)."
     )
