@@ -361,3 +361,16 @@ def test_threshold_form_has_no_empty_row(qtbot):
     panel.set_image_geometry((1024, 1024), (0.168, 0.168))
     assert not panel.area_label.isHidden() and "mm²" in panel.area_label.text()
     assert os.environ["QT_QPA_PLATFORM"]  # set by the GUI fixtures before Qt loads
+
+
+def test_a_settings_file_that_cannot_be_saved_is_reported(
+    qtbot, make_window, config_dir, monkeypatch, tmp_path
+):
+    blocked = tmp_path / "config-is-a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("PNEUMOVIEW_CONFIG_DIR", str(blocked / "sub"))
+    w = make_window(wait_engine=False)
+    w.threshold_panel.sliders["gate"].setValue(0.42)
+    qtbot.waitUntil(lambda: w.error_dialog is not None, timeout=5000)
+    assert w.error_dialog.windowTitle() == "Settings not saved"
+    assert str(blocked / "sub") in w.error_dialog.text() and "until you quit" in w.error_dialog.text()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6 import QtCore, QtWidgets
 from superqt.utils import qdebounced, qthrottled
@@ -27,6 +28,9 @@ from pneumoview.gui.study_browser import StudyBrowser
 from pneumoview.gui.threshold_panel import ThresholdPanel
 from pneumoview.gui.welcome import WelcomePage
 from pneumoview.settings import Settings, save_settings
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -451,7 +455,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- ground truth -------------------------------------------------------------------------------------------
 
-    def truth_boxes(self):
+    def truth_boxes(self) -> np.ndarray | None:
         """The radiologists' boxes for the current image in its pixels, or None (no labels cover it)."""
         return self.labels.boxes_for(self.session.image)
 
