@@ -153,8 +153,24 @@ def describe_boxes(
     orientation: Orientation,
     spacing_mm: tuple[float, float] | None = None,
 ) -> list[BoxPlace]:
-    """:func:`describe_box` for every row of an ``(N, 4)`` array."""
-    return [describe_box(b, shape, orientation, spacing_mm) for b in np.asarray(boxes).reshape(-1, 4)]
+    """:func:`describe_box` for every row of an ``(N, 4)`` array, computed at once (the table refills on every
+    threshold change)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    rows, cols = shape
+    cx, cy = b[:, 0] + b[:, 2] / 2.0, b[:, 1] + b[:, 3] / 2.0
+    if orientation.laterality or not orientation.image_left:
+        sides = [orientation.laterality] * len(b)
+    else:
+        other = "left" if orientation.image_left == "right" else "right"
+        sides = np.where(cx < cols / 2.0, orientation.image_left, other).tolist()
+    third = np.minimum((3.0 * cy / rows).astype(int), 2) if rows > 0 else np.ones(len(b), dtype=int)
+    zones = [ZONES[t if orientation.head_up else 2 - t] for t in third.tolist()]
+    areas = (
+        [None] * len(b)
+        if spacing_mm is None
+        else (b[:, 2] * b[:, 3] * float(spacing_mm[0]) * float(spacing_mm[1]) / 100.0).tolist()
+    )
+    return [BoxPlace(s, z, a) for s, z, a in zip(sides, zones, areas, strict=True)]
 
 
 def edge_markers(orientation: Orientation, flipped_h: bool = False) -> tuple[str, str]:

@@ -143,3 +143,16 @@ def test_write_together_leaves_nothing_when_a_file_fails(tmp_path):
         check_writable(blocked / "sub")
     assert write_together(out, ["a.txt"], lambda s: (s / "a.txt").write_text("x")) == [out / "a.txt"]
     assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+
+
+def test_describe_boxes_matches_describe_box_for_every_orientation():
+    from pneumoview.anatomy import describe_boxes
+
+    rng = np.random.default_rng(0)
+    boxes = np.c_[rng.uniform(0, 900, (50, 2)), rng.uniform(10, 300, (50, 2))]
+    for o in (Orientation(), Orientation(image_left="left", head_up=False), Orientation(image_left=""),
+              Orientation(laterality="left")):  # fmt: skip
+        for spacing in (None, (0.1, 0.2)):
+            assert describe_boxes(boxes, (1024, 1024), o, spacing) == [
+                describe_box(b, (1024, 1024), o, spacing) for b in boxes
+            ]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pneumoview.anatomy import Orientation, describe_box
+from pneumoview.anatomy import Orientation, describe_boxes
 from pneumoview.ground_truth import match_hits
 from pneumoview.types import AnalysisResult, Window, XrayImage
 
@@ -232,26 +232,27 @@ def boxset_of(findings: Findings, set_name: str) -> BoxSet | None:
     raise ValueError(f"unknown box set {set_name!r}; valid: {', '.join(BOX_SETS)}")
 
 
-def source_scores(findings: Findings, index: int) -> tuple[tuple[str, float | None], ...]:
-    """Each model's own confidence for final box ``index``: for every source that found it (its ``sources``
-    label), the score of that source's box overlapping it most; None for a source that did not find it."""
+def source_scores(findings: Findings) -> list[tuple[tuple[str, float | None], ...]]:
+    """Each model's own confidence for every final box, in ``findings.fused`` order: for every source that found
+    the box (its ``sources`` label), the score of that source's box overlapping it most; None for a source that
+    did not find it."""
     from pneumoview.metrics import iou_xywh
 
-    box = findings.fused.boxes[index : index + 1]
-    found_by = findings.fused.sources[index]
-    out: list[tuple[str, float | None]] = []
+    fused = findings.fused
+    per_source: list[tuple[str, list[float | None]]] = []
     for name in ("detector", "segmentation"):
         bs = boxset_of(findings, name)
         if bs is None:
             continue
-        score = None
-        if found_by in ("fused", name) and len(bs):
-            iou = iou_xywh(box, bs.boxes)[0]
-            j = int(np.argmax(iou))
-            if iou[j] > 0:
-                score = float(bs.scores[j])
-        out.append((name, score))
-    return tuple(out)
+        scores: list[float | None] = [None] * len(fused)
+        if len(bs) and len(fused):
+            iou = iou_xywh(fused.boxes, bs.boxes)  # one (final × source) matrix, not one per row
+            best = np.argmax(iou, axis=1)
+            for i, src in enumerate(fused.sources):
+                if src in ("fused", name) and iou[i, best[i]] > 0:
+                    scores[i] = float(bs.scores[best[i]])
+        per_source.append((name, scores))
+    return [tuple((name, scores[i]) for name, scores in per_source) for i in range(len(fused))]
 
 
 def box_rows(
@@ -276,15 +277,17 @@ def box_rows(
         areas = bs.areas_px()
         mm2 = bs.areas_mm2(findings.spacing_mm)
         hits = match_hits(bs.boxes, bs.scores, truth)[0] if truth is not None else None
+        places = describe_boxes(bs.boxes, findings.image_shape, orientation, findings.spacing_mm)
+        own = source_scores(findings) if name == "final" else None
         for i in np.argsort(-bs.scores, kind="stable"):
             x, y, w, h = (float(v) for v in bs.boxes[i])
-            place = describe_box(bs.boxes[i], findings.image_shape, orientation, findings.spacing_mm)
+            place = places[i]
             rows.append(
                 BoxRow(
                     name, int(i), bs.sources[i], float(bs.scores[i]), x, y, w, h, float(areas[i]),
                     None if mm2 is None else float(mm2[i]), place.side, place.zone, place.area_cm2,
                     "" if hits is None else ("hit" if hits[i] else "miss"),
-                    source_scores(findings, int(i)) if name == "final" else (),
+                    own[i] if own is not None else (),
                 )
             )  # fmt: skip
     return rows
