@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from pneumoview import __version__
-from pneumoview.anatomy import describe_box, orientation_of
-from pneumoview.postprocess import Findings
+from pneumoview.anatomy import describe_boxes, orientation_of
+from pneumoview.postprocess import BoxSet, Findings
 from pneumoview.render import render_annotated, save_png
 from pneumoview.types import AnalysisResult, XrayImage
 
@@ -47,7 +47,7 @@ FINDINGS_COLUMNS = (
     "h",
     "area_px",
     "area_mm2",
-    "side",
+    "side",  # the patient's right/left, zone (upper/middle/lower) and area_cm2: see _add_places
     "zone",
     "area_cm2",
     "gated",
@@ -144,11 +144,7 @@ def _class_probs(result: AnalysisResult) -> tuple[str, str, str]:
 def findings_rows(
     image: XrayImage, result: AnalysisResult, findings: Findings, include_identifiers: bool = False
 ) -> list[dict[str, str]]:
-    """Rows of ``findings.csv`` for one image: one per final box, or a single row with no box.
-
-    ``side`` (``right``/``left``, the patient's), ``zone`` (``upper``/``middle``/``lower``) and ``area_cm2`` come
-    from :mod:`pneumoview.anatomy` (DICOM PatientOrientation / ImageLaterality; the standard PA/AP display is
-    assumed when the file gives neither)."""
+    """Rows of ``findings.csv`` for one image: one per final box, or a single row with no box."""
     p_norm, p_nn, p_op = _class_probs(result)
     base = {
         "image_id": image.image_id,
@@ -174,14 +170,12 @@ def findings_rows(
     fused = findings.fused
     if len(fused) == 0:
         return [base | {"box_index": "", "box_source": "", "confidence": "", "x": "", "y": "", "w": "", "h": "",
-                        "area_px": "", "area_mm2": "", "side": "", "zone": "", "area_cm2": ""}]  # fmt: skip
+                        "area_px": "", "area_mm2": ""}]  # fmt: skip
     areas = fused.areas_px()
     mm2 = fused.areas_mm2(image.spacing_mm)
-    orientation = orientation_of(image.metadata, image.view)
     rows = []
     for i, (box, score, src) in enumerate(zip(fused.boxes, fused.scores, fused.sources, strict=True)):
         x, y, w, h = (float(v) for v in box)
-        place = describe_box(box, image.shape, orientation, image.spacing_mm)
         rows.append(
             base
             | {
@@ -194,11 +188,9 @@ def findings_rows(
                 "h": f"{h:.1f}",
                 "area_px": f"{float(areas[i]):.0f}",
                 "area_mm2": "" if mm2 is None else f"{float(mm2[i]):.1f}",
-                "side": place.side,
-                "zone": place.zone,
-                "area_cm2": "" if place.area_cm2 is None else f"{place.area_cm2:.2f}",
             }
         )
+    _add_places(rows, image, fused)
     return rows
 
 
@@ -261,3 +253,14 @@ def annotated_image(
         show_sources=show_sources,
         footer_lines=footer_lines(result, findings),
     )
+
+
+def _add_places(rows: list[dict[str, str]], image: XrayImage, boxes: BoxSet) -> None:
+    """Add ``side`` (the patient's ``right``/``left``), ``zone`` (``upper``/``middle``/``lower``) and ``area_cm2`` to
+    the rows of ``boxes`` (same order), from :mod:`pneumoview.anatomy`: DICOM PatientOrientation / ImageLaterality,
+    or the standard PA/AP display (image left = patient right) when the file gives neither."""
+    orientation = orientation_of(image.metadata, image.view)
+    places = describe_boxes(boxes.boxes, image.shape, orientation, image.spacing_mm)
+    for row, place in zip(rows, places, strict=True):
+        row["side"], row["zone"] = place.side, place.zone
+        row["area_cm2"] = "" if place.area_cm2 is None else f"{place.area_cm2:.2f}"
