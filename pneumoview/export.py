@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 
 from pneumoview import __version__
-from pneumoview.anatomy import describe_boxes, orientation_of
-from pneumoview.postprocess import BoxSet, Findings
+from pneumoview.postprocess import Findings
 from pneumoview.render import render_annotated, save_png
 from pneumoview.types import AnalysisResult, XrayImage
 
@@ -190,7 +189,7 @@ def findings_rows(
                 "area_mm2": "" if mm2 is None else f"{float(mm2[i]):.1f}",
             }
         )
-    _add_places(rows, image, fused)
+    _add_places(rows, image, findings)
     return rows
 
 
@@ -255,12 +254,14 @@ def annotated_image(
     )
 
 
-def _add_places(rows: list[dict[str, str]], image: XrayImage, boxes: BoxSet) -> None:
+def _add_places(rows: list[dict[str, str]], image: XrayImage, findings: Findings) -> None:
     """Add ``side`` (the patient's ``right``/``left``), ``zone`` (``upper``/``middle``/``lower``) and ``area_cm2`` to
-    the rows of ``boxes`` (same order), from :mod:`pneumoview.anatomy`: DICOM PatientOrientation / ImageLaterality,
-    or the standard PA/AP display (image left = patient right) when the file gives neither."""
+    the rows of the final boxes (same order), from :mod:`pneumoview.anatomy`: DICOM PatientOrientation /
+    ImageLaterality, or the standard PA/AP display (image left = patient right) when the file gives neither."""
+    from pneumoview.anatomy import describe_boxes, orientation_of  # here, not at the top: fewer merge conflicts
+
     orientation = orientation_of(image.metadata, image.view)
-    places = describe_boxes(boxes.boxes, image.shape, orientation, image.spacing_mm)
+    places = describe_boxes(findings.fused.boxes, image.shape, orientation, image.spacing_mm)
     for row, place in zip(rows, places, strict=True):
         row["side"], row["zone"] = place.side, place.zone
         row["area_cm2"] = "" if place.area_cm2 is None else f"{place.area_cm2:.2f}"
