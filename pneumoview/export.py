@@ -258,7 +258,7 @@ def _add_places(rows: list[dict[str, str]], image: XrayImage, findings: Findings
     """Add ``side`` (the patient's ``right``/``left``), ``zone`` (``upper``/``middle``/``lower``) and ``area_cm2`` to
     the rows of the final boxes (same order), from :mod:`pneumoview.anatomy`: DICOM PatientOrientation /
     ImageLaterality, or the standard PA/AP display (image left = patient right) when the file gives neither."""
-    from pneumoview.anatomy import describe_boxes, orientation_of  # here, not at the top: fewer merge conflicts
+    from pneumoview.anatomy import describe_boxes, orientation_of
 
     orientation = orientation_of(image.metadata, image.view)
     places = describe_boxes(findings.fused.boxes, image.shape, orientation, image.spacing_mm)
