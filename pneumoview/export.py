@@ -47,6 +47,9 @@ FINDINGS_COLUMNS = (
     "h",
     "area_px",
     "area_mm2",
+    "side",  # the patient's right/left, zone (upper/middle/lower) and area_cm2: see _add_places
+    "zone",
+    "area_cm2",
     "gated",
     "thresholds",
     "models",
@@ -230,6 +233,7 @@ def _algorithm_rows(
                 "review": review_column(review, i),
             }
         )
+    _add_places(rows, image, findings)
     return rows
 
 
@@ -292,3 +296,16 @@ def annotated_image(
         show_sources=show_sources,
         footer_lines=footer_lines(result, findings),
     )
+
+
+def _add_places(rows: list[dict[str, str]], image: XrayImage, findings: Findings) -> None:
+    """Add ``side`` (the patient's ``right``/``left``), ``zone`` (``upper``/``middle``/``lower``) and ``area_cm2`` to
+    the rows of the final boxes (same order), from :mod:`pneumoview.anatomy`: DICOM PatientOrientation /
+    ImageLaterality, or the standard PA/AP display (image left = patient right) when the file gives neither."""
+    from pneumoview.anatomy import describe_boxes, orientation_of
+
+    orientation = orientation_of(image.metadata, image.view)
+    places = describe_boxes(findings.fused.boxes, image.shape, orientation, image.spacing_mm)
+    for row, place in zip(rows, places, strict=True):
+        row["side"], row["zone"] = place.side, place.zone
+        row["area_cm2"] = "" if place.area_cm2 is None else f"{place.area_cm2:.2f}"

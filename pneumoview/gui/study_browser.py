@@ -34,13 +34,28 @@ _STATUS_COLOURS = {
 
 
 class _Filter(QtCore.QSortFilterProxyModel):
-    """Case-insensitive match on name or status at any level; the parents of a match stay visible."""
+    """Text that is a status ("finding", "no finding", "error" …) keeps exactly the rows with that status, so
+    "finding" does not also match "no finding"; any other text is a case-insensitive match on the name. The
+    parents of a match stay visible."""
 
     def __init__(self) -> None:
         super().__init__()
         self.setRecursiveFilteringEnabled(True)
         self.setFilterCaseSensitivity(QtCore.Qt.CaseSensitivity.CaseInsensitive)
-        self.setFilterKeyColumn(-1)
+        self.setFilterKeyColumn(0)
+        self.status: str | None = None
+
+    def set_text(self, text: str) -> None:
+        key = " ".join(text.split()).lower()
+        self.status = key if key in vm.STATUS_LABELS else None
+        self.setFilterFixedString("" if self.status else text)
+        self.invalidate()  # the status may change while the fixed string stays ""
+
+    def filterAcceptsRow(self, row: int, parent: QtCore.QModelIndex) -> bool:  # noqa: N802 - Qt override
+        if self.status is None:
+            return super().filterAcceptsRow(row, parent)
+        item = self.sourceModel().index(row, 1, parent)
+        return item.data(KIND_ROLE) == self.status
 
 
 class StudyBrowser(QtWidgets.QWidget):
@@ -322,5 +337,5 @@ class StudyBrowser(QtWidgets.QWidget):
             self.imageSelected.emit(Path(item.data(PATH_ROLE)))
 
     def _on_filter(self, text: str) -> None:
-        self.proxy.setFilterFixedString(text)
+        self.proxy.set_text(text)
         self.tree.expandAll()
