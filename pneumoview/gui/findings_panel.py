@@ -11,7 +11,7 @@ from pneumoview.render import BOX_SET_COLOURS
 from pneumoview.types import STAGES, AnalysisResult
 
 # What a reader looks at first comes first; pixel positions last (they may scroll out of a narrow panel).
-COLUMNS = ("Set", "Found by", "Conf.", "Where", "cm²", "Truth", "Sources", "Review", "x", "y", "w", "h", "px²")
+COLUMNS = ("Set", "Found by", "Conf.", "Where", "cm²", "Truth", "Sources", "Review", "x", "y", "w", "h", "px²")  # fmt: skip
 _RIGHT_ALIGNED = {"Conf.", "cm²", "x", "y", "w", "h", "px²"}
 _TAGS = {"final": "final", "detector": "det", "segmentation": "seg", "fused": "both"}
 _SET_LAYER = {"final": "fused", "detector": "detector", "segmentation": "segmentation"}
