@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 OUT=docs/screenshots
 mkdir -p "$OUT"
+export QT_QPA_PLATFORM=xcb  # the platform users get on Linux (not offscreen), under Xvfb
 export PNEUMOVIEW_CONFIG_DIR
 PNEUMOVIEW_CONFIG_DIR=$(mktemp -d)
 MODELS_TMP=""
