@@ -210,11 +210,26 @@ def test_damaged_but_readable_headers_are_still_images(dicom_scan):
 # DICOMDIR
 
 
-def test_dicomdir_grouping_matches_the_file_set(dicom_scan):
-    dicomdir = DICOMDIR_TREE / "DICOMDIR"
+@pytest.mark.parametrize("through_link", [False, True], ids=["direct", "through-a-symbolic-link"])
+def test_dicomdir_grouping_matches_the_file_set(dicom_scan, tmp_path, through_link):
+    # CI may mount ../shared as a symbolic link: the scan keeps the folder's spelling, while pydicom's FileSet
+    # resolves links, so members are compared by their path inside the file-set.
+    root = DICOMDIR_TREE
+    items = dicom_scan
+    if through_link:
+        root = tmp_path / "linked-copy"
+        root.symlink_to(DICOMDIR_TREE, target_is_directory=True)
+        items = list(scan(root))
+    dicomdir = root / "DICOMDIR"
     fs = FileSet(dicomdir)
-    listed = [e for e in dicom_scan if isinstance(e, ScanEntry) and e.dicomdir == dicomdir]
-    assert sorted(e.path for e in listed) == sorted(Path(i.path) for i in fs)
+    fs_root = Path(fs.path)
+
+    def inside(path: Path, folder: Path) -> Path:
+        return path.relative_to(folder)
+
+    listed = [e for e in items if isinstance(e, ScanEntry) and e.dicomdir == dicomdir]
+    assert sorted(inside(e.path, root) for e in listed) == sorted(inside(Path(i.path), fs_root) for i in fs)
+    assert all(str(e.path).startswith(str(root)) for e in listed)
 
     tree = build_tree(listed)
     counts = tree.counts()
@@ -228,7 +243,7 @@ def test_dicomdir_grouping_matches_the_file_set(dicom_scan):
     assert (counts["patients"], counts["studies"], counts["series"], counts["images"]) == expected
 
     for instance in fs:
-        entry = next(e for e in listed if e.path == Path(instance.path))
+        entry = next(e for e in listed if inside(e.path, root) == inside(Path(instance.path), fs_root))
         assert entry.patient_key == instance.PatientID
         assert entry.study_key == instance.StudyInstanceUID
         assert entry.series_key == instance.SeriesInstanceUID
