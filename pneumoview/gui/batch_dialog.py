@@ -16,6 +16,7 @@ from pneumoview.gui import viewmodel as vm
 from pneumoview.gui import workers
 from pneumoview.gui.dialogs import ask_overwrite
 from pneumoview.gui.threshold_panel import ThresholdPanel
+from pneumoview.output_folder import output_folder_problem, write_error_text
 from pneumoview.thresholds import Thresholds
 
 
@@ -118,6 +119,8 @@ class BatchDialog(QtWidgets.QDialog):
             problem = "The models are still loading; try again in a moment."
         elif info.engine is None or not info.stages:
             problem = "No model can run: " + "; ".join(r for r in info.available.values() if r)
+        if problem is None:
+            problem = output_folder_problem(out)  # e.g. a read-only folder: say so now, not mid-run
         if problem:
             self.status.setText(problem)
             return False
@@ -190,7 +193,8 @@ class BatchDialog(QtWidgets.QDialog):
         self.finishedRun.emit(summary)
 
     def _on_error(self, exc: BaseException) -> None:
-        self.status.setText(f"The batch stopped: {exc}")
+        text = write_error_text(exc) if isinstance(exc, OSError) else str(exc)
+        self.status.setText(f"The batch stopped: {text}")
         self.finishedRun.emit(None)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
