@@ -109,7 +109,6 @@ class BatchSummary:
         return 1 if self.failed or self.cancelled else 0
 
 
-
 def collect_inputs(paths: Sequence[str | Path], ignored: list[Path] | None = None) -> list[BatchInput]:
     """Expand folders (recursively, with the study scanner: DICOMDIR, DICOM with or without ``.dcm``, PNG, JPEG)
     and keep files as given. Non-image DICOM objects are left out, and so are documents (the scan's

@@ -152,6 +152,7 @@ _NON_IMAGE_CLASSES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     )
 )
 
+
 @dataclass(frozen=True, kw_only=True)
 class ScanEntry:
     """One file the scan could read: an image, or a DICOM object that is not an image.

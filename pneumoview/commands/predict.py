@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary_line(summary, skipped: int, out: Path) -> str:
-    """"N of T images analysed, F failed; outputs in …", saying how many were already done and skipped, and listing
+    """ "N of T images analysed, F failed; outputs in …", saying how many were already done and skipped, and listing
     annotated/ only when it holds PNGs."""
     analysed = summary.done - skipped
     parts = [f"{skipped} already done, skipped"] if skipped else []
