@@ -152,7 +152,7 @@ def test_readme_and_ci_name_every_system_package_the_check_knows():
     from pneumoview.gui.platform_check import XCB_LIBRARIES
 
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
-    ci = [w.strip('"') for w in (ROOT / ".ci" / "run").read_text(encoding="utf-8").split()]
+    ci = re.split(r'[\s"=]+', (ROOT / ".ci" / "run").read_text(encoding="utf-8"))
     debian_line = readme[readme.index("Debian/Ubuntu: `sudo apt-get install") :].split("`")[1].split()
     fedora_line = readme[readme.index("Fedora: `sudo dnf install") :].split("`")[1].split()
     for debian, fedora in XCB_LIBRARIES.values():
