@@ -216,12 +216,13 @@ def test_predict_into_a_read_only_folder_says_so_before_loading_models(models: P
 def test_output_folder_problems_are_sentences(tmp_path: Path):
     from pneumoview.output_folder import output_folder_problem, write_error_text
 
-    assert output_folder_problem(tmp_path / "new" / "out") is None and (tmp_path / "new" / "out").is_dir()
+    assert output_folder_problem(tmp_path / "new" / "out") is None
+    assert not (tmp_path / "new").exists()  # the check writes nothing: a refused run leaves no trace
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
     assert "is a file, not a folder" in output_folder_problem(a_file)
     assert output_folder_problem(a_file / "out").startswith(
-        f"Cannot write to {a_file / 'out'}: not a directory"
+        f"Cannot write to {a_file / 'out'}: {a_file} is a file, not a folder."
     )
     blocked = tmp_path / "blocked"
     blocked.mkdir()

@@ -5,7 +5,8 @@
 #   tools/screenshots.sh --test-models   # with the tiny test models of tests/model_fixtures.py (their boxes and
 #                                        # heat maps follow bright pixels: a demo of the interface, not of results)
 #
-# Needs Debian's xvfb (apt-get install -y xvfb). Uses a throw-away settings folder, never the user's settings.
+# Needs Debian's xvfb (apt-get install -y xvfb) and the system libraries the README names. Runs Qt's real xcb
+# platform (as on a desktop), never offscreen. Uses a throw-away settings folder, never the user's settings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -26,7 +27,7 @@ if [[ "${1:-}" == "--test-models" ]]; then
 fi
 
 shot() {  # shot PATH OUTPUT.png
-  xvfb-run -a -s "-screen 0 1600x1000x24" \
+  QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1000x24" \
     "$PY" -c "$prelude; from pneumoview.gui.app import main; sys.exit(main(sys.argv[1:]))" \
     "$1" --screenshot "$2" --device cpu "${extra[@]}"
   # A dithered 256-colour palette keeps each file under 500 kB with no visible banding at this size.

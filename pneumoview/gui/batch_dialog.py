@@ -115,8 +115,8 @@ class BatchDialog(QtWidgets.QDialog):
             problem = "Choose an output folder."
         elif out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
             problem = "Choose an output folder outside the input folder (inputs are never written to)."
-        elif (unwritable := output_folder_problem(out)) is not None:  # e.g. read-only: say so now, not mid-run
-            problem = unwritable
+        elif output_folder_problem(out) is not None:  # e.g. read-only: say so now, not mid-run
+            problem = output_folder_problem(out)
         elif info is None:
             problem = "The models are still loading; try again in a moment."
         elif info.engine is None or not info.stages:
