@@ -290,7 +290,7 @@ def batch_job(
     yield ("inputs", len(inputs))
     gen = iter_batch(
         inputs, out_dir, engine, thresholds, force=force, write_png=write_png,
-        include_identifiers=include_identifiers,
+        include_identifiers=include_identifiers, run_info={"thresholds_source": "the batch dialog's Thresholds panel"},
     )  # fmt: skip
     try:
         for progress in gen:
