@@ -332,3 +332,35 @@ def test_models_table_keeps_the_ensemble_description_out_of_the_sha256_column(
     assert len(model[sha_at : sha_at + 12].strip()) == 12  # a hash prefix there on a model row
     assert ensemble[sha_at : sha_at + 12].strip() == "-"  # no hash of its own, and no description
     assert ensemble.index("ensemble of") == file_at
+
+
+# ----------------------------------------------------------------------------------------------------
+# A normal test run shows no warnings; the README says how to avoid 6 GB of CUDA wheels
+
+
+def test_deliberately_broken_files_leave_no_warnings_in_a_normal_run(tmp_path: Path):
+    # These tests read broken files on purpose; pydicom warns about each bad value (101 warnings in a full run before
+    # pyproject's filter). The readers turn them into notes and errors, which the tests check.
+    tests = [
+        "tests/test_imaging.py::test_every_dicom_tree_file_loads_or_fails_cleanly[robustness/pydicom-data/bad_sequence.dcm]",
+        "tests/test_imaging.py::test_every_dicom_tree_file_loads_or_fails_cleanly[robustness/fo-dicom/GH1339.dcm]",
+        "tests/test_imaging.py::test_invalid_integer_string",
+    ]
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    last = r.stdout.strip().splitlines()[-1]
+    assert r.returncode == 0 and "3 passed" in last, r.stdout[-2000:]
+    assert "warning" not in last, last
+
+
+def test_readme_shows_the_cpu_only_torch_install():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quick_start = readme[readme.index("## Quick start") : readme.index("## Using the viewer")]
+    assert "6 GB" in quick_start and "CUDA" in quick_start
+    assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in quick_start
+    # in the same block as, and before, PneumoView's own install, so that pip keeps the CPU build
+    at = quick_start.index("whl/cpu")
+    block = quick_start[quick_start.rindex("```bash", 0, at) : quick_start.index("```", at)]
+    assert block.index("whl/cpu") < block.index("pip install -e .")
