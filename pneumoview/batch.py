@@ -46,6 +46,7 @@ from pneumoview.study_index import ScanEntry, ScanError, scan
 from pneumoview.thresholds import Thresholds
 
 if TYPE_CHECKING:
+    from pneumoview.dicom_results.batch_outputs import DicomOptions
     from pneumoview.inference.engine import Engine
 
 JOURNAL = ".pneumoview-journal"
@@ -211,13 +212,15 @@ def iter_batch(
     finalize_outputs: bool = True,
     all_inputs: Sequence[BatchInput] | None = None,
     run_info: dict[str, Any] | None = None,
+    dicom: DicomOptions | None = None,
 ) -> Iterator[BatchProgress]:
     """Analyse ``inputs`` and yield progress after each one.
 
     Closing the generator early (``.close()``, or stopping a ``for`` loop) cancels the run: the inputs finished so far
     are kept and the CSVs/run.json are written for them. ``all_inputs`` (default ``inputs``) lists every input of a
     sharded run, so the merged CSVs cover all shards' journals. ``run_info`` is added to ``run.json`` (e.g. where
-    the thresholds came from).
+    the thresholds came from). ``dicom`` also writes each DICOM image's SR/SEG/GSPS into ``out_dir/dicom/``
+    (:mod:`pneumoview.dicom_results.batch_outputs`).
     """
     t = thresholds or Thresholds()
     out = Path(out_dir)
@@ -240,6 +243,10 @@ def iter_batch(
                 and record.get("thresholds") == t.to_dict()
                 and record.get("model_hashes") == _model_hashes(engine)
                 and record.get("write_png") in (write_png, True)
+                and (
+                    dicom is None
+                    or (record.get("dicom_options") == dicom.to_dict() and not record.get("dicom_error"))
+                )
             ):
                 done_count += 1
                 item = BatchItem(
@@ -266,12 +273,12 @@ def iter_batch(
                 continue
             pending.append((inp, image))
             if len(pending) >= chunk:
-                for item in _analyse(pending, out, engine, t, write_png, include_identifiers):
+                for item in _analyse(pending, out, engine, t, write_png, include_identifiers, dicom):
                     done_count += 1
                     analysed += 1
                     yield _progress(done_count, total, item, start, analysed)
                 pending = []
-        for item in _analyse(pending, out, engine, t, write_png, include_identifiers):
+        for item in _analyse(pending, out, engine, t, write_png, include_identifiers, dicom):
             done_count += 1
             analysed += 1
             yield _progress(done_count, total, item, start, analysed)
@@ -284,7 +291,7 @@ def iter_batch(
 
 # What export.atomic_write_bytes and render.save_png leave behind when killed: tempfile.mkstemp(prefix=".<name>.",
 # suffix=".tmp") in the destination's folder.
-_TEMP_NAME = re.compile(r"^\..+\.(png|csv|json)\.[A-Za-z0-9_]{8}\.tmp$")
+_TEMP_NAME = re.compile(r"^\..+\.(png|csv|json|dcm)\.[A-Za-z0-9_]{8}\.tmp$")
 OUTPUT_FILES = ("submission.csv", "findings.csv", "run.json")
 
 
@@ -293,7 +300,7 @@ def remove_stale_temp_files(out_dir: str | Path) -> list[Path]:
     (only names PneumoView's atomic writers make); returns them. Call only when no other process writes there."""
     removed = []
     out = Path(out_dir)
-    for folder in (out, out / "annotated", out / JOURNAL):
+    for folder in (out, out / "annotated", out / JOURNAL, out / "dicom"):
         try:
             names = [e.name for e in os.scandir(folder) if e.is_file(follow_symlinks=False)]
         except OSError:
@@ -323,7 +330,7 @@ def output_conflict(out_dir: str | Path, thresholds: Thresholds) -> str | None:
     journal = out / JOURNAL
     records = sorted(journal.glob("*.json")) if journal.is_dir() else []
     if not records:
-        existing = [n for n in (*OUTPUT_FILES, "annotated") if (out / n).exists()]
+        existing = [n for n in (*OUTPUT_FILES, "annotated", "dicom") if (out / n).exists()]
         if existing:
             return (
                 f"{out} already holds {', '.join(existing)} that this run would overwrite, and no PneumoView "
@@ -369,7 +376,15 @@ def _write_failure(jp: Path, path: Path, stage: str, message: str) -> None:
     )
 
 
-def _analyse(pending, out: Path, engine: Engine, t: Thresholds, write_png: bool, include_identifiers: bool):
+def _analyse(
+    pending,
+    out: Path,
+    engine: Engine,
+    t: Thresholds,
+    write_png: bool,
+    include_identifiers: bool,
+    dicom: DicomOptions | None = None,
+):
     if not pending:
         return
     t0 = time.perf_counter()
@@ -404,6 +419,12 @@ def _analyse(pending, out: Path, engine: Engine, t: Thresholds, write_png: bool,
             "model_hashes": _model_hashes(engine),
             "write_png": write_png,
         }
+        if dicom is not None:
+            from pneumoview.dicom_results.batch_outputs import write_for_batch
+
+            record |= write_for_batch(
+                image, result, findings, out, dicom, include_identifiers=include_identifiers
+            )
         atomic_write_text(_journal_path(out, inp.path), json.dumps(record) + "\n")
         yield BatchItem(
             inp.path, image.image_id, STATUS_DONE, "; ".join(record["notes"]), len(findings.fused),
@@ -433,10 +454,12 @@ def finalize(
     models: dict[str, dict[str, str]] = {}
     timings: dict[str, list[float]] = {}
     device = None if engine is None else engine.device
+    records = []
     for inp in inputs:
         record = _read_journal(_journal_path(out, inp.path))
         if record is None:
             continue
+        records.append(record)
         if record["status"] == STATUS_FAILED:
             failed.append((record["path"], f"{record['stage']}: {record['message']}"))
             continue
@@ -451,7 +474,14 @@ def finalize(
     write_submission_csv(submission, out / "submission.csv")
     write_findings_csv(findings, out / "findings.csv")
     pending = len(inputs) - done - len(failed)
+    failed += [(r["path"], f"dicom: {r['dicom_error']}") for r in records if r.get("dicom_error")]
     summary = BatchSummary(out, len(inputs), done, 0, tuple(failed), cancelled or pending > 0)
+    dicom = None
+    if any("dicom_options" in r for r in records):
+        from pneumoview.dicom_results.batch_outputs import DicomOptions, dicom_summary
+
+        opts = next(r["dicom_options"] for r in records if "dicom_options" in r)
+        dicom = dicom_summary(records, DicomOptions(**opts))
     write_json(
         out / "run.json",
         {
@@ -474,7 +504,8 @@ def finalize(
             "mean_ms_per_stage": {k: round(sum(v) / len(v), 2) for k, v in timings.items()},
             "id_clashes": id_clashes(inputs),
             **(run_info or {}),
-        },
+        }
+        | ({"dicom": dicom} if dicom is not None else {}),
     )
     return summary
 

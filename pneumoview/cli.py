@@ -46,6 +46,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pneumoview.commands.models",
     "pneumoview.training.cli",
     "pneumoview.commands.deidentify",
+    "pneumoview.commands.pacs",
 )
 
 
@@ -149,6 +150,8 @@ def _entry_line(entry: ScanEntry, folder: Path) -> str:
         frames = f", {entry.frames} frames" if entry.frames and entry.frames > 1 else ""
         view = f", {entry.view}" if entry.view else ""
         head = f"Image: {entry.instance_label} [{entry.object_kind}{size}{frames}{view}]"
+    elif entry.kind == "result":  # an SR / SEG / GSPS about images (SOP Instance UIDs in --json's result_for)
+        head = f"Results: {entry.instance_label} [{entry.object_kind} about {len(entry.result_for)} image(s)]"
     else:
         head = f"Object: {entry.instance_label} [{entry.object_kind}, not an image]"
     where = _relative(entry.path, folder)

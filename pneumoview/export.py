@@ -26,6 +26,7 @@ from pneumoview import __version__
 from pneumoview.atomic import atomic_write_bytes
 from pneumoview.postprocess import Findings
 from pneumoview.render import render_annotated, save_png
+from pneumoview.review import ImageReview, review_column
 from pneumoview.types import AnalysisResult, XrayImage
 
 SUBMISSION_HEADER = ("patientId", "PredictionString")
@@ -46,10 +47,14 @@ FINDINGS_COLUMNS = (
     "h",
     "area_px",
     "area_mm2",
+    "side",  # the patient's right/left, zone (upper/middle/lower) and area_cm2: see _add_places
+    "zone",
+    "area_cm2",
     "gated",
     "thresholds",
     "models",
     "device",
+    "review",
 )
 IDENTIFIER_COLUMNS = ("patient_id", "patient_name", "study_instance_uid", "sop_instance_uid")
 
@@ -121,9 +126,49 @@ def _class_probs(result: AnalysisResult) -> tuple[str, str, str]:
 
 
 def findings_rows(
-    image: XrayImage, result: AnalysisResult, findings: Findings, include_identifiers: bool = False
+    image: XrayImage,
+    result: AnalysisResult,
+    findings: Findings,
+    include_identifiers: bool = False,
+    review: ImageReview | None = None,
 ) -> list[dict[str, str]]:
-    """Rows of ``findings.csv`` for one image: one per final box, or a single row with no box."""
+    """Rows of ``findings.csv`` for one image: one per final box, or a single row with no box; with a reader's
+    ``review``, its decision in the ``review`` column (:func:`pneumoview.review.review_column`) and one more row per
+    box the reader added (``box_source`` ``reader``, ``box_index`` ``added N``)."""
+    rows = _algorithm_rows(image, result, findings, include_identifiers, review)
+    if review is not None:
+        blank = {k: "" for k in ("confidence", "area_mm2")}
+        for n, b in enumerate(review.added):
+            x1, y1, x2, y2 = b.box_xyxy
+            area = (x2 - x1) * (y2 - y1)
+            mm2 = (
+                "" if image.spacing_mm is None else f"{area * image.spacing_mm[0] * image.spacing_mm[1]:.1f}"
+            )
+            rows.append(
+                rows[0]
+                | blank
+                | {
+                    "box_index": f"added {n}",
+                    "box_source": "reader",
+                    "x": f"{x1:.1f}",
+                    "y": f"{y1:.1f}",
+                    "w": f"{x2 - x1:.1f}",
+                    "h": f"{y2 - y1:.1f}",
+                    "area_px": f"{area:.0f}",
+                    "area_mm2": mm2,
+                    "review": f"added by {b.reader}",
+                }
+            )
+    return rows
+
+
+def _algorithm_rows(
+    image: XrayImage,
+    result: AnalysisResult,
+    findings: Findings,
+    include_identifiers: bool,
+    review: ImageReview | None,
+) -> list[dict[str, str]]:
     p_norm, p_nn, p_op = _class_probs(result)
     base = {
         "image_id": image.image_id,
@@ -137,6 +182,7 @@ def findings_rows(
         "thresholds": _thresholds_text(findings),
         "models": models_text(result),
         "device": result.device,
+        "review": "",
     }
     if include_identifiers:
         ids = image.identifiers
@@ -167,8 +213,10 @@ def findings_rows(
                 "h": f"{h:.1f}",
                 "area_px": f"{float(areas[i]):.0f}",
                 "area_mm2": "" if mm2 is None else f"{float(mm2[i]):.1f}",
+                "review": review_column(review, i),
             }
         )
+    _add_places(rows, image, findings)
     return rows
 
 
@@ -231,3 +279,16 @@ def annotated_image(
         show_sources=show_sources,
         footer_lines=footer_lines(result, findings),
     )
+
+
+def _add_places(rows: list[dict[str, str]], image: XrayImage, findings: Findings) -> None:
+    """Add ``side`` (the patient's ``right``/``left``), ``zone`` (``upper``/``middle``/``lower``) and ``area_cm2`` to
+    the rows of the final boxes (same order), from :mod:`pneumoview.anatomy`: DICOM PatientOrientation /
+    ImageLaterality, or the standard PA/AP display (image left = patient right) when the file gives neither."""
+    from pneumoview.anatomy import describe_boxes, orientation_of
+
+    orientation = orientation_of(image.metadata, image.view)
+    places = describe_boxes(findings.fused.boxes, image.shape, orientation, image.spacing_mm)
+    for row, place in zip(rows, places, strict=True):
+        row["side"], row["zone"] = place.side, place.zone
+        row["area_cm2"] = "" if place.area_cm2 is None else f"{place.area_cm2:.2f}"

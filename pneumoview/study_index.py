@@ -52,6 +52,7 @@ from pneumoview.identity import image_id_for, is_rsna_style_name
 from pneumoview.imaging import DEFAULT_MAX_PIXELS, sniff_kind
 from pneumoview.imaging.dicom_reader import deflated_limit
 from pneumoview.imaging.sniff import deflated_size_exceeds, describe_unknown, is_document
+from pneumoview.result_refs import REFERENCE_KEYWORDS, referenced_images
 
 __all__ = [
     "DICOMDIR_KIND",
@@ -65,7 +66,7 @@ __all__ = [
     "scan",
 ]
 
-EntryKind = Literal["image", "non-image"]
+EntryKind = Literal["image", "non-image", "result"]
 ErrorStage = Literal["header", "pixels", "document"]
 
 #: ``ScanEntry.object_kind`` of a DICOMDIR file itself (its instances are separate entries).
@@ -105,6 +106,7 @@ _HEADER_KEYWORDS = (
     "ViewPosition",
     "BodyPartExamined",
     "OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity",  # present in every DICOMDIR
+    *REFERENCE_KEYWORDS,  # which image an SR / SEG / GSPS is about
 )
 _HEADER_TAGS: list[BaseTag | int] = [Tag(k) for k in _HEADER_KEYWORDS]
 _META_TAGS = [Tag(k) for k in ("TransferSyntaxUID", "MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID")]
@@ -160,7 +162,8 @@ class ScanEntry:
     Attributes:
         path: the file (the folder given to ``scan`` joined with the file's relative path; not resolved).
         kind: ``"image"`` when it can be opened as a radiograph; ``"non-image"`` for DICOM objects without
-            pixels to show (structured reports, presentation states, RT plans, waveforms, DICOMDIR files …).
+            pixels to show (structured reports, presentation states, RT plans, waveforms, DICOMDIR files …);
+            ``"result"`` for an SR, SEG or GSPS that refers to images (``result_for``): results to show over them.
         object_kind: what the file holds, for people: ``"CR image"``, ``"PNG image"``, ``"RT plan"``,
             ``"structured report"``, ``"waveform"``, :data:`DICOMDIR_KIND` …
         file_format: ``"dicom"``, ``"png"`` or ``"jpeg"``.
@@ -182,6 +185,7 @@ class ScanEntry:
         dicomdir: the DICOMDIR that listed this file, when the entry came from one.
         file_size: bytes on disk.
         notes: sentences worth showing (reader warnings, what a DICOMDIR holds …).
+        result_for: for ``kind == "result"``, the SOP Instance UIDs of the images the result refers to.
     """
 
     path: Path
@@ -211,6 +215,7 @@ class ScanEntry:
     dicomdir: Path | None = None
     file_size: int = 0
     notes: tuple[str, ...] = ()
+    result_for: tuple[str, ...] = ()
 
     @property
     def is_dicomdir(self) -> bool:
@@ -223,6 +228,7 @@ class ScanEntry:
         d["path"] = str(self.path)
         d["dicomdir"] = None if self.dicomdir is None else str(self.dicomdir)
         d["notes"] = list(self.notes)
+        d["result_for"] = list(self.result_for)
         return d
 
 
@@ -558,6 +564,10 @@ def _dicom_entry(
         kind = "non-image"
         object_kind = non_image_kind or _generic_object_kind(sop_class, class_name)
         rows = cols = frames = None
+    result_for = referenced_images(sop_class, header.values)
+    if result_for:
+        kind = "result"
+        object_kind = f"{object_kind} (results)" if "results" not in object_kind else object_kind
 
     sop_instance = _text(fields.get("ReferencedSOPInstanceUIDInFile")) or header.text("SOPInstanceUID")
     ts = header.text("TransferSyntaxUID")
@@ -583,6 +593,7 @@ def _dicom_entry(
         dicomdir=dicomdir,
         file_size=file_size,
         notes=header.notes,
+        result_for=result_for,
     )
 
 
@@ -1047,7 +1058,8 @@ class StudyTree:
                     yield from series.entries
 
     def counts(self) -> dict[str, int]:
-        """Numbers for a summary line: patients, studies, series, images, non_images, dicomdirs, documents, errors."""
+        """Numbers for a summary line: patients, studies, series, images, non_images (results included), results
+        (SR/SEG/GSPS about an image), dicomdirs, documents, errors."""
         entries = list(self.entries())
         images = sum(1 for e in entries if e.kind == "image")
         return {
@@ -1056,6 +1068,7 @@ class StudyTree:
             "series": sum(len(s.series) for p in self.patients.values() for s in p.studies.values()),
             "images": images,
             "non_images": len(entries) - images,
+            "results": sum(1 for e in entries if e.kind == "result"),
             "dicomdirs": len(self.dicomdirs),
             "documents": len(self.documents),
             "errors": len(self.errors),

@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 OUT=docs/screenshots
 mkdir -p "$OUT"
+export QT_QPA_PLATFORM=xcb  # the platform users get on Linux (not offscreen), under Xvfb
 export PNEUMOVIEW_CONFIG_DIR
 PNEUMOVIEW_CONFIG_DIR=$(mktemp -d)
 MODELS_TMP=""
@@ -27,7 +28,7 @@ if [[ "${1:-}" == "--test-models" ]]; then
 fi
 
 shot() {  # shot PATH OUTPUT.png
-  QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1000x24" \
+  xvfb-run -a -s "-screen 0 1600x1000x24" \
     "$PY" -c "$prelude; from pneumoview.gui.app import main; sys.exit(main(sys.argv[1:]))" \
     "$1" --screenshot "$2" --device cpu "${extra[@]}"
   # A dithered 256-colour palette keeps each file under 500 kB with no visible banding at this size.

@@ -24,6 +24,9 @@ EPILOG = textwrap.dedent(
                        thresholds, model versions and hash prefixes
       annotated/       one annotated PNG per image (heat map, mask outline, boxes, footer with models/thresholds)
       run.json         app version, models and hashes, thresholds, device, timings, failed files with reasons
+      dicom/           with --dicom, for every DICOM input: <id>_SR.dcm (TID 1500 Comprehensive 3D SR, always),
+                       <id>_SEG.dcm (when the mask has a pixel; with --probability-map also the probability map),
+                       <id>_GSPS.dcm (with --gsps); same study as the source, listed in run.json under "dicom"
 
     patientId is the file stem for RSNA-style names (<patientId>.dcm), otherwise a non-identifying hash;
     --include-identifiers uses the DICOM PatientID instead and adds identifier columns.
@@ -73,6 +76,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--merge-only", action="store_true", help="only rebuild the CSVs/run.json from DIR's journal"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--dicom",
+        action="store_true",
+        help="also write DICOM results for DICOM inputs into DIR/dicom/: SR always, SEG when the mask has a pixel",
+    )
+    p.add_argument("--gsps", action="store_true", help="with --dicom: also a GSPS drawing the boxes")
+    p.add_argument(
+        "--probability-map",
+        action="store_true",
+        help="with --dicom: the SEG also holds the probability map (FRACTIONAL, PROBABILITY)",
+    )
     add_threshold_options(p)
     add_model_options(p)
     p.set_defaults(run=run)
@@ -114,6 +128,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"pneumoview predict: bad thresholds: {exc}", file=sys.stderr)
         return 2
     shard_arg = _parse_shard(args.shard)
+    if (args.gsps or args.probability_map) and not args.dicom:
+        print("pneumoview predict: --gsps and --probability-map need --dicom", file=sys.stderr)
+        return 2
+    dicom = None
+    if args.dicom:
+        from pneumoview.dicom_results.batch_outputs import DicomOptions
+
+        dicom = DicomOptions(gsps=args.gsps, probability_map=args.probability_map)
     out = args.out
     if any(Path(i).resolve() == out.resolve() for i in args.inputs):
         print(
@@ -191,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
         chunk=max(1, args.batch_size),
         finalize_outputs=single_writer,
         run_info=run_info,
+        dicom=dicom,
     )
     try:
         for p in gen:
@@ -237,6 +260,9 @@ def run(args: argparse.Namespace) -> int:
 
         dist.destroy_process_group()
     print(_summary_line(summary, skipped if world == 1 else 0, out))
+    if dicom is not None:
+        n_dicom = len(list((out / "dicom").glob("*.dcm")))
+        print(f"DICOM results: {n_dicom} file(s) in {out / 'dicom'} (listed in run.json)")
     for path, why in summary.failed[:20]:
         print(f"  failed: {path}: {why}")
     if len(summary.failed) > 20:
