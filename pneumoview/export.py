@@ -8,7 +8,8 @@
 * annotated PNGs — the same renderer as the viewer's export (:func:`annotated_image`).
 
 Nothing here writes patient identifiers unless ``include_identifiers`` is set. Every file is written atomically
-(temporary file in the same folder, then ``os.replace``), so a crash never leaves a half-written output.
+by :mod:`pneumoview.atomic` (temporary file in the same folder, then ``os.replace``), so a crash never leaves a
+half-written output, and gets the permissions a plain file would have (``0o644`` under umask ``022``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pneumoview import __version__
+from pneumoview.atomic import atomic_write_bytes
 from pneumoview.postprocess import Findings
 from pneumoview.render import render_annotated, save_png
 from pneumoview.review import ImageReview, review_column
@@ -75,23 +75,6 @@ __all__ = [
     "write_json",
     "write_submission_csv",
 ]
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

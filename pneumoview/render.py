@@ -6,10 +6,7 @@ boxes are ``[x, y, w, h]`` in the original image's pixel frame (see :mod:`pneumo
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -454,32 +451,9 @@ def save_png(array: np.ndarray, path: str | Path, *, text: Mapping[str, str] | N
         info = PngImagePlugin.PngInfo()
         for k, v in text.items():
             info.add_itxt(str(k), str(v))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(np.ascontiguousarray(arr)).save(fh, format="PNG", pnginfo=info, compress_level=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates the file 0600; give it the mode a plain open() would have.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return dest
+    from pneumoview.atomic import atomic_write
 
+    def write(fh) -> None:
+        Image.fromarray(np.ascontiguousarray(arr)).save(fh, format="PNG", pnginfo=info, compress_level=1)
 
-@functools.cache
-def _umask() -> int:
-    """The process umask, read without changing it where the OS allows (Linux), else by setting it back."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    return atomic_write(dest, write)

@@ -5,7 +5,8 @@
 #   tools/screenshots.sh --test-models   # with the tiny test models of tests/model_fixtures.py (their boxes and
 #                                        # heat maps follow bright pixels: a demo of the interface, not of results)
 #
-# Needs Debian's xvfb (apt-get install -y xvfb). Uses a throw-away settings folder, never the user's settings.
+# Needs Debian's xvfb (apt-get install -y xvfb) and the system libraries the README names. Runs Qt's real xcb
+# platform (as on a desktop), never offscreen. Uses a throw-away settings folder, never the user's settings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

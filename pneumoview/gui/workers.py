@@ -317,7 +317,8 @@ def batch_job(
     extra = {"dicom": dicom} if dicom is not None else {}  # DicomOptions: predict --dicom's outputs
     gen = iter_batch(
         inputs, out_dir, engine, thresholds, force=force, write_png=write_png,
-        include_identifiers=include_identifiers, **extra,
+        include_identifiers=include_identifiers, run_info={"thresholds_source": "the batch dialog's Thresholds panel"},
+        **extra,
     )  # fmt: skip
     try:
         for progress in gen:
