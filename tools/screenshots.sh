@@ -44,9 +44,12 @@ print(sys.argv[1], im.size)" "$2"
 shot pneumoview/data/sample_study "$OUT/main-window.png"
 shot ../shared/data/dicom/chest/WG04_RG1_J2KI.dcm "$OUT/dicom-jpeg2000.png"  # 15-bit MONOCHROME1, 1955 × 1841
 # The four-class acse4-classifier (Settings ▸ Classifier) on a held-out COVID-19 radiograph of the Cohen collection
-# (validation side of tools/make_acse4_layout.py; skipped without the shipped acse4-classifier).
+# (validation side of tools/make_acse4_layout.py; skipped without the shipped acse4-classifier). That collection may
+# be used for research but not redistributed (../shared/data/acse4/README.md), so this one goes to build/local-docs/,
+# which git ignores, never to docs/.
 if [[ -z "$MODELS_TMP" ]] && grep -q '"acse4-classifier"' models/manifest.toml; then
+  mkdir -p build/local-docs
   echo '{"classifier": "acse4-classifier", "first_run_done": true}' >"$PNEUMOVIEW_CONFIG_DIR/settings.json"
-  shot "../shared/data/acse4/covid/${ACSE4_SHOT:-covid-19-pneumonia-28.jpg}" "$OUT/acse4-covid.png"
+  shot "../shared/data/acse4/covid/${ACSE4_SHOT:-covid-19-pneumonia-28.jpg}" build/local-docs/acse4-covid.png
 fi
 ls -l "$OUT"
