@@ -3,7 +3,7 @@
 
     python tools/acse4_model_card.py --model acse4-classifier [--models-dir DIR] \
         --layout /work/data/acse4-layout --figure1 ../shared/data/other-cxr/figure1-covid \
-        --json card.json [--montage docs/acse4-gradcam.png] [--update-manifest models/manifest.toml]
+        --json card.json [--montage build/local-docs/acse4-gradcam.png] [--update-manifest models/manifest.toml]
 
 * **held-out**: the layout's ``val/`` (patients never trained on): per-class one-vs-rest ROC AUC from the
   probabilities, the confusion matrix, and COVID-vs-rest AUC.
