@@ -77,6 +77,7 @@ class FindingsPanel(QtWidgets.QWidget):
         # Columns are sized once per fill: ResizeToContents would re-measure every row after each cell.
         self.table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Interactive)
         self.table.setAccessibleName("Boxes")
+        self.table.setMinimumHeight(120)  # the header and about three boxes, even when the panel is short
         self.table.itemSelectionChanged.connect(self._on_selection)
         layout.addWidget(self.table, 1)
 

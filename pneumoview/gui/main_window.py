@@ -96,9 +96,15 @@ class MainWindow(QtWidgets.QMainWindow):
         tabs.addTab(self.threshold_panel, "Thresholds")
         tabs.addTab(self.layer_controls, "Layers")
         right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
-        right.addWidget(self.findings_panel)
+        # Scrolls rather than squeezing the probability bars and the table when the panel is short.
+        findings_scroll = QtWidgets.QScrollArea()
+        findings_scroll.setWidgetResizable(True)
+        findings_scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        findings_scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        findings_scroll.setWidget(self.findings_panel)
+        right.addWidget(findings_scroll)
         right.addWidget(tabs)
-        right.setSizes([420, 380])
+        right.setSizes([540, 330])
         self._dock("Studies", self.browser, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
         self._dock("Findings", right, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
 

@@ -121,14 +121,15 @@ class ReviewController(QtCore.QObject):
 
     def _build_bar(self) -> None:
         bar = QtWidgets.QWidget()
-        row = QtWidgets.QHBoxLayout(bar)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(QtWidgets.QLabel("Review:"))
-        for key in ("accept", "reject", "undo", "draw", "remove"):
+        # Rows of two buttons: one row of five would set the dock's minimum width and shrink the image.
+        grid = QtWidgets.QGridLayout(bar)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.addWidget(QtWidgets.QLabel("Review:"), 0, 0)
+        for i, key in enumerate(("accept", "reject", "undo", "draw", "remove")):
             button = QtWidgets.QToolButton()
             button.setDefaultAction(self.actions[key])
-            row.addWidget(button)
-        row.addStretch(1)
+            button.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
+            grid.addWidget(button, i // 2, 1 + i % 2)
         self.status_label = QtWidgets.QLabel("")
         self.status_label.setStyleSheet("color: #aaa;")
         self.status_label.setWordWrap(True)
