@@ -11,6 +11,7 @@ temporary folder (so any count can be made without copying pixels). Models: the 
   and over ``--rss-large`` inputs; flat memory means the two are within 10 %.
 
     .venv/bin/python benchmarks/bench_predict.py [--images 200] [--repeats 3] [--rss-small 100] [--rss-large 1000]
+        [--models-dir DIR | --tiny-models]
 """
 
 from __future__ import annotations
@@ -78,8 +79,17 @@ def main() -> int:
     ap.add_argument("--rss-small", type=int, default=100)
     ap.add_argument("--rss-large", type=int, default=1000)
     ap.add_argument("--models-dir", type=Path, default=None)
+    ap.add_argument(
+        "--tiny-models",
+        action="store_true",
+        help="use the tests' tiny models (as a fast GPU would: decoding and PNG writing then dominate)",
+    )
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.tiny_models and args.models_dir is None:
+        from tests.model_fixtures import equivariant_models_dir
+
+        args.models_dir = equivariant_models_dir(Path(tempfile.mkdtemp(prefix="bench_predict_models_")))
     if args.rss_child is not None:
         rss_child(args.rss_child, args.models_dir)
         return 0
@@ -89,7 +99,8 @@ def main() -> int:
     engine = _engine(args.models_dir)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
-        f"{args.images} inputs (real 512-px RSNA JPEGs via links), annotated PNGs on; "
+        f"{args.images} inputs (real 512-px RSNA JPEGs via links), annotated PNGs on, "
+        f"{'tiny test models' if args.tiny_models else 'installed models'}; "
         f"median of {args.repeats} interleaved runs"
     )
     walls: dict[bool, list[float]] = {False: [], True: []}
