@@ -8,7 +8,7 @@ temporary folder (so any count can be made without copying pixels). Models: the 
 * Throughput: ``iter_batch(..., overlap=False)`` and ``overlap=True`` over ``--images`` inputs with annotated PNGs,
   ``--repeats`` times each, interleaved (A B, B A, …) into fresh output folders; the median wall time of each.
 * Memory: peak RSS (``ru_maxrss``) of a fresh process running the overlapped ``predict`` path over ``--rss-small``
-  and over ``--rss-large`` inputs; flat memory means the two are within 10 %.
+  and over ``--rss-large`` inputs (``--rss-large 0`` skips it); flat memory means the two are within 10 %.
 
     .venv/bin/python benchmarks/bench_predict.py [--images 200] [--repeats 3] [--rss-small 100] [--rss-large 1000]
         [--models-dir DIR | --tiny-models]
@@ -121,6 +121,8 @@ def main() -> int:
         f"| {'overlapped (reader, models, writer)':40s} | {ovl:7.2f} | {args.images / ovl:8.2f} | {seq / ovl:13.2f} |"
     )
 
+    if args.rss_large <= 0:
+        return 0  # --rss-large 0: throughput only
     peaks = {}
     for n in (args.rss_small, args.rss_large):
         cmd = [sys.executable, __file__, "--rss-child", str(n)]
