@@ -23,7 +23,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,11 +56,18 @@ STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED = "done", "skipped", "failed"
 
 @dataclass(frozen=True)
 class BatchInput:
-    """One input: an image file, or a file the folder scan already knows is unusable (``error``)."""
+    """One input: an image file, or a file the folder scan already knows is unusable (``error``).
+
+    ``image_id`` is set only when another input has the same id (two files with one SOP Instance UID, or two
+    RSNA-style files with one name): it then replaces the file's own id in every output (see
+    :func:`make_ids_unique`), and ``shared_id`` is the id they had in common.
+    """
 
     path: Path
     error: str | None = None
     stage: str | None = None
+    image_id: str | None = None
+    shared_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,19 +111,13 @@ class BatchSummary:
         return 1 if self.failed or self.cancelled else 0
 
 
-# Files in a study folder that are plainly documents, not images: a folder scan lists them, a batch leaves them out
-# (reporting how many) instead of counting them as failed images.
-DOCUMENT_SUFFIXES = frozenset(
-    {".md", ".txt", ".csv", ".tsv", ".json", ".xml", ".html", ".pdf", ".toml", ".yaml"}
-)
-
-
 def collect_inputs(paths: Sequence[str | Path], ignored: list[Path] | None = None) -> list[BatchInput]:
     """Expand folders (recursively, with the study scanner: DICOMDIR, DICOM with or without ``.dcm``, PNG, JPEG)
-    and keep files as given. Non-image DICOM objects are left out, and so are unreadable files with a document
-    suffix (:data:`DOCUMENT_SUFFIXES`; appended to ``ignored`` when given); other unreadable files become inputs with
-    ``error``."""
+    and keep files as given. Non-image DICOM objects are left out, and so are documents (the scan's
+    ``ScanError.is_document``: appended to ``ignored`` when given); other unreadable files become inputs with
+    ``error``. Inputs that share an image id get unique ones (:func:`make_ids_unique`)."""
     out: list[BatchInput] = []
+    ids: dict[Path, str | None] = {}
     seen: set[Path] = set()
     for p in paths:
         p = Path(p)
@@ -127,20 +128,56 @@ def collect_inputs(paths: Sequence[str | Path], ignored: list[Path] | None = Non
                     continue
                 seen.add(key)
                 if isinstance(item, ScanError):
-                    if item.path.suffix.lower() in DOCUMENT_SUFFIXES and item.stage == "header":
+                    if item.is_document:
                         if ignored is not None:
                             ignored.append(item.path)
                         continue
                     out.append(BatchInput(item.path, item.message, item.stage))
                 elif isinstance(item, ScanEntry) and item.kind == "image":
                     out.append(BatchInput(item.path))
+                    ids[item.path] = item.image_id
         elif p.is_file():
             if p.resolve() not in seen:
                 seen.add(p.resolve())
                 out.append(BatchInput(p))
+                ids[p] = next((i.image_id for i in scan(p) if isinstance(i, ScanEntry)), None)
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
+    return make_ids_unique(out, ids)
+
+
+def make_ids_unique(inputs: Sequence[BatchInput], ids: dict[Path, str | None]) -> list[BatchInput]:
+    """Give every input its own image id, so that each gets its own rows and output files.
+
+    ``ids`` maps an input's path to the id the scan gave it. When several inputs share an id, the first (in input
+    order) keeps it and the others get ``-2``, ``-3`` … appended. The input order is the sorted scan order, so the
+    same inputs get the same ids in every run, on resume and in every shard.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, inp in enumerate(inputs):
+        image_id = ids.get(inp.path)
+        if image_id:
+            groups.setdefault(image_id, []).append(i)
+    out = list(inputs)
+    for image_id, members in groups.items():
+        if len(members) < 2:
+            continue
+        for n, i in enumerate(members, start=1):
+            unique = image_id if n == 1 else f"{image_id}-{n}"
+            out[i] = replace(out[i], image_id=unique, shared_id=image_id)
     return out
+
+
+def id_clashes(inputs: Sequence[BatchInput]) -> list[dict[str, Any]]:
+    """For ``run.json``: every id that several inputs shared, with their files and the ids they were given."""
+    groups: dict[str, list[BatchInput]] = {}
+    for inp in inputs:
+        if inp.shared_id:
+            groups.setdefault(inp.shared_id, []).append(inp)
+    return [
+        {"shared_id": k, "files": [str(i.path) for i in v], "image_ids": [i.image_id for i in v]}
+        for k, v in groups.items()
+    ]
 
 
 def shard(inputs: Sequence[BatchInput], k: int, n: int) -> list[BatchInput]:
@@ -175,6 +212,7 @@ def iter_batch(
     chunk: int = 4,
     finalize_outputs: bool = True,
     all_inputs: Sequence[BatchInput] | None = None,
+    run_info: dict[str, Any] | None = None,
     dicom: DicomOptions | None = None,
     overlap: bool = True,
 ) -> Iterator[BatchProgress]:
@@ -182,10 +220,11 @@ def iter_batch(
 
     Closing the generator early (``.close()``, or stopping a ``for`` loop) cancels the run: the inputs finished so far
     are kept and the CSVs/run.json are written for them. ``all_inputs`` (default ``inputs``) lists every input of a
-    sharded run, so the merged CSVs cover all shards' journals. ``dicom`` also writes each DICOM image's SR/SEG/GSPS
-    into ``out_dir/dicom/`` (:mod:`pneumoview.dicom_results.batch_outputs`). ``overlap`` (default) decodes the next
-    inputs and writes the finished ones while the models run (:mod:`pneumoview.pipeline`); the outputs are the same
-    as one step after the other (``overlap=False``).
+    sharded run, so the merged CSVs cover all shards' journals. ``run_info`` is added to ``run.json`` (e.g. where
+    the thresholds came from). ``dicom`` also writes each DICOM image's SR/SEG/GSPS into ``out_dir/dicom/``
+    (:mod:`pneumoview.dicom_results.batch_outputs`). ``overlap`` (default) decodes the next inputs and writes the
+    finished ones while the models run (:mod:`pneumoview.pipeline`); the outputs are the same as one step after the
+    other (``overlap=False``).
     """
     t = thresholds or Thresholds()
     out = Path(out_dir)
@@ -222,6 +261,8 @@ def iter_batch(
             return Finished(BatchItem(inp.path, None, STATUS_FAILED, inp.error))
         try:
             image = load_image(inp.path)
+            if inp.image_id is not None:
+                image = replace(image, image_id=inp.image_id)
         except ImageReadError as exc:
             _write_failure(jp, inp.path, exc.stage, exc.message)
             return Finished(BatchItem(inp.path, None, STATUS_FAILED, exc.message))
@@ -247,7 +288,7 @@ def iter_batch(
         items.close()  # a cancelled pipeline writes what it computed and stops its threads before the CSVs
         if finalize_outputs:
             finalize(out, all_inputs if all_inputs is not None else inputs, engine, t, cancelled=cancelled,
-                     elapsed_s=time.perf_counter() - start, analysed=analysed)  # fmt: skip
+                     elapsed_s=time.perf_counter() - start, analysed=analysed, run_info=run_info)  # fmt: skip
 
 
 # What export.atomic_write_bytes and render.save_png leave behind when killed: tempfile.mkstemp(prefix=".<name>.",
@@ -400,8 +441,10 @@ def finalize(
     elapsed_s: float = 0.0,
     analysed: int = 0,
     command: Sequence[str] | None = None,
+    run_info: dict[str, Any] | None = None,
 ) -> BatchSummary:
-    """Rebuild ``submission.csv``, ``findings.csv`` and ``run.json`` from the journal, in input order."""
+    """Rebuild ``submission.csv``, ``findings.csv`` and ``run.json`` from the journal, in input order;
+    ``run_info`` adds keys to ``run.json``."""
     out = Path(out_dir)
     submission: list[tuple[str, str]] = []
     findings: list[dict[str, str]] = []
@@ -458,6 +501,8 @@ def finalize(
             "elapsed_s_this_run": round(elapsed_s, 3),
             "images_per_s_this_run": round(analysed / elapsed_s, 3) if elapsed_s > 0 and analysed else None,
             "mean_ms_per_stage": {k: round(sum(v) / len(v), 2) for k, v in timings.items()},
+            "id_clashes": id_clashes(inputs),
+            **(run_info or {}),
         }
         | ({"dicom": dicom} if dicom is not None else {}),
     )

@@ -6,7 +6,8 @@
 * annotated PNGs — the same renderer as the viewer's export (:func:`annotated_image`).
 
 Nothing here writes patient identifiers unless ``include_identifiers`` is set. Every file is written atomically
-(temporary file in the same folder, then ``os.replace``), so a crash never leaves a half-written output.
+by :mod:`pneumoview.atomic` (temporary file in the same folder, then ``os.replace``), so a crash never leaves a
+half-written output, and gets the permissions a plain file would have (``0o644`` under umask ``022``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pneumoview import __version__
+from pneumoview.atomic import atomic_write_bytes
 from pneumoview.postprocess import Findings
 from pneumoview.render import render_annotated, save_png
 from pneumoview.review import ImageReview, review_column
@@ -47,6 +47,9 @@ FINDINGS_COLUMNS = (
     "h",
     "area_px",
     "area_mm2",
+    "side",  # the patient's right/left, zone (upper/middle/lower) and area_cm2: see _add_places
+    "zone",
+    "area_cm2",
     "gated",
     "thresholds",
     "models",
@@ -70,23 +73,6 @@ __all__ = [
     "write_json",
     "write_submission_csv",
 ]
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -230,6 +216,7 @@ def _algorithm_rows(
                 "review": review_column(review, i),
             }
         )
+    _add_places(rows, image, findings)
     return rows
 
 
@@ -292,3 +279,16 @@ def annotated_image(
         show_sources=show_sources,
         footer_lines=footer_lines(result, findings),
     )
+
+
+def _add_places(rows: list[dict[str, str]], image: XrayImage, findings: Findings) -> None:
+    """Add ``side`` (the patient's ``right``/``left``), ``zone`` (``upper``/``middle``/``lower``) and ``area_cm2`` to
+    the rows of the final boxes (same order), from :mod:`pneumoview.anatomy`: DICOM PatientOrientation /
+    ImageLaterality, or the standard PA/AP display (image left = patient right) when the file gives neither."""
+    from pneumoview.anatomy import describe_boxes, orientation_of
+
+    orientation = orientation_of(image.metadata, image.view)
+    places = describe_boxes(findings.fused.boxes, image.shape, orientation, image.spacing_mm)
+    for row, place in zip(rows, places, strict=True):
+        row["side"], row["zone"] = place.side, place.zone
+        row["area_cm2"] = "" if place.area_cm2 is None else f"{place.area_cm2:.2f}"

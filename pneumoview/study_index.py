@@ -52,7 +52,7 @@ from pydicom.uid import UID
 from pneumoview.identity import image_id_for, is_rsna_style_name
 from pneumoview.imaging import DEFAULT_MAX_PIXELS
 from pneumoview.imaging.dicom_reader import deflated_limit
-from pneumoview.imaging.sniff import deflated_size_exceeds, sniff_bytes
+from pneumoview.imaging.sniff import deflated_size_exceeds, describe_unknown, is_document, sniff_bytes
 from pneumoview.quick_header import read_quick_header
 from pneumoview.result_refs import REFERENCE_KEYWORDS, referenced_images
 
@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 EntryKind = Literal["image", "non-image", "result"]
-ErrorStage = Literal["header", "pixels"]
+ErrorStage = Literal["header", "pixels", "document"]
 
 #: ``ScanEntry.object_kind`` of a DICOMDIR file itself (its instances are separate entries).
 DICOMDIR_KIND = "DICOMDIR (file-set index)"
@@ -163,27 +163,6 @@ _NON_IMAGE_CLASSES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     )
 )
 
-_ARCHIVES: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"\x1f\x8b", "gzip"),
-    (0, b"PK\x03\x04", "zip"),
-    (0, b"PK\x05\x06", "zip"),
-    (0, b"BZh", "bzip2"),
-    (0, b"\xfd7zXZ\x00", "xz"),
-    (0, b"7z\xbc\xaf\x27\x1c", "7-Zip"),
-    (0, b"Rar!\x1a\x07", "RAR"),
-    (0, b"\x28\xb5\x2f\xfd", "Zstandard"),
-    (257, b"ustar", "tar"),
-)
-_OTHER_FORMATS: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"II*\x00", "a TIFF image"),
-    (0, b"MM\x00*", "a TIFF image"),
-    (0, b"BM", "a BMP image"),
-    (0, b"GIF8", "a GIF image"),
-    (0, b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 image"),
-    (0, b"\xff\x4f\xff\x51", "a JPEG 2000 codestream"),
-    (0, b"%PDF", "a PDF document"),
-)
-
 
 @dataclass(frozen=True, kw_only=True)
 class ScanEntry:
@@ -268,13 +247,19 @@ class ScanError:
 
     ``stage`` is ``"header"`` when the file is not a readable DICOM/PNG/JPEG header at all (or is a folder
     that was not entered) and ``"pixels"`` when the header was read but the pixel data is missing or visibly
-    incomplete.
+    incomplete. ``"document"`` marks a plain document (``README.md``, ``labels.csv`` …: a document suffix and
+    content that is no image): not an error, just another file of the folder, listed apart (``is_document``).
     ``message`` is a sentence for a user, without the path (which is in ``path``).
     """
 
     path: Path
     stage: ErrorStage
     message: str
+
+    @property
+    def is_document(self) -> bool:
+        """True for a plain document (notes, labels, licences), which is listed apart, not as an error."""
+        return self.stage == "document"
 
     def to_dict(self) -> dict[str, str]:
         return {"path": str(self.path), "stage": self.stage, "message": self.message}
@@ -435,34 +420,9 @@ def _scan_file(
                 )
     except OSError as exc:
         return ScanError(path, "header", f"the file cannot be read: {_os_reason(exc)}")
-    return ScanError(path, "header", _not_supported_message(path, head))
-
-
-def _not_supported_message(path: Path, head: bytes) -> str:
-    for offset, magic, name in _ARCHIVES:
-        if head[offset : offset + len(magic)] == magic:
-            return f"compressed archive ({name}): unpack it first, then scan the unpacked folder."
-    for offset, magic, name in _OTHER_FORMATS:
-        if head[offset : offset + len(magic)] == magic:
-            return f"{name}: not a DICOM, PNG or JPEG file; convert it to PNG to open it."
-    hint = ""
-    if path.name.startswith("._"):
-        hint = " (a macOS resource-fork file)"
-    elif path.name in (".DS_Store", "Thumbs.db", "desktop.ini"):
-        hint = " (a hidden system file)"
-    elif _looks_like_text(head):
-        hint = " (it looks like text)"
-    return f"not a DICOM, PNG or JPEG file{hint}."
-
-
-def _looks_like_text(head: bytes) -> bool:
-    if b"\x00" in head:
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return exc.start >= len(head) - 3  # a multi-byte character cut at the end of the sample
-    return True
+    if is_document(path, head):
+        return ScanError(path, "document", describe_unknown(head, path.name))
+    return ScanError(path, "header", describe_unknown(head, path.name))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1096,7 +1056,7 @@ class PatientNode:
 
 @dataclass
 class StudyTree:
-    """Patient ▸ Study ▸ Series ▸ entries, plus DICOMDIR files and errors, all in scan order.
+    """Patient ▸ Study ▸ Series ▸ entries, plus DICOMDIR files, documents and errors, all in scan order.
 
     Mutable so that a browser can ``add`` items as the scan yields them.
     """
@@ -1104,10 +1064,11 @@ class StudyTree:
     patients: dict[str, PatientNode] = field(default_factory=dict)
     dicomdirs: list[ScanEntry] = field(default_factory=list)
     errors: list[ScanError] = field(default_factory=list)
+    documents: list[ScanError] = field(default_factory=list)
 
     def add(self, item: ScanEntry | ScanError) -> None:
         if isinstance(item, ScanError):
-            self.errors.append(item)
+            (self.documents if item.is_document else self.errors).append(item)
             return
         if item.is_dicomdir:
             self.dicomdirs.append(item)
@@ -1132,7 +1093,7 @@ class StudyTree:
 
     def counts(self) -> dict[str, int]:
         """Numbers for a summary line: patients, studies, series, images, non_images (results included), results
-        (SR/SEG/GSPS about an image), dicomdirs, errors."""
+        (SR/SEG/GSPS about an image), dicomdirs, documents, errors."""
         entries = list(self.entries())
         images = sum(1 for e in entries if e.kind == "image")
         return {
@@ -1143,6 +1104,7 @@ class StudyTree:
             "non_images": len(entries) - images,
             "results": sum(1 for e in entries if e.kind == "result"),
             "dicomdirs": len(self.dicomdirs),
+            "documents": len(self.documents),
             "errors": len(self.errors),
         }
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pneumoview.gui.findings_panel import COLUMNS
 from tests.gui_helpers import copy_study, open_and_wait, rsna_images
 
 pytest_plugins = ("tests.gui_fixtures",)
@@ -100,7 +101,7 @@ def test_accept_reject_move_draw_persist_across_reopen(qtbot, make_window, tmp_p
     assert ctl.selected == (1, None)
     ctl.actions["reject"].trigger()
     assert ctl.review.decision_for(1).decision == "rejected"
-    col = w.findings_panel.table.columnCount() - 1
+    col = COLUMNS.index("Review")
     texts = {
         row.index: w.findings_panel.table.item(r, col).text()
         for r, row in enumerate(w.findings_panel.rows)

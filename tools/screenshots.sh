@@ -5,12 +5,14 @@
 #   tools/screenshots.sh --test-models   # with the tiny test models of tests/model_fixtures.py (their boxes and
 #                                        # heat maps follow bright pixels: a demo of the interface, not of results)
 #
-# Needs Debian's xvfb (apt-get install -y xvfb). Uses a throw-away settings folder, never the user's settings.
+# Needs Debian's xvfb (apt-get install -y xvfb) and the system libraries the README names. Runs Qt's real xcb
+# platform (as on a desktop), never offscreen. Uses a throw-away settings folder, never the user's settings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 OUT=docs/screenshots
 mkdir -p "$OUT"
+export QT_QPA_PLATFORM=xcb  # the platform users get on Linux (not offscreen), under Xvfb
 export PNEUMOVIEW_CONFIG_DIR
 PNEUMOVIEW_CONFIG_DIR=$(mktemp -d)
 MODELS_TMP=""

@@ -29,10 +29,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         help="findings.csv of the same run: gives each image's size (boxes are scaled from the 1024-px label "
-        "frame) and the class probabilities for classifier metrics",
+        "frame) and the class probabilities for classifier metrics (default: the findings.csv beside "
+        "PREDICTIONS.csv, as pneumoview predict writes it)",
     )
     p.add_argument(
-        "--image-size", type=int, default=1024, help="image size when --findings is not given (default 1024)"
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the images' size in pixels (N x N) when there is no findings.csv, e.g. 1024 for the RSNA "
+        "challenge's own files; without it or a findings.csv the boxes' frame is unknown and nothing is scored",
     )
     p.add_argument(
         "--classes", type=Path, default=None, help="stage_2_detailed_class_info.csv → classifier metrics"
@@ -49,8 +55,17 @@ def read_submission(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         reader = csv.DictReader(f)
         if not {"patientId", "PredictionString"} <= set(reader.fieldnames or []):
             raise ValueError(f"{path}: expected the header patientId,PredictionString")
+        repeated = []
         for row in reader:
-            out[row["patientId"].strip()] = parse_prediction_string(row["PredictionString"])
+            pid = row["patientId"].strip()
+            if pid in out:
+                repeated.append(pid)
+            out[pid] = parse_prediction_string(row["PredictionString"])
+    if repeated:
+        raise ValueError(
+            f"{path}: {len(repeated)} patientId(s) appear more than once (e.g. {repeated[0]}), so some images "
+            "would not be scored; give every image its own id (pneumoview predict does)"
+        )
     return out
 
 
@@ -67,13 +82,28 @@ def run(args: argparse.Namespace) -> int:
     from pneumoview.metrics import classification_report, rsna_map
     from pneumoview.rsna_labels import RSNA_CLASSES, read_classes, read_labels, scale_boxes
 
+    findings_path = args.findings
+    beside = Path(args.predictions).with_name("findings.csv")
+    if findings_path is None and args.image_size is None and beside.is_file():
+        findings_path = beside
+        print(f"image sizes from {beside} (beside the predictions)")
     try:
         preds = read_submission(args.predictions)
         labels = read_labels(args.labels)
-        findings = read_findings(args.findings) if args.findings else {}
+        findings = read_findings(findings_path) if findings_path else {}
         classes = read_classes(args.classes) if args.classes else {}
     except (OSError, ValueError, KeyError) as exc:
         print(f"pneumoview evaluate: {exc}", file=sys.stderr)
+        return 2
+    frameless = [k for k in preds if k not in findings]
+    if frameless and args.image_size is None:
+        where = f"{findings_path} has no row for" if findings_path else "no findings.csv gives the size of"
+        print(
+            f"pneumoview evaluate: {where} {len(frameless)} predicted image(s) (e.g. {frameless[0]}), so the "
+            "frame of their boxes is unknown; give --findings FINDINGS.csv (predict writes it beside "
+            "submission.csv) or --image-size N (1024 for the RSNA challenge's files)",
+            file=sys.stderr,
+        )
         return 2
     unknown = [k for k in preds if k not in labels]
     if unknown:

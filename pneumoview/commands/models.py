@@ -87,7 +87,11 @@ def run(args: argparse.Namespace) -> int:
         )
     for e in ensembles:
         members = ", ".join(f"{mid}×{w:g}" for mid, w in zip(e["members"], e["weights"], strict=True))
-        print(f"{e['id']:26s} {e['task']:9s} {e['version']:8s} {e['status']:18s} ensemble of {members}")
+        # No file and no hash of its own: those columns stay empty, the members go in the file column.
+        print(
+            f"{e['id']:26s} {e['task']:9s} {e['version']:8s} {e['status']:18s} {'-':12s} {'':>9s}  "
+            f"ensemble of {members}"
+        )
     for m in models:
         if m["status"] != STATUS_OK:
             print(f"\n{m['id']}: {m['message']}")

@@ -17,6 +17,7 @@ from pneumoview.gui import viewmodel as vm
 from pneumoview.gui import workers
 from pneumoview.gui.dialogs import ask_overwrite
 from pneumoview.gui.threshold_panel import ThresholdPanel
+from pneumoview.output_folder import output_folder_problem, write_error_text
 from pneumoview.thresholds import Thresholds
 
 
@@ -138,6 +139,8 @@ class BatchDialog(QtWidgets.QDialog):
             problem = "Choose an output folder."
         elif out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
             problem = "Choose an output folder outside the input folder (inputs are never written to)."
+        elif output_folder_problem(out) is not None:  # e.g. read-only: say so now, not mid-run
+            problem = output_folder_problem(out)
         elif info is None:
             problem = "The models are still loading; try again in a moment."
         elif info.engine is None or not info.stages:
@@ -218,7 +221,8 @@ class BatchDialog(QtWidgets.QDialog):
         self.finishedRun.emit(summary)
 
     def _on_error(self, exc: BaseException) -> None:
-        self.status.setText(f"The batch stopped: {exc}")
+        text = write_error_text(exc) if isinstance(exc, OSError) else str(exc)
+        self.status.setText(f"The batch stopped: {text}")
         self.finishedRun.emit(None)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override

@@ -95,8 +95,13 @@ class ShortcutsDialog(QtWidgets.QDialog):
         for r, (key, what) in enumerate(rows):
             table.setItem(r, 0, QtWidgets.QTableWidgetItem(key))
             table.setItem(r, 1, QtWidgets.QTableWidgetItem(what))
-        table.resizeColumnsToContents()
-        table.horizontalHeader().setStretchLastSection(True)
+        # Keys sized to their text, actions wrapped into the rest: the table never scrolls sideways.
+        table.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        table.setWordWrap(True)
+        header = table.horizontalHeader()
+        header.setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        table.verticalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
         self.table = table
         layout = QtWidgets.QVBoxLayout(self)
         layout.addWidget(table)

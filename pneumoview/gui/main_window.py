@@ -10,11 +10,12 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6 import QtCore, QtWidgets
 from superqt.utils import qdebounced, qthrottled
 
-from pneumoview import RESEARCH_USE_NOTICE
+from pneumoview import RESEARCH_USE_NOTICE, ground_truth
 from pneumoview.gui import viewmodel as vm
 from pneumoview.gui import window_actions, workers
 from pneumoview.gui.canvas import ImageCanvas
@@ -23,6 +24,7 @@ from pneumoview.gui.export_actions import Exporter
 from pneumoview.gui.findings_panel import FindingsPanel
 from pneumoview.gui.icons import icon
 from pneumoview.gui.overlays import OverlayControls
+from pneumoview.gui.pacs_actions import PacsActions
 from pneumoview.gui.review_controller import ReviewController
 from pneumoview.gui.session import Session
 from pneumoview.gui.stored_results import StoredResultsLayer
@@ -31,6 +33,9 @@ from pneumoview.gui.threshold_panel import ThresholdPanel
 from pneumoview.gui.welcome import WelcomePage
 from pneumoview.prefetch import ImagePrefetcher, neighbours
 from pneumoview.settings import Settings, save_settings
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +66,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.folder: Path | None = None
         self.jobs: dict[str, workers.Job] = {}
         self.batch_dialog = None
+        self.error_dialog: QtWidgets.QMessageBox | None = None
+        self.labels = ground_truth.LabelSources()
+        self._settings_save_failed = False
         self.setWindowIcon(icon("app"))
         self.setAcceptDrops(True)
         self._build_widgets()
         self.exporter = Exporter(self)
+        self.pacs = PacsActions(self)  # File ▸ Open from PACS…, Send results to PACS…, PACS peers…
         self.dicom_exporter = DicomExporter(self)
         self.review = ReviewController(self)
         self.stored = StoredResultsLayer(self)
@@ -119,6 +128,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.findings_panel.boxSelected.connect(self._on_box_selected)
         self._apply_thresholds = qthrottled(self.set_thresholds, timeout=30, leading=True, parent=self)
         self._restatus_later = qdebounced(self._restatus_cached, timeout=300, parent=self)
+        self._save_settings_later = qdebounced(self.save_settings_now, timeout=250, parent=self)
         self.threshold_panel.thresholdsChanged.connect(self._apply_thresholds)
         self.layer_controls.visibilityChanged.connect(self._on_layer_visibility)
         self.layer_controls.opacityChanged.connect(self._on_layer_opacity)
@@ -131,6 +141,8 @@ class MainWindow(QtWidgets.QMainWindow):
             ov.set_opacity(layer, op)
         self.layer_controls.set_state(self.settings.overlay_visible, self.settings.overlay_opacity)
         a["saliency"].setChecked(self.settings.overlay_visible.get("saliency", False))
+        a["info_overlay"].setChecked(self.settings.info_overlay)
+        self.canvas.set_info_overlay(self.settings.info_overlay)
 
     def _dock(self, title: str, widget: QtWidgets.QWidget, area) -> QtWidgets.QDockWidget:
         dock = QtWidgets.QDockWidget(title, self)
@@ -149,6 +161,8 @@ class MainWindow(QtWidgets.QMainWindow):
             "open_folder": self.open_folder_dialog,
             "open_file": self.open_file_dialog,
             "open_sample": self.open_sample,
+            "load_labels": self.load_labels_dialog,
+            "info_overlay": self._on_info_overlay,
             "export_current": lambda: self.export_current(),
             "export_study": lambda: self.export_study(),
             "export_dicom": lambda: self.dicom_exporter.ask(),
@@ -233,6 +247,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stack.setCurrentWidget(self.canvas)
         self.settings.add_recent_folder(p)
         self._fill_recent_menu()
+        self.labels.folder = ground_truth.find_labels(p if p.is_dir() else p.parent)
         self._n_scanned = 0
         self.jobs["scan"] = workers.start(
             "scan", workers.scan_job, p, on_yield=self._on_scan_items,
@@ -370,6 +385,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session.set_image(image)
         self.canvas.set_image(image)
         self.threshold_panel.set_image_geometry(image.shape, image.spacing_mm)
+        self.canvas.overlays.set_truth(self.truth_boxes())
         self._set_title(image.source.name)
         pending = bool(self.engine_stages()) and self.auto_analyse
         notes = list(image.notes)
@@ -390,7 +406,11 @@ class MainWindow(QtWidgets.QMainWindow):
         ov.set_prob_map(s.result.prob_map)
         ov.set_findings(s.findings, s.thresholds.seg_threshold)
         ov.set_saliency(s.saliency)
-        self.findings_panel.set_result(s.result, s.findings, running, s.image.notes if s.image else ())
+        notes = s.image.notes if s.image else ()
+        truth, source = self.truth_boxes(), self.labels.source_name()
+        self.findings_panel.set_result(
+            s.result, s.findings, running, notes, self.canvas.orientation, truth, source
+        )
         self.review.on_findings(s.findings)
         if running:
             self.browser.set_status(s.path, vm.RUNNING, "analysing")
@@ -405,8 +425,10 @@ class MainWindow(QtWidgets.QMainWindow):
     # -- thresholds and layers ----------------------------------------------------------------------------------
 
     def set_thresholds(self, thresholds) -> None:
-        """Re-run post-processing only (never the models) and update the overlays, table and status."""
+        """Re-run post-processing only (never the models) and update the overlays, table and status. The change
+        is saved to the settings file at once (debounced), not only at exit."""
         self.settings.set_thresholds(thresholds)
+        self._save_settings_later()
         self.session.set_thresholds(thresholds)
         if self.session.result is not None:
             self._show_result(running=self.jobs.get("analyse") is not None and not self.jobs["analyse"].done)
@@ -454,6 +476,38 @@ class MainWindow(QtWidgets.QMainWindow):
         box = vm.boxset_of(self.session.findings, set_name).boxes[index]
         self.canvas.overlays.highlight(box)
         self.canvas.centre_on(box)
+
+    def _on_info_overlay(self, on: bool) -> None:
+        self.settings.info_overlay = bool(on)
+        self.canvas.set_info_overlay(on)
+
+    # -- ground truth -------------------------------------------------------------------------------------------
+
+    def truth_boxes(self) -> np.ndarray | None:
+        """The radiologists' boxes for the current image in its pixels, or None (no labels cover it)."""
+        return self.labels.boxes_for(self.session.image)
+
+    def load_labels(self, path: str | Path) -> bool:
+        """Use an RSNA labels CSV (``stage_2_train_labels.csv`` layout) as the ground-truth layer."""
+        try:
+            self.labels.chosen = ground_truth.load_labels(path)
+        except ValueError as exc:
+            self.report_error("Cannot use these labels", f"{exc}\n\nChoose an RSNA labels CSV "
+                              "(columns patientId,x,y,width,height,Target).")  # fmt: skip
+            return False
+        self.labels.folder = None
+        n = len(self.labels.chosen.boxes)
+        self.statusBar().showMessage(f"Ground truth: {n} patients from {Path(path).name}", 8000)
+        self.canvas.overlays.set_truth(self.truth_boxes())
+        self._show_result(running=False)
+        return True
+
+    def load_labels_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Ground-truth labels (RSNA CSV)", "", "CSV files (*.csv);;All files (*)"
+        )
+        if path:
+            self.load_labels(path)
 
     # -- many images ----------------------------------------------------------------------------------------------
 
@@ -536,6 +590,31 @@ class MainWindow(QtWidgets.QMainWindow):
         job = self.jobs.pop(name, None)
         if job is not None and not job.done:
             job.cancel()
+
+    def report_error(self, title: str, text: str) -> QtWidgets.QMessageBox:
+        """Say what failed and why in a (non-blocking) dialog; the last one is ``error_dialog``."""
+        log.warning("%s: %s", title, text)
+        box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Warning, title, text, parent=self)
+        box.setWindowModality(QtCore.Qt.WindowModality.WindowModal)
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose, False)
+        box.open()
+        self.error_dialog = box
+        return box
+
+    def save_settings_now(self) -> bool:
+        """Write the settings file; the first failure is reported in a dialog, later ones in the status bar."""
+        path = save_settings(self.settings)
+        if path is not None:
+            return True
+        from pneumoview.settings import settings_path
+
+        text = f"Cannot save the settings to {settings_path()}; your changes last until you quit."
+        if self._settings_save_failed:
+            self.statusBar().showMessage(text, 10000)
+        else:
+            self.report_error("Settings not saved", f"{text}\n\nCheck that the folder can be written.")
+        self._settings_save_failed = True
+        return False
 
     def _error(self, message: str) -> None:
         log.warning(message)

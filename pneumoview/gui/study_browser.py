@@ -1,10 +1,10 @@
 """The study browser: Patient ▸ Study ▸ Series ▸ Image tree, filled as the folder scan yields, with a status per
 image (icon, colour and text; the reason in a tooltip), a filter box, and "Analyse study" / "Analyse all".
 
-Files the scan could not read are listed under "Unreadable files", and non-image DICOM objects (reports,
-presentation states, RT plans …) under their series, so nothing is left out silently. DICOM results (SR, SEG,
-GSPS) that refer to an image of the folder are listed under that image (under their own series until the image
-has been scanned).
+Files the scan could not read are listed under "Unreadable files", documents (notes, labels) and DICOMDIR files under
+"Other files", and non-image DICOM objects (reports, presentation states, RT plans …) under their series, so nothing
+is left out silently. DICOM results (SR, SEG, GSPS) that refer to an image of the folder are listed under that image
+(under their own series until the image has been scanned).
 """
 
 from __future__ import annotations
@@ -34,13 +34,28 @@ _STATUS_COLOURS = {
 
 
 class _Filter(QtCore.QSortFilterProxyModel):
-    """Case-insensitive match on name or status at any level; the parents of a match stay visible."""
+    """Text that is a status ("finding", "no finding", "error" …) keeps exactly the rows with that status, so
+    "finding" does not also match "no finding"; any other text is a case-insensitive match on the name. The
+    parents of a match stay visible."""
 
     def __init__(self) -> None:
         super().__init__()
         self.setRecursiveFilteringEnabled(True)
         self.setFilterCaseSensitivity(QtCore.Qt.CaseSensitivity.CaseInsensitive)
-        self.setFilterKeyColumn(-1)
+        self.setFilterKeyColumn(0)
+        self.status: str | None = None
+
+    def set_text(self, text: str) -> None:
+        key = " ".join(text.split()).lower()
+        self.status = key if key in vm.STATUS_LABELS else None
+        self.setFilterFixedString("" if self.status else text)
+        self.invalidate()  # the status may change while the fixed string stays ""
+
+    def filterAcceptsRow(self, row: int, parent: QtCore.QModelIndex) -> bool:  # noqa: N802 - Qt override
+        if self.status is None:
+            return super().filterAcceptsRow(row, parent)
+        item = self.sourceModel().index(row, 1, parent)
+        return item.data(KIND_ROLE) == self.status
 
 
 class StudyBrowser(QtWidgets.QWidget):
@@ -114,7 +129,9 @@ class StudyBrowser(QtWidgets.QWidget):
         from pneumoview.study_index import ScanError
 
         for item in items:
-            if isinstance(item, ScanError):
+            if isinstance(item, ScanError) and item.is_document:
+                self._add_document(item)
+            elif isinstance(item, ScanError):
                 self._add_error(item)
             elif item.patient_key:
                 self._add_entry(item)
@@ -201,10 +218,23 @@ class StudyBrowser(QtWidgets.QWidget):
         self.n_errors += 1
         self._errors_node.setText(f"Unreadable files ({self.n_errors})")
 
-    def _add_other(self, e: ScanEntry) -> None:
+    def _other_files_node(self) -> QtGui.QStandardItem:
         if self._other_node is None:
             self._other_node = QtGui.QStandardItem("Other files")
             self.model.appendRow([self._other_node, QtGui.QStandardItem("")])
+        return self._other_node
+
+    def _add_document(self, doc: ScanError) -> None:
+        """A document beside the images (notes, labels): another file, in grey, not an error."""
+        name = QtGui.QStandardItem(doc.path.name)
+        name.setData(str(doc.path), PATH_ROLE)
+        name.setData("document", KIND_ROLE)
+        status = QtGui.QStandardItem("")
+        self._other_files_node().appendRow([name, status])
+        self._paint_status(name, status, vm.NON_IMAGE, doc.message, "document")
+
+    def _add_other(self, e: ScanEntry) -> None:
+        self._other_files_node()
         name = QtGui.QStandardItem(e.path.name)
         name.setData(str(e.path), PATH_ROLE)
         name.setData(e.kind, KIND_ROLE)
@@ -322,5 +352,5 @@ class StudyBrowser(QtWidgets.QWidget):
             self.imageSelected.emit(Path(item.data(PATH_ROLE)))
 
     def _on_filter(self, text: str) -> None:
-        self.proxy.setFilterFixedString(text)
+        self.proxy.set_text(text)
         self.tree.expandAll()

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pneumoview.anatomy import Orientation, describe_boxes
+from pneumoview.ground_truth import match_hits
 from pneumoview.types import AnalysisResult, Window, XrayImage
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ __all__ = [
     "data_range",
     "distance",
     "eta_text",
+    "headline_text",
     "image_status",
     "mask_outline",
     "pixel_readout",
@@ -166,13 +169,40 @@ def reason_or(notes: tuple[str, ...], default: str) -> str:
     return "; ".join(notes) or default
 
 
+def top_class(result: AnalysisResult | None) -> tuple[str, float] | None:
+    """``(class name, probability)`` of the classifier's most probable class, or None when no classifier ran."""
+    if result is None or result.class_probs is None or not len(result.class_names):
+        return None
+    k = int(np.argmax(result.class_probs))
+    return str(result.class_names[k]), float(result.class_probs[k])
+
+
+def headline_text(findings: Findings | None, result: AnalysisResult | None, running: bool = False) -> str:
+    """The findings panel's headline: whether a box is reported (and why not), then the classifier's top class,
+    so "no box" never reads as "normal" when the classifier's top class says otherwise."""
+    status, text = image_status(findings, result)
+    head = {FINDING: "Finding", NO_FINDING: "No box reported"}.get(status, "Not analysed")
+    if status == NO_FINDING and text.startswith("no box"):
+        text = text.removeprefix("no box").lstrip(", ")
+    line = f"{head}: {text}" if text else head
+    top = top_class(result)
+    if top is not None:
+        line += f" — classifier's top class: {top[0]} ({top[1] * 100:.0f} %)"
+    if running:
+        line += " (so far; analysing…)"
+    return line
+
+
 BOX_SETS = ("final", "detector", "segmentation")
 
 
 @dataclass(frozen=True)
 class BoxRow:
     """One row of the findings table. ``set`` is ``"final"``, ``"detector"`` or ``"segmentation"``; ``index`` the
-    box's index in that set; ``source`` who found it; box in original pixels; areas in px² and mm² (None)."""
+    box's index in that set; ``source`` who found it; box in original pixels; areas in px² and mm² (None);
+    ``side``/``zone`` in the patient's terms (:mod:`pneumoview.anatomy`); ``area_cm2`` (None without spacing);
+    ``truth`` ``"hit"``/``"miss"`` against the radiologists' boxes (``""`` without labels); ``source_scores`` for a
+    final box, each model's own confidence for it (``(("detector", 0.70), ("segmentation", None))``)."""
 
     set: str
     index: int
@@ -184,6 +214,11 @@ class BoxRow:
     h: float
     area_px: float
     area_mm2: float | None
+    side: str = ""
+    zone: str = ""
+    area_cm2: float | None = None
+    truth: str = ""
+    source_scores: tuple[tuple[str, float | None], ...] = ()
 
 
 def boxset_of(findings: Findings, set_name: str) -> BoxSet | None:
@@ -197,10 +232,43 @@ def boxset_of(findings: Findings, set_name: str) -> BoxSet | None:
     raise ValueError(f"unknown box set {set_name!r}; valid: {', '.join(BOX_SETS)}")
 
 
-def box_rows(findings: Findings | None, sets: tuple[str, ...] = BOX_SETS) -> list[BoxRow]:
-    """Table rows: the final boxes first, then each source's own boxes, each set by descending confidence."""
+def source_scores(findings: Findings) -> list[tuple[tuple[str, float | None], ...]]:
+    """Each model's own confidence for every final box, in ``findings.fused`` order: for every source that found
+    the box (its ``sources`` label), the score of that source's box overlapping it most; None for a source that
+    did not find it."""
+    from pneumoview.metrics import iou_xywh
+
+    fused = findings.fused
+    per_source: list[tuple[str, list[float | None]]] = []
+    for name in ("detector", "segmentation"):
+        bs = boxset_of(findings, name)
+        if bs is None:
+            continue
+        scores: list[float | None] = [None] * len(fused)
+        if len(bs) and len(fused):
+            iou = iou_xywh(fused.boxes, bs.boxes)  # one (final × source) matrix, not one per row
+            best = np.argmax(iou, axis=1)
+            for i, src in enumerate(fused.sources):
+                if src in ("fused", name) and iou[i, best[i]] > 0:
+                    scores[i] = float(bs.scores[best[i]])
+        per_source.append((name, scores))
+    return [tuple((name, scores[i]) for name, scores in per_source) for i in range(len(fused))]
+
+
+def box_rows(
+    findings: Findings | None,
+    sets: tuple[str, ...] = BOX_SETS,
+    orientation: Orientation | None = None,
+    truth: np.ndarray | None = None,
+) -> list[BoxRow]:
+    """Table rows: the final boxes first, then each source's own boxes, each set by descending confidence.
+
+    ``orientation`` (default: the assumed standard display) gives each box its side and zone; ``truth``, the
+    radiologists' ``(N, 4)`` boxes in the image's pixels, marks each box hit or miss
+    (:data:`pneumoview.ground_truth.HIT_RULE`, within its own set)."""
     if findings is None:
         return []
+    orientation = orientation or Orientation()
     rows: list[BoxRow] = []
     for name in sets:
         bs = boxset_of(findings, name)
@@ -208,12 +276,18 @@ def box_rows(findings: Findings | None, sets: tuple[str, ...] = BOX_SETS) -> lis
             continue
         areas = bs.areas_px()
         mm2 = bs.areas_mm2(findings.spacing_mm)
+        hits = match_hits(bs.boxes, bs.scores, truth)[0] if truth is not None else None
+        places = describe_boxes(bs.boxes, findings.image_shape, orientation, findings.spacing_mm)
+        own = source_scores(findings) if name == "final" else None
         for i in np.argsort(-bs.scores, kind="stable"):
             x, y, w, h = (float(v) for v in bs.boxes[i])
+            place = places[i]
             rows.append(
                 BoxRow(
                     name, int(i), bs.sources[i], float(bs.scores[i]), x, y, w, h, float(areas[i]),
-                    None if mm2 is None else float(mm2[i]),
+                    None if mm2 is None else float(mm2[i]), place.side, place.zone, place.area_cm2,
+                    "" if hits is None else ("hit" if hits[i] else "miss"),
+                    own[i] if own is not None else (),
                 )
             )  # fmt: skip
     return rows

@@ -280,8 +280,15 @@ def export_study_job(
         findings = postprocess(result, thresholds, spacing_mm=image.spacing_mm)
         rows.extend(findings_rows(image, result, findings, include_identifiers, review=_review(image)))
         submission.append((vm.submission_id(image, include_identifiers), findings.prediction_string()))
-    written = (write_findings_csv(rows, findings_csv), write_submission_csv(submission, submission_csv))
-    return ExportOutcome(written, tuple(failed))
+    from pneumoview.file_bundle import write_together
+
+    def write(stage: Path) -> None:
+        write_findings_csv(rows, stage / findings_csv.name)
+        write_submission_csv(submission, stage / submission_csv.name)
+
+    # Both CSVs or neither (the two targets share a folder).
+    written = write_together(findings_csv.parent, [findings_csv.name, submission_csv.name], write)
+    return ExportOutcome(tuple(written), tuple(failed))
 
 
 def batch_job(
@@ -306,7 +313,8 @@ def batch_job(
     extra = {"dicom": dicom} if dicom is not None else {}  # DicomOptions: predict --dicom's outputs
     gen = iter_batch(
         inputs, out_dir, engine, thresholds, force=force, write_png=write_png,
-        include_identifiers=include_identifiers, **extra,
+        include_identifiers=include_identifiers, run_info={"thresholds_source": "the batch dialog's Thresholds panel"},
+        **extra,
     )  # fmt: skip
     try:
         for progress in gen:
