@@ -86,11 +86,14 @@ def main() -> int:
     )
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.tiny_models and args.models_dir is None:
+    if args.tiny_models and args.models_dir is None and args.rss_child is None:
         from tests.model_fixtures import equivariant_models_dir
 
         args.models_dir = equivariant_models_dir(Path(tempfile.mkdtemp(prefix="bench_predict_models_")))
     if args.rss_child is not None:
+        if args.tiny_models:
+            import tests.model_fixtures  # noqa: F401 - registers the tiny models' builders
+
         rss_child(args.rss_child, args.models_dir)
         return 0
 
@@ -128,6 +131,8 @@ def main() -> int:
         cmd = [sys.executable, __file__, "--rss-child", str(n)]
         if args.models_dir is not None:
             cmd += ["--models-dir", str(args.models_dir)]
+        if args.tiny_models:
+            cmd.append("--tiny-models")
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         peaks[n] = float(done.stdout.strip().splitlines()[-1])
     print()
