@@ -4,7 +4,7 @@
 :class:`ScanEntry` or :class:`ScanError` per file as it goes, so a browser can show the first rows at once,
 even for a folder of 10,000 files. It never decodes pixels and never writes to the folder:
 
-* Files are recognised by their first bytes with ``pneumoview.imaging.sniff_kind``, as the loader does.
+* Files are recognised by their first bytes with ``pneumoview.imaging.sniff_bytes``, as the loader does.
 * DICOM files (with or without the ``.dcm`` suffix, with or without the 128-byte preamble) are read with
   ``pydicom.filereader.read_partial`` on a handful of tags, stopping at the Pixel Data element. The stop
   callback also tells whether the file has Pixel Data and how long it is: that is how truncated images and
@@ -33,6 +33,7 @@ Nothing here is meant for export: use ``ScanEntry.image_id`` there.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -49,9 +50,10 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from pneumoview.identity import image_id_for, is_rsna_style_name
-from pneumoview.imaging import DEFAULT_MAX_PIXELS, sniff_kind
+from pneumoview.imaging import DEFAULT_MAX_PIXELS
 from pneumoview.imaging.dicom_reader import deflated_limit
-from pneumoview.imaging.sniff import deflated_size_exceeds, describe_unknown, is_document
+from pneumoview.imaging.sniff import deflated_size_exceeds, describe_unknown, is_document, sniff_bytes
+from pneumoview.quick_header import read_quick_header
 from pneumoview.result_refs import REFERENCE_KEYWORDS, referenced_images
 
 __all__ = [
@@ -109,6 +111,13 @@ _HEADER_KEYWORDS = (
     *REFERENCE_KEYWORDS,  # which image an SR / SEG / GSPS is about
 )
 _HEADER_TAGS: list[BaseTag | int] = [Tag(k) for k in _HEADER_KEYWORDS]
+# The quick reader takes the plain-valued tags; a DICOMDIR or a result's references need pydicom's reader.
+_QUICK_WANTED = {
+    int(Tag(k)): k
+    for k in (*_HEADER_KEYWORDS, "SpecificCharacterSet")
+    if k not in REFERENCE_KEYWORDS and k != "OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity"
+}
+_QUICK_GIVE_UP = frozenset(int(Tag(k)) for k in REFERENCE_KEYWORDS)
 _META_TAGS = [Tag(k) for k in ("TransferSyntaxUID", "MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID")]
 
 # Directory-record keywords that override what the file's own header says (the DICOMDIR's grouping wins).
@@ -297,6 +306,7 @@ def _walk(folder: Path, state: _ScanState) -> Iterator[ScanEntry | ScanError]:
         return
 
     files: list[Path] = []
+    reals: dict[Path, str] = {}  # a plain file's real path is its real folder's joined with its name
     folders: list[os.DirEntry[str]] = []
     for child in children:
         try:
@@ -307,9 +317,12 @@ def _walk(folder: Path, state: _ScanState) -> Iterator[ScanEntry | ScanError]:
             folders.append(child)
         else:
             files.append(Path(child.path))
+            with contextlib.suppress(OSError):
+                if not child.is_symlink():
+                    reals[files[-1]] = os.path.join(real, child.name)
     # DICOMDIRs first, so that the files they list are reported with the DICOMDIR's grouping.
     files.sort(key=lambda p: not p.name.upper().startswith("DICOMDIR"))
-    yield from _scan_files(files, state)
+    yield from _scan_files(files, state, reals)
 
     for child in folders:
         name = child.name
@@ -323,9 +336,11 @@ def _walk(folder: Path, state: _ScanState) -> Iterator[ScanEntry | ScanError]:
         yield from _walk(Path(child.path), state)
 
 
-def _scan_files(paths: Iterable[Path], state: _ScanState) -> Iterator[ScanEntry | ScanError]:
+def _scan_files(
+    paths: Iterable[Path], state: _ScanState, reals: dict[Path, str] | None = None
+) -> Iterator[ScanEntry | ScanError]:
     for path in paths:
-        real = os.path.realpath(path)
+        real = (reals or {}).get(path) or os.path.realpath(path)
         if real in state.seen_files:
             continue
         state.seen_files.add(real)
@@ -394,14 +409,14 @@ def _scan_file(
     try:
         with open(path, "rb") as fh:
             head = fh.read(_HEAD_BYTES)
-            kind = sniff_kind(path)  # the loader's own test, so that scan and load agree on what a file is
+            kind = sniff_bytes(head, st.st_size)  # the loader's own test, so that scan and load agree
             fh.seek(0)
             if kind in ("png", "jpeg"):
                 return _raster_entry(path, fh, kind, st.st_size)
             if kind == "dicom":
                 forced = head[128:132] != b"DICM"  # no preamble: ACR-NEMA style or a bare data set
                 return _dicom_result(
-                    path, fh, forced=forced, file_size=st.st_size, records=records, dicomdir=dicomdir
+                    path, fh, head, forced=forced, file_size=st.st_size, records=records, dicomdir=dicomdir
                 )
     except OSError as exc:
         return ScanError(path, "header", f"the file cannot be read: {_os_reason(exc)}")
@@ -483,15 +498,32 @@ def _read_dicom_header(fh: BinaryIO, *, forced: bool, file_size: int) -> _Header
     return _Header(values, found.get("tag"), found.get("length"), present, tuple(notes))
 
 
+def _quick_header(fh: BinaryIO, head: bytes, file_size: int) -> _Header | None:
+    """The header of a plain file read in one pass without pydicom, or None when pydicom must read it."""
+    quick = read_quick_header(fh, head, _QUICK_WANTED, stop_tags=_PIXEL_TAGS, give_up_tags=_QUICK_GIVE_UP)
+    if quick is None:
+        return None
+    present = None
+    if quick.pixel_position is not None and quick.pixel_length != 0xFFFFFFFF:
+        present = max(0, file_size - quick.pixel_position)
+    return _Header(quick.values, quick.pixel_tag, quick.pixel_length, present, ())
+
+
 def _dicom_result(
     path: Path,
     fh: BinaryIO,
+    head: bytes,
     *,
     forced: bool,
     file_size: int,
     records: dict[str, Any] | None,
     dicomdir: Path | None,
 ) -> ScanEntry | ScanError | _DicomDir:
+    header = None if forced else _quick_header(fh, head, file_size)
+    if header is not None:
+        fields = {**header.values, **(records or {})}
+        return _dicom_entry(path, header, file_size=file_size, fields=fields, dicomdir=dicomdir)
+    fh.seek(0)
     if deflated_size_exceeds(fh, deflated_limit(DEFAULT_MAX_PIXELS)):
         return ScanError(
             path,
@@ -674,6 +706,7 @@ def _sop_class(header: _Header) -> str:
     return header.text("SOPClassUID") or header.text("MediaStorageSOPClassUID")
 
 
+@functools.lru_cache(maxsize=1024)
 def _uid_name(uid: str | None) -> str:
     if not uid:
         return ""
@@ -684,6 +717,7 @@ def _uid_name(uid: str | None) -> str:
     return name if name != uid else ""
 
 
+@functools.lru_cache(maxsize=1024)
 def _non_image_kind(class_name: str) -> str | None:
     for pattern, kind in _NON_IMAGE_CLASSES:
         if class_name and pattern.search(class_name):

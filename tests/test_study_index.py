@@ -320,13 +320,14 @@ def test_scan_is_lazy(tmp_path, monkeypatch):
     for i in range(2000):
         (tmp_path / f"img{i:04d}.dcm").write_bytes(source)
     reads = []
-    real = study_index.read_partial
+    real = open
 
     def counting(*args, **kwargs):
         reads.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(study_index, "read_partial", counting)
+    # Every file is opened once (sniffed and read on the same handle), and only when the scan reaches it.
+    monkeypatch.setattr(study_index, "open", counting, raising=False)
     items = scan(tmp_path)
     first = next(items)
     assert isinstance(first, ScanEntry) and first.path.name == "img0000.dcm"

@@ -31,6 +31,7 @@ from pneumoview.gui.stored_results import StoredResultsLayer
 from pneumoview.gui.study_browser import StudyBrowser
 from pneumoview.gui.threshold_panel import ThresholdPanel
 from pneumoview.gui.welcome import WelcomePage
+from pneumoview.prefetch import ImagePrefetcher, neighbours
 from pneumoview.settings import Settings, save_settings
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.models_dir = models_dir or settings.models_dir or None
         self.auto_analyse = settings.auto_analyse
         self.session = Session(settings.get_thresholds())
+        self.prefetcher = ImagePrefetcher()  # PgDown/PgUp neighbours decoded ahead
         self.engine_info: workers.EngineInfo | None = None
         self.folder: Path | None = None
         self.jobs: dict[str, workers.Job] = {}
@@ -331,10 +333,14 @@ class MainWindow(QtWidgets.QMainWindow):
             self._after_complete_result()
             return
         stages = self.engine_stages() if self.auto_analyse else ()
-        self.findings_panel.clear("Loading…")
+        image = self.prefetcher.get(path)
+        if image is None:
+            self.findings_panel.clear("Loading…")
+        else:
+            self._show_image(image)
         if stages:
             self.browser.set_status(path, vm.RUNNING, "analysing")
-        self._start_analysis(gen, path, stages, image=None)
+        self._start_analysis(gen, path, stages, image=image)
 
     def analyse_current(self) -> None:
         """(Re-)analyse the current image with every stage that can run."""
@@ -394,6 +400,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.findings_panel.set_result(None, None, running=pending, extra_notes=notes)
         self.review.on_image(image)
         self.stored.show_for(image, self._stored_paths(image))
+        if self.session.path is not None:
+            self.prefetcher.put(self.session.path, image)
+            self.prefetcher.prefetch(neighbours(self.browser.visible_image_paths(), self.session.path))
         self.imageShown.emit(self.session.path)
 
     def _show_result(self, running: bool) -> None:
@@ -635,6 +644,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings.window_state = bytes(self.saveState().toBase64()).decode("ascii")
         save_settings(self.settings)
         self.review.flush()
+        self.prefetcher.close()
         if self.batch_dialog is not None:
             self.batch_dialog.close()
         for name in list(self.jobs):
