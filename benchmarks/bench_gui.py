@@ -10,6 +10,8 @@ Measures:
   overlay (heat map, mask, boxes, table), median over ``--images`` real 1024² RSNA radiographs; with the tiny test
   models (pure overhead of loading, preprocessing, workers and drawing) and, when installed, the real models of the
   default models folders;
+* PgDown: selection of the next image → image on the canvas, with the image decoded ahead by the prefetcher and
+  without (cache cleared), alternating step by step (1024² RSNA PNGs, test models);
 * threshold change: ``postprocess`` + overlay/table update, median and max over 50 changes (1024² image);
 * event-loop worst delay: a 10 ms timer on the GUI thread while a batch runs in the background (and idle, for
   comparison).
@@ -120,6 +122,38 @@ def analysis_times(app, window, folder: Path, n: int) -> tuple[list[float], list
     return first, full
 
 
+def pgdown_times(app, window, folder: Path, steps: int) -> tuple[list[float], list[float]]:
+    """PgDown → next image on the canvas, (decoded ahead, not decoded ahead), alternating step by step so that a
+    loaded machine slows both alike; each step waits for the analysis of the image before the next one."""
+    marks: dict[str, float] = {}
+    window.imageShown.connect(lambda _p: marks.setdefault("shown", time.perf_counter()))
+    window.analysisFinished.connect(lambda _p: marks.setdefault("full", time.perf_counter()))
+    done = {"n": 0}
+    window.scanFinished.connect(lambda _n: done.__setitem__("n", 1))
+    window.open_path(folder)
+    _pump(app, lambda: done["n"] and "full" in marks)
+    ahead: list[float] = []
+    cold: list[float] = []
+    for i in range(steps):
+        paths = window.browser.visible_image_paths()
+        current = window.session.path
+        if current not in paths or paths.index(current) + 1 >= len(paths):
+            break
+        following = paths[paths.index(current) + 1]
+        window.prefetcher.wait(60)
+        if i % 2 == 0:
+            _pump(app, lambda f=following: f in window.prefetcher)
+        else:
+            window.prefetcher.clear()
+        marks.clear()
+        t0 = time.perf_counter()
+        window.browser.select_next(1)
+        _pump(app, lambda: "shown" in marks)
+        (ahead if i % 2 == 0 else cold).append(marks["shown"] - t0)
+        _pump(app, lambda: "full" in marks)
+    return ahead, cold
+
+
 def threshold_latency(app, window, changes: int = 50) -> list[float]:
     out = []
     t = window.session.thresholds
@@ -206,6 +240,12 @@ def main() -> None:
         window = None
         for title, models_dir in sets:
             window = make_window(app, models_dir)
+            if title == "test models":
+                ahead, cold = pgdown_times(app, window, study, args.images)
+                rows.append(("PgDown → next image shown, decoded ahead (prefetch)", fmt_ms(ahead)))
+                rows.append(("PgDown → next image shown, not decoded ahead", fmt_ms(cold)))
+                window.close()
+                window = make_window(app, models_dir)
             first, full = analysis_times(app, window, study, args.images)
             rows.append((f"{title}: select → first stage on screen", fmt_ms(first)))
             rows.append((f"{title}: select → complete overlay", fmt_ms(full)))

@@ -1,6 +1,6 @@
 """Folder-scan speed: ``pneumoview.study_index.scan`` versus reading every file in full.
 
-Run: ``.venv/bin/python benchmarks/bench_scan.py [--files 2000] [--radiographs 200] [--keep DIR]``
+Run: ``.venv/bin/python benchmarks/bench_scan.py [--files 2000] [--radiographs 200] [--repeats 7] [--keep DIR]``
 
 Builds a folder of ``--files`` files in a temporary directory: plain copies (no links) of real DICOMs from
 ``../shared/data/dicom/chest`` and ``../shared/data/dicom/robustness`` — JPEG-baseline, JPEG 2000,
@@ -15,8 +15,9 @@ without ``.dcm``. Then, in the same run and on the same (page-cached) files, it 
 A second folder holds ``--radiographs`` full-size chest radiographs only (JPEG baseline and raw 1024², raw
 440², JPEG 2000 and JPEG-LS 1955x1841), as a real chest X-ray folder would.
 
-Reported: wall time (best of up to 3 runs), files/s, time to the first result, and peak Python memory
-(tracemalloc, measured in a separate pass so it does not slow the timed one).
+Reported: wall time (median of ``--repeats`` runs of scan() and dcmread, interleaved so that a loaded machine
+slows both alike; one run of the naive read), files/s, time to the first result, peak Python memory
+(tracemalloc, measured in a separate pass so it does not slow the timed one), and the speed ratios.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import argparse  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
+import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
@@ -122,40 +124,57 @@ def run_naive(folder: Path, files: list[Path]) -> Iterator[bool]:
             yield False
 
 
-def measure(fn: Callable[[Path, list[Path]], Iterator[bool]], folder: Path, files: list[Path]) -> dict:
-    """Best of up to 3 timed runs (fewer when a run takes over 10 s), then one tracemalloc run for the peak."""
-    best: dict = {}
+def timed(fn: Callable[[Path, list[Path]], Iterator[bool]], folder: Path, files: list[Path]) -> dict:
+    """One timed run: files, successes, wall time and time to the first result."""
+    start = time.perf_counter()
+    results = fn(folder, files)
+    first_ok = next(results)
+    first = time.perf_counter() - start
+    oks = [first_ok, *results]
+    return {"n": len(oks), "ok": sum(oks), "wall": time.perf_counter() - start, "first": first}
+
+
+def peak(fn: Callable[[Path, list[Path]], Iterator[bool]], folder: Path, files: list[Path]) -> int:
+    """Peak Python memory of one run (tracemalloc, in a separate untimed pass)."""
+    tracemalloc.start()
+    for _ in fn(folder, files):
+        pass
+    _, top = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return top
+
+
+def measure_interleaved(
+    fns: list[Callable[[Path, list[Path]], Iterator[bool]]], folder: Path, files: list[Path], repeats: int
+) -> list[dict]:
+    """Median of ``repeats`` runs of each function, interleaved (A B, B A, …) so that a loaded machine slows them
+    alike; the first-result time is the median too."""
+    runs: list[list[dict]] = [[] for _ in fns]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        spent = 0.0
-        for _ in range(3):
-            start = time.perf_counter()
-            results = fn(folder, files)
-            first_ok = next(results)
-            first = time.perf_counter() - start
-            oks = [first_ok, *results]
-            wall = time.perf_counter() - start
-            spent += wall
-            if not best or wall < best["wall"]:
-                best = {"n": len(oks), "ok": sum(oks), "wall": wall, "first": first}
-            if spent > 10:
-                break
-
-        tracemalloc.start()
-        for _ in fn(folder, files):
-            pass
-        _, best["peak"] = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    return best
+        for r in range(repeats):
+            order = list(range(len(fns))) if r % 2 == 0 else list(reversed(range(len(fns))))
+            for i in order:
+                runs[i].append(timed(fns[i], folder, files))
+        out = []
+        for fn, fn_runs in zip(fns, runs, strict=True):
+            m = dict(fn_runs[0])
+            m["wall"] = statistics.median(x["wall"] for x in fn_runs)
+            m["first"] = statistics.median(x["first"] for x in fn_runs)
+            m["peak"] = peak(fn, folder, files)
+            out.append(m)
+    return out
 
 
-def report(title: str, root: Path, files: list[Path]) -> None:
+def report(title: str, root: Path, files: list[Path], repeats: int) -> None:
     size = sum(p.stat().st_size for p in files)
     print(f"\n{title}: {len(files)} files, {size / 2**20:.1f} MiB")
+    scanned, headers = measure_interleaved([run_scan, run_headers], root, files, repeats)
+    naive = measure_interleaved([run_naive], root, files, 1)[0]
     rows = [
-        ("scan() (PneumoView)", measure(run_scan, root, files), "entries"),
-        ("dcmread(stop_before_pixels)", measure(run_headers, root, files), "read"),
-        ("naive dcmread + pixel_array", measure(run_naive, root, files), "decoded"),
+        ("scan() (PneumoView)", scanned, "entries"),
+        ("dcmread(stop_before_pixels)", headers, "read"),
+        ("naive dcmread + pixel_array", naive, "decoded"),
     ]
     print(f"| {'method':<28} | {'wall s':>7} | {'files/s':>8} | {'first ms':>8} | {'peak MiB':>8} | result |")
     print(f"|{'-' * 30}|{'-' * 9}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 8}|")
@@ -164,8 +183,11 @@ def report(title: str, root: Path, files: list[Path]) -> None:
             f"| {name:<28} | {m['wall']:7.2f} | {m['n'] / m['wall']:8.0f} | {m['first'] * 1000:8.1f} | "
             f"{m['peak'] / 2**20:8.2f} | {m['ok']} {what} of {m['n']} |"
         )
-    speedup = rows[2][1]["wall"] / rows[0][1]["wall"]
-    print(f"scan() is {speedup:.1f}x faster than the naive full read and decode.")
+    print(
+        f"scan() runs at {headers['wall'] / scanned['wall']:.2f}x the speed of dcmread(stop_before_pixels) "
+        f"(median of {repeats} interleaved runs) and {naive['wall'] / scanned['wall']:.1f}x the naive full read "
+        "and decode (one run)."
+    )
 
 
 def main() -> None:
@@ -174,6 +196,7 @@ def main() -> None:
     )
     parser.add_argument("--files", type=int, default=2000, help="number of files in the test folder")
     parser.add_argument("--radiographs", type=int, default=200, help="files in the radiograph-only folder")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved timed runs of scan() and dcmread")
     parser.add_argument("--keep", type=Path, default=None, help="build the folder here and keep it")
     args = parser.parse_args()
 
@@ -186,12 +209,17 @@ def main() -> None:
     try:
         print(
             f"python {platform.python_version()}, pydicom {pydicom.__version__}, "
-            f"{platform.machine()}, {os.cpu_count()} CPUs, 1 thread; wall = best of up to 3 runs"
+            f"{platform.machine()}, {os.cpu_count()} CPUs, 1 thread; wall = median of interleaved runs"
         )
         mixed = build_folder(root / "mixed", args.files, SOURCES)
-        report(f"mixed folder ({len(SOURCES)} real sources)", root / "mixed", mixed)
+        report(f"mixed folder ({len(SOURCES)} real sources)", root / "mixed", mixed, args.repeats)
         radiographs = build_folder(root / "radiographs", args.radiographs, RADIOGRAPHS)
-        report("radiographs only (1024², 440², 1955x1841 J2K/JPEG-LS)", root / "radiographs", radiographs)
+        report(
+            "radiographs only (1024², 440², 1955x1841 J2K/JPEG-LS)",
+            root / "radiographs",
+            radiographs,
+            args.repeats,
+        )
     finally:
         if tmp is not None:
             tmp.cleanup()

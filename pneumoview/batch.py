@@ -22,8 +22,8 @@ import platform
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,7 @@ from pneumoview.export import (
     write_submission_csv,
 )
 from pneumoview.imaging import load_image
+from pneumoview.pipeline import Finished, pipelined, sequential
 from pneumoview.postprocess import postprocess
 from pneumoview.study_index import ScanEntry, ScanError, scan
 from pneumoview.suitability import suitability_warnings
@@ -56,11 +57,18 @@ STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED = "done", "skipped", "failed"
 
 @dataclass(frozen=True)
 class BatchInput:
-    """One input: an image file, or a file the folder scan already knows is unusable (``error``)."""
+    """One input: an image file, or a file the folder scan already knows is unusable (``error``).
+
+    ``image_id`` is set only when another input has the same id (two files with one SOP Instance UID, or two
+    RSNA-style files with one name): it then replaces the file's own id in every output (see
+    :func:`make_ids_unique`), and ``shared_id`` is the id they had in common.
+    """
 
     path: Path
     error: str | None = None
     stage: str | None = None
+    image_id: str | None = None
+    shared_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,19 +112,13 @@ class BatchSummary:
         return 1 if self.failed or self.cancelled else 0
 
 
-# Files in a study folder that are plainly documents, not images: a folder scan lists them, a batch leaves them out
-# (reporting how many) instead of counting them as failed images.
-DOCUMENT_SUFFIXES = frozenset(
-    {".md", ".txt", ".csv", ".tsv", ".json", ".xml", ".html", ".pdf", ".toml", ".yaml"}
-)
-
-
 def collect_inputs(paths: Sequence[str | Path], ignored: list[Path] | None = None) -> list[BatchInput]:
     """Expand folders (recursively, with the study scanner: DICOMDIR, DICOM with or without ``.dcm``, PNG, JPEG)
-    and keep files as given. Non-image DICOM objects are left out, and so are unreadable files with a document
-    suffix (:data:`DOCUMENT_SUFFIXES`; appended to ``ignored`` when given); other unreadable files become inputs with
-    ``error``."""
+    and keep files as given. Non-image DICOM objects are left out, and so are documents (the scan's
+    ``ScanError.is_document``: appended to ``ignored`` when given); other unreadable files become inputs with
+    ``error``. Inputs that share an image id get unique ones (:func:`make_ids_unique`)."""
     out: list[BatchInput] = []
+    ids: dict[Path, str | None] = {}
     seen: set[Path] = set()
     for p in paths:
         p = Path(p)
@@ -127,20 +129,56 @@ def collect_inputs(paths: Sequence[str | Path], ignored: list[Path] | None = Non
                     continue
                 seen.add(key)
                 if isinstance(item, ScanError):
-                    if item.path.suffix.lower() in DOCUMENT_SUFFIXES and item.stage == "header":
+                    if item.is_document:
                         if ignored is not None:
                             ignored.append(item.path)
                         continue
                     out.append(BatchInput(item.path, item.message, item.stage))
                 elif isinstance(item, ScanEntry) and item.kind == "image":
                     out.append(BatchInput(item.path))
+                    ids[item.path] = item.image_id
         elif p.is_file():
             if p.resolve() not in seen:
                 seen.add(p.resolve())
                 out.append(BatchInput(p))
+                ids[p] = next((i.image_id for i in scan(p) if isinstance(i, ScanEntry)), None)
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
+    return make_ids_unique(out, ids)
+
+
+def make_ids_unique(inputs: Sequence[BatchInput], ids: dict[Path, str | None]) -> list[BatchInput]:
+    """Give every input its own image id, so that each gets its own rows and output files.
+
+    ``ids`` maps an input's path to the id the scan gave it. When several inputs share an id, the first (in input
+    order) keeps it and the others get ``-2``, ``-3`` … appended. The input order is the sorted scan order, so the
+    same inputs get the same ids in every run, on resume and in every shard.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, inp in enumerate(inputs):
+        image_id = ids.get(inp.path)
+        if image_id:
+            groups.setdefault(image_id, []).append(i)
+    out = list(inputs)
+    for image_id, members in groups.items():
+        if len(members) < 2:
+            continue
+        for n, i in enumerate(members, start=1):
+            unique = image_id if n == 1 else f"{image_id}-{n}"
+            out[i] = replace(out[i], image_id=unique, shared_id=image_id)
     return out
+
+
+def id_clashes(inputs: Sequence[BatchInput]) -> list[dict[str, Any]]:
+    """For ``run.json``: every id that several inputs shared, with their files and the ids they were given."""
+    groups: dict[str, list[BatchInput]] = {}
+    for inp in inputs:
+        if inp.shared_id:
+            groups.setdefault(inp.shared_id, []).append(inp)
+    return [
+        {"shared_id": k, "files": [str(i.path) for i in v], "image_ids": [i.image_id for i in v]}
+        for k, v in groups.items()
+    ]
 
 
 def shard(inputs: Sequence[BatchInput], k: int, n: int) -> list[BatchInput]:
@@ -175,14 +213,19 @@ def iter_batch(
     chunk: int = 4,
     finalize_outputs: bool = True,
     all_inputs: Sequence[BatchInput] | None = None,
+    run_info: dict[str, Any] | None = None,
     dicom: DicomOptions | None = None,
+    overlap: bool = True,
 ) -> Iterator[BatchProgress]:
     """Analyse ``inputs`` and yield progress after each one.
 
     Closing the generator early (``.close()``, or stopping a ``for`` loop) cancels the run: the inputs finished so far
     are kept and the CSVs/run.json are written for them. ``all_inputs`` (default ``inputs``) lists every input of a
-    sharded run, so the merged CSVs cover all shards' journals. ``dicom`` also writes each DICOM image's SR/SEG/GSPS
-    into ``out_dir/dicom/`` (:mod:`pneumoview.dicom_results.batch_outputs`).
+    sharded run, so the merged CSVs cover all shards' journals. ``run_info`` is added to ``run.json`` (e.g. where
+    the thresholds came from). ``dicom`` also writes each DICOM image's SR/SEG/GSPS into ``out_dir/dicom/``
+    (:mod:`pneumoview.dicom_results.batch_outputs`). ``overlap`` (default) decodes the next inputs and writes the
+    finished ones while the models run (:mod:`pneumoview.pipeline`); the outputs are the same as one step after the
+    other (``overlap=False``).
     """
     t = thresholds or Thresholds()
     out = Path(out_dir)
@@ -194,59 +237,59 @@ def iter_batch(
     done_count = 0
     analysed = 0
     cancelled = True
+    hashes = _model_hashes(engine)
+
+    def prepare(inp: BatchInput) -> Finished[BatchItem] | tuple[BatchInput, Any]:
+        """Skip a finished input, record an unusable one, or load the image (in the reader thread when overlapped)."""
+        jp = _journal_path(out, inp.path)
+        record = None if force else _read_journal(jp)
+        if (
+            record is not None
+            and record.get("status") == STATUS_DONE
+            and record.get("thresholds") == t.to_dict()
+            and record.get("model_hashes") == hashes
+            and record.get("write_png") in (write_png, True)
+            and (
+                dicom is None
+                or (record.get("dicom_options") == dicom.to_dict() and not record.get("dicom_error"))
+            )
+        ):
+            return Finished(
+                BatchItem(inp.path, record.get("image_id"), STATUS_SKIPPED, "already done (use --force)")
+            )
+        if inp.error is not None:
+            _write_failure(jp, inp.path, inp.stage or "header", inp.error)
+            return Finished(BatchItem(inp.path, None, STATUS_FAILED, inp.error))
+        try:
+            image = load_image(inp.path)
+            if inp.image_id is not None:
+                image = replace(image, image_id=inp.image_id)
+        except ImageReadError as exc:
+            _write_failure(jp, inp.path, exc.stage, exc.message)
+            return Finished(BatchItem(inp.path, None, STATUS_FAILED, exc.message))
+        return inp, image
+
+    def write(work: tuple[BatchInput, Any], result: Any, compute_s: float) -> BatchItem:
+        return _write_result(work, result, compute_s, out, t, write_png, include_identifiers, dicom, hashes)
+
+    def compute(works: Sequence[tuple[BatchInput, Any]]) -> list[Any]:
+        return list(engine.analyze_batch([image for _, image in works]))
+
+    if overlap:
+        items: Generator[BatchItem, None, None] = pipelined(inputs, prepare, compute, write, chunk=chunk)
+    else:
+        items = sequential(inputs, prepare, compute, write, chunk=chunk)
     try:
-        pending: list[tuple[BatchInput, Any]] = []
-        for inp in inputs:
-            jp = _journal_path(out, inp.path)
-            record = None if force else _read_journal(jp)
-            if (
-                record is not None
-                and record.get("status") == STATUS_DONE
-                and record.get("thresholds") == t.to_dict()
-                and record.get("model_hashes") == _model_hashes(engine)
-                and record.get("write_png") in (write_png, True)
-                and (
-                    dicom is None
-                    or (record.get("dicom_options") == dicom.to_dict() and not record.get("dicom_error"))
-                )
-            ):
-                done_count += 1
-                item = BatchItem(
-                    inp.path, record.get("image_id"), STATUS_SKIPPED, "already done (use --force)"
-                )
-                yield _progress(done_count, total, item, start, analysed)
-                continue
-            if inp.error is not None:
-                _write_failure(jp, inp.path, inp.stage or "header", inp.error)
-                done_count += 1
-                yield _progress(
-                    done_count, total, BatchItem(inp.path, None, STATUS_FAILED, inp.error), start, analysed
-                )
-                continue
-            try:
-                image = load_image(inp.path)
-            except ImageReadError as exc:
-                _write_failure(jp, inp.path, exc.stage, exc.message)
-                done_count += 1
-                item = BatchItem(inp.path, None, STATUS_FAILED, exc.message)
-                yield _progress(done_count, total, item, start, analysed)
-                continue
-            pending.append((inp, image))
-            if len(pending) >= chunk:
-                for item in _analyse(pending, out, engine, t, write_png, include_identifiers, dicom):
-                    done_count += 1
-                    analysed += 1
-                    yield _progress(done_count, total, item, start, analysed)
-                pending = []
-        for item in _analyse(pending, out, engine, t, write_png, include_identifiers, dicom):
+        for item in items:
             done_count += 1
-            analysed += 1
+            analysed += item.status == STATUS_DONE
             yield _progress(done_count, total, item, start, analysed)
         cancelled = False
     finally:
+        items.close()  # a cancelled pipeline writes what it computed and stops its threads before the CSVs
         if finalize_outputs:
             finalize(out, all_inputs if all_inputs is not None else inputs, engine, t, cancelled=cancelled,
-                     elapsed_s=time.perf_counter() - start, analysed=analysed)  # fmt: skip
+                     elapsed_s=time.perf_counter() - start, analysed=analysed, run_info=run_info)  # fmt: skip
 
 
 # What export.atomic_write_bytes and render.save_png leave behind when killed: tempfile.mkstemp(prefix=".<name>.",
@@ -336,61 +379,58 @@ def _write_failure(jp: Path, path: Path, stage: str, message: str) -> None:
     )
 
 
-def _analyse(
-    pending,
+def _write_result(
+    work: tuple[BatchInput, Any],
+    result: Any,
+    compute_s: float,
     out: Path,
-    engine: Engine,
     t: Thresholds,
     write_png: bool,
     include_identifiers: bool,
-    dicom: DicomOptions | None = None,
-):
-    if not pending:
-        return
-    t0 = time.perf_counter()
-    images = [im for _, im in pending]
-    results = engine.analyze_batch(images)
-    per_image = (time.perf_counter() - t0) / len(images)
-    for (inp, image), result in zip(pending, results, strict=True):
-        t1 = time.perf_counter()
-        findings = postprocess(result, t, spacing_mm=image.spacing_mm)
-        patient_id = image.image_id
-        if include_identifiers and image.identifiers.get("PatientID"):
-            patient_id = image.identifiers["PatientID"]
-        png = None
-        if write_png:
-            png = out / "annotated" / f"{export_stem(image, include_identifiers)}.png"
-            save_png(
-                annotated_image(image, result, findings), png, text={"pneumoview:models": models_text(result)}
-            )
-        record = {
-            "status": STATUS_DONE,
-            "path": str(inp.path),
-            "image_id": image.image_id,
-            "patient_id": patient_id,
-            "prediction_string": findings.prediction_string(),
-            "findings": findings_rows(image, result, findings, include_identifiers),
-            "annotated_png": None if png is None else png.name,
-            "notes": list(image.notes) + list(result.notes) + list(findings.notes),
-            "warnings": list(suitability_warnings(image)),
-            "timings_ms": dict(result.timings_ms),
-            "models": [asdict(m) for m in result.models],
-            "device": result.device,
-            "thresholds": t.to_dict(),
-            "model_hashes": _model_hashes(engine),
-            "write_png": write_png,
-        }
-        if dicom is not None:
-            from pneumoview.dicom_results.batch_outputs import write_for_batch
+    dicom: DicomOptions | None,
+    hashes: dict[str, str],
+) -> BatchItem:
+    """Post-process one model result and write its annotated PNG, DICOM results and journal record."""
+    inp, image = work
+    t1 = time.perf_counter()
+    findings = postprocess(result, t, spacing_mm=image.spacing_mm)
+    patient_id = image.image_id
+    if include_identifiers and image.identifiers.get("PatientID"):
+        patient_id = image.identifiers["PatientID"]
+    png = None
+    if write_png:
+        png = out / "annotated" / f"{export_stem(image, include_identifiers)}.png"
+        save_png(
+            annotated_image(image, result, findings), png, text={"pneumoview:models": models_text(result)}
+        )
+    record = {
+        "status": STATUS_DONE,
+        "path": str(inp.path),
+        "image_id": image.image_id,
+        "patient_id": patient_id,
+        "prediction_string": findings.prediction_string(),
+        "findings": findings_rows(image, result, findings, include_identifiers),
+        "annotated_png": None if png is None else png.name,
+        "notes": list(image.notes) + list(result.notes) + list(findings.notes),
+        "warnings": list(suitability_warnings(image)),
+        "timings_ms": dict(result.timings_ms),
+        "models": [asdict(m) for m in result.models],
+        "device": result.device,
+        "thresholds": t.to_dict(),
+        "model_hashes": hashes,
+        "write_png": write_png,
+    }
+    if dicom is not None:
+        from pneumoview.dicom_results.batch_outputs import write_for_batch
 
-            record |= write_for_batch(
-                image, result, findings, out, dicom, include_identifiers=include_identifiers
-            )
-        atomic_write_text(_journal_path(out, inp.path), json.dumps(record) + "\n")
-        yield BatchItem(
-            inp.path, image.image_id, STATUS_DONE, "; ".join(record["notes"]), len(findings.fused),
-            per_image + time.perf_counter() - t1,
-        )  # fmt: skip
+        record |= write_for_batch(
+            image, result, findings, out, dicom, include_identifiers=include_identifiers
+        )
+    atomic_write_text(_journal_path(out, inp.path), json.dumps(record) + "\n")
+    return BatchItem(
+        inp.path, image.image_id, STATUS_DONE, "; ".join(record["notes"]), len(findings.fused),
+        compute_s + time.perf_counter() - t1,
+    )  # fmt: skip
 
 
 def finalize(
@@ -403,8 +443,10 @@ def finalize(
     elapsed_s: float = 0.0,
     analysed: int = 0,
     command: Sequence[str] | None = None,
+    run_info: dict[str, Any] | None = None,
 ) -> BatchSummary:
-    """Rebuild ``submission.csv``, ``findings.csv`` and ``run.json`` from the journal, in input order."""
+    """Rebuild ``submission.csv``, ``findings.csv`` and ``run.json`` from the journal, in input order;
+    ``run_info`` adds keys to ``run.json``."""
     out = Path(out_dir)
     submission: list[tuple[str, str]] = []
     findings: list[dict[str, str]] = []
@@ -467,6 +509,8 @@ def finalize(
                 for r in records
                 if r.get("warnings")
             ],
+            "id_clashes": id_clashes(inputs),
+            **(run_info or {}),
         }
         | ({"dicom": dicom} if dicom is not None else {}),
     )

@@ -46,6 +46,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pneumoview.commands.models",
     "pneumoview.training.cli",
     "pneumoview.commands.deidentify",
+    "pneumoview.commands.pacs",
 )
 
 
@@ -64,8 +65,9 @@ def register_scan(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         description=(
             "Scan FOLDER recursively and list what it holds as Patient > Study > Series > Image, "
             "reading file headers only (pixels are not decoded, nothing is written). DICOM files with or "
-            "without the .dcm suffix, DICOMDIR file-sets, PNG and JPEG are recognised; every other or "
-            "unreadable file is listed under 'Errors' with the reason. Image sizes are shown as "
+            "without the .dcm suffix, DICOMDIR file-sets, PNG and JPEG are recognised; documents (notes, "
+            "labels, licences) are listed under 'Other files', and every other or unreadable file under "
+            "'Errors' with the reason (a heading only when there is one). Image sizes are shown as "
             "columns x rows. The exit code is 0 when the scan completed, even if files failed."
         ),
         epilog=RESEARCH_USE_NOTICE,
@@ -76,8 +78,9 @@ def register_scan(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         action="store_true",
         help=(
             'print one JSON object instead of the tree: {"folder", "entries": [{"path", "kind", '
-            '"object_kind", ...}], "errors": [{"path", "stage", "message"}], "counts": {"entries", '
-            '"errors", "images", "non_images", "dicomdirs", "patients", "studies", "series"}}'
+            '"object_kind", ...}], "errors": [{"path", "stage", "message"}], "documents": [{"path", "stage", '
+            '"message"}], "counts": {"entries", "errors", "documents", "images", "non_images", "dicomdirs", '
+            '"patients", "studies", "series"}}'
         ),
     )
     parser.set_defaults(run=run_scan)
@@ -103,6 +106,7 @@ def run_scan(args: argparse.Namespace, out: TextIO | None = None) -> int:
             "folder": str(folder),
             "entries": [e.to_dict() for e in entries],
             "errors": [e.to_dict() for e in tree.errors],
+            "documents": [e.to_dict() for e in tree.documents],
             "counts": {**counts, "entries": len(entries)},
         }
         json.dump(document, out, indent=1)  # ASCII-only (escaped), so any console or pipe can carry it
@@ -114,7 +118,7 @@ def run_scan(args: argparse.Namespace, out: TextIO | None = None) -> int:
     write(
         f"{folder}: {counts['images']} image(s), {counts['non_images']} non-image object(s) in "
         f"{counts['patients']} patient(s), {counts['studies']} study(ies), {counts['series']} series; "
-        f"{counts['errors']} error(s)\n"
+        f"{counts['documents']} other file(s); {counts['errors']} error(s)\n"
     )
     for patient in tree.patients.values():
         write(f"Patient: {patient.label}\n")
@@ -129,9 +133,14 @@ def run_scan(args: argparse.Namespace, out: TextIO | None = None) -> int:
         for entry in tree.dicomdirs:
             detail = f": {entry.notes[0]}" if entry.notes else ""
             write(f"  {_relative(entry.path, folder)}{detail}\n")
-    write(f"Errors ({len(tree.errors)}):\n")
-    for error in tree.errors:
-        write(f"  {_relative(error.path, folder)} [{error.stage}] {error.message}\n")
+    if tree.documents:
+        write(f"Other files ({len(tree.documents)}, not images):\n")
+        for doc in tree.documents:
+            write(f"  {_relative(doc.path, folder)}: {doc.message}\n")
+    if tree.errors:
+        write(f"Errors ({len(tree.errors)}):\n")
+        for error in tree.errors:
+            write(f"  {_relative(error.path, folder)} [{error.stage}] {error.message}\n")
     return EXIT_OK
 
 
@@ -141,6 +150,8 @@ def _entry_line(entry: ScanEntry, folder: Path) -> str:
         frames = f", {entry.frames} frames" if entry.frames and entry.frames > 1 else ""
         view = f", {entry.view}" if entry.view else ""
         head = f"Image: {entry.instance_label} [{entry.object_kind}{size}{frames}{view}]"
+    elif entry.kind == "result":  # an SR / SEG / GSPS about images (SOP Instance UIDs in --json's result_for)
+        head = f"Results: {entry.instance_label} [{entry.object_kind} about {len(entry.result_for)} image(s)]"
     else:
         head = f"Object: {entry.instance_label} [{entry.object_kind}, not an image]"
     where = _relative(entry.path, folder)

@@ -2,11 +2,14 @@
 
 * ``submission.csv`` — the RSNA challenge format: ``patientId,PredictionString`` with ``confidence x y w h`` per box in
   original pixels (empty when none), one row per image.
-* ``findings.csv`` — one row per image and per box (see :data:`FINDINGS_COLUMNS`).
+* ``findings.csv`` — one row per image and per box (see :data:`FINDINGS_COLUMNS`), with one probability column
+  ``p_<class>`` per class of the classifier that ran (:func:`class_column`) after ``cols``; ``p_opacity`` is the
+  probability that gates the boxes (the classifier's ``gate_classes`` summed; ``gate_classes`` names them).
 * annotated PNGs — the same renderer as the viewer's export (:func:`annotated_image`).
 
 Nothing here writes patient identifiers unless ``include_identifiers`` is set. Every file is written atomically
-(temporary file in the same folder, then ``os.replace``), so a crash never leaves a half-written output.
+by :mod:`pneumoview.atomic` (temporary file in the same folder, then ``os.replace``), so a crash never leaves a
+half-written output, and gets the permissions a plain file would have (``0o644`` under umask ``022``).
 """
 
 from __future__ import annotations
@@ -14,9 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pneumoview import __version__
+from pneumoview.atomic import atomic_write_bytes
 from pneumoview.postprocess import Findings
 from pneumoview.render import render_annotated, save_png
 from pneumoview.review import ImageReview, review_column
@@ -36,9 +38,8 @@ FINDINGS_COLUMNS = (
     "source_file",
     "rows",
     "cols",
-    "p_normal",
-    "p_not_normal_no_opacity",
     "p_opacity",
+    "gate_classes",
     "box_index",
     "box_source",
     "confidence",
@@ -48,6 +49,9 @@ FINDINGS_COLUMNS = (
     "h",
     "area_px",
     "area_mm2",
+    "side",  # the patient's right/left, zone (upper/middle/lower) and area_cm2: see _add_places
+    "zone",
+    "area_cm2",
     "gated",
     "thresholds",
     "models",
@@ -63,6 +67,7 @@ __all__ = [
     "annotated_image",
     "atomic_write_bytes",
     "atomic_write_text",
+    "class_column",
     "export_stem",
     "findings_rows",
     "footer_lines",
@@ -72,23 +77,6 @@ __all__ = [
     "write_json",
     "write_submission_csv",
 ]
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -127,18 +115,21 @@ def _thresholds_text(findings: Findings) -> str:
     return json.dumps(findings.thresholds.to_dict(), separators=(",", ":"), sort_keys=True)
 
 
-def _class_probs(result: AnalysisResult) -> tuple[str, str, str]:
-    """(P(Normal), P(No Lung Opacity / Not Normal), P(opacity)) as strings, empty when unknown."""
-    names = list(result.class_names)
-    probs = result.class_probs
+def class_column(name: str) -> str:
+    """The findings.csv column of a class's probability: ``p_`` + the name in lower case with every run of other
+    characters replaced by ``_`` (``"Lung Opacity"`` → ``p_lung_opacity``, ``"No Lung Opacity / Not Normal"`` →
+    ``p_no_lung_opacity_not_normal``, ``"covid"`` → ``p_covid``)."""
+    return "p_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
-    def p(name: str) -> str:
-        if probs is None or name not in names:
-            return ""
-        return f"{float(probs[names.index(name)]):.4f}"
 
-    p_op = "" if result.p_opacity is None else f"{result.p_opacity:.4f}"
-    return p("Normal"), p("No Lung Opacity / Not Normal"), p_op
+def _class_probs(result: AnalysisResult) -> dict[str, str]:
+    """``p_<class>`` → probability (4 decimals) for every class of the classifier; empty when none ran."""
+    if result.class_probs is None:
+        return {}
+    return {
+        class_column(n): f"{float(v):.4f}"
+        for n, v in zip(result.class_names, result.class_probs, strict=True)
+    }
 
 
 def findings_rows(
@@ -185,15 +176,14 @@ def _algorithm_rows(
     include_identifiers: bool,
     review: ImageReview | None,
 ) -> list[dict[str, str]]:
-    p_norm, p_nn, p_op = _class_probs(result)
     base = {
         "image_id": image.image_id,
         "source_file": image.source.name if not include_identifiers else str(image.source),
         "rows": str(image.shape[0]),
         "cols": str(image.shape[1]),
-        "p_normal": p_norm,
-        "p_not_normal_no_opacity": p_nn,
-        "p_opacity": p_op,
+        "p_opacity": "" if result.p_opacity is None else f"{result.p_opacity:.4f}",
+        "gate_classes": "+".join(result.gate_classes),
+        **_class_probs(result),
         "gated": "yes" if findings.gated else "no",
         "thresholds": _thresholds_text(findings),
         "models": models_text(result),
@@ -233,6 +223,7 @@ def _algorithm_rows(
                 "review": review_column(review, i),
             }
         )
+    _add_places(rows, image, findings)
     return rows
 
 
@@ -246,9 +237,14 @@ def _csv_text(header: Sequence[str], rows: Iterable[Sequence[str] | Mapping[str,
 
 
 def write_findings_csv(rows: Iterable[Mapping[str, str]], path: str | Path) -> Path:
-    """Write ``findings.csv`` atomically (identifier columns appear only when the rows have them)."""
+    """Write ``findings.csv`` atomically: :data:`FINDINGS_COLUMNS` with the rows' ``p_<class>`` columns (in the
+    order first seen) after ``cols``; identifier columns appear only when the rows have them."""
     rows = list(rows)
     header = list(FINDINGS_COLUMNS)
+    fixed = set(header)
+    per_class = list(dict.fromkeys(k for r in rows for k in r if k.startswith("p_") and k not in fixed))
+    at = header.index("cols") + 1
+    header[at:at] = per_class
     if any("patient_id" in r for r in rows):
         header += list(IDENTIFIER_COLUMNS)
     return atomic_write_text(path, _csv_text(header, rows))
@@ -264,8 +260,9 @@ def footer_lines(result: AnalysisResult, findings: Findings) -> list[str]:
     the renderer)."""
     t = findings.thresholds
     p = "n/a" if result.p_opacity is None else f"{result.p_opacity:.2f}"
+    what = f"P({'+'.join(result.gate_classes)})" if len(result.gate_classes) > 1 else "P(opacity)"
     return [
-        f"PneumoView {__version__} | image {result.image_id} | P(opacity) {p} | device {result.device}",
+        f"PneumoView {__version__} | image {result.image_id} | {what} {p} | device {result.device}",
         "models: " + (", ".join(f"{m.id} v{m.version} #{m.sha256_prefix}" for m in result.models) or "none"),
         (
             f"thresholds: seg>{t.seg_threshold:g} min-area {t.min_area_fraction * 100:.2f}% shrink {t.shrink:g} "
@@ -295,3 +292,16 @@ def annotated_image(
         show_sources=show_sources,
         footer_lines=footer_lines(result, findings),
     )
+
+
+def _add_places(rows: list[dict[str, str]], image: XrayImage, findings: Findings) -> None:
+    """Add ``side`` (the patient's ``right``/``left``), ``zone`` (``upper``/``middle``/``lower``) and ``area_cm2`` to
+    the rows of the final boxes (same order), from :mod:`pneumoview.anatomy`: DICOM PatientOrientation /
+    ImageLaterality, or the standard PA/AP display (image left = patient right) when the file gives neither."""
+    from pneumoview.anatomy import describe_boxes, orientation_of
+
+    orientation = orientation_of(image.metadata, image.view)
+    places = describe_boxes(findings.fused.boxes, image.shape, orientation, image.spacing_mm)
+    for row, place in zip(rows, places, strict=True):
+        row["side"], row["zone"] = place.side, place.zone
+        row["area_cm2"] = "" if place.area_cm2 is None else f"{place.area_cm2:.2f}"

@@ -1,15 +1,12 @@
 """The annotated PNG: radiograph + heat map + mask outline + boxes + a footer band, drawn in numpy.
 
-The GUI shows the same colours (:data:`SOURCE_COLOURS`, :func:`heat_colormap`), so an exported PNG looks like
-the screen. Text comes from Pillow's built-in font (no font files, works offline). Arrays are ``[row, col]``;
+The GUI shows the same colours (:data:`BOX_SET_COLOURS`, :func:`heat_colormap`) and box labels
+(:func:`box_label`), so an exported PNG looks like the screen. Text comes from Pillow's built-in font (no font files, works offline). Arrays are ``[row, col]``;
 boxes are ``[x, y, w, h]`` in the original image's pixel frame (see :mod:`pneumoview.types`)."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,10 +17,13 @@ from pneumoview.postprocess import BoxSet, Findings
 
 __all__ = [
     "BACKGROUND_FOOTER",
+    "BOX_SETS",
+    "BOX_SET_COLOURS",
     "MASK_OUTLINE_COLOUR",
     "SOURCE_COLOURS",
     "SOURCE_TAGS",
     "TEXT_COLOUR",
+    "box_label",
     "footer_text_lines",
     "heat_colormap",
     "line_width_for",
@@ -33,12 +33,18 @@ __all__ = [
 
 Colour = tuple[int, int, int]
 
-#: RGB per box source: detector cyan, segmentation orange, fused (final, both sources agree) yellow-green.
-SOURCE_COLOURS: Mapping[str, Colour] = {
+#: The one colour per box *set*, used by the legend, the canvas and the exported PNG: the detector's own boxes cyan,
+#: the segmentation's own boxes orange, the final (reported) boxes yellow-green whichever model found them, and the
+#: radiologists' ground-truth boxes magenta.
+BOX_SET_COLOURS: Mapping[str, Colour] = {
     "detector": (0, 215, 255),
     "segmentation": (255, 140, 0),
     "fused": (190, 255, 40),
+    "truth": (255, 70, 210),
 }
+#: The box sets the annotated PNG can draw (``show_sources``).
+BOX_SETS = ("detector", "segmentation", "fused")
+SOURCE_COLOURS = BOX_SET_COLOURS  # the former name
 SOURCE_TAGS: Mapping[str, str] = {"detector": "det", "segmentation": "seg", "fused": "fused"}
 MASK_OUTLINE_COLOUR: Colour = (255, 190, 110)
 BACKGROUND_FOOTER: Colour = (24, 24, 24)
@@ -275,20 +281,23 @@ def _draw_label(
 _LABEL_ANCHOR = {"fused": "top-left", "detector": "bottom-left", "segmentation": "bottom-right"}
 
 
+def box_label(role: str, source: str, score: float) -> str:
+    """A box's label on the canvas and in the PNG: final boxes (``role="fused"``) "score", plus the source tag when
+    only one model found the box; per-source boxes "tag score"."""
+    tag = SOURCE_TAGS.get(source, source)
+    if role == "fused":
+        return f"{float(score):.2f}" if source == "fused" else f"{float(score):.2f} ({tag})"
+    return f"{tag} {float(score):.2f}"
+
+
 def _draw_boxset(canvas: np.ndarray, boxes: BoxSet, lw: int, size: int, colour: Colour, role: str) -> None:
-    """Final boxes (``role="fused"``): label "score", plus the source tag when only one model found the box;
-    per-source boxes: "tag score"."""
+    """Every box of a set in the set's colour, labelled by :func:`box_label`."""
     for box, score, src in zip(boxes.boxes, boxes.scores, boxes.sources, strict=True):
         bounds = _box_pixels(box, canvas.shape[:2])
         if bounds is None:
             continue
         _draw_box(canvas, bounds, lw, colour)
-        tag = SOURCE_TAGS.get(src, src)
-        if role == "fused":
-            text = f"{float(score):.2f}" if src == "fused" else f"{float(score):.2f} ({tag})"
-        else:
-            text = f"{tag} {float(score):.2f}"
-        _draw_label(canvas, bounds, text, size, colour, _LABEL_ANCHOR[role])
+        _draw_label(canvas, bounds, box_label(role, src, score), size, colour, _LABEL_ANCHOR[role])
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -338,10 +347,10 @@ def render_annotated(
     height, width = img.shape
     if not 0.0 <= heat_opacity <= 1.0:
         raise ValueError(f"heat_opacity must lie in [0, 1], got {heat_opacity}")
-    unknown = sorted(set(show_sources) - set(SOURCE_COLOURS))
+    unknown = sorted(set(show_sources) - set(BOX_SETS))
     if unknown:
-        raise ValueError(f"unknown source(s) {unknown} in show_sources; valid: {', '.join(SOURCE_COLOURS)}")
-    colour_for = dict(SOURCE_COLOURS)
+        raise ValueError(f"unknown source(s) {unknown} in show_sources; valid: {', '.join(BOX_SETS)}")
+    colour_for = dict(BOX_SET_COLOURS)
     colour_for["outline"] = MASK_OUTLINE_COLOUR
     if colours:
         colour_for.update({k: tuple(int(c) for c in v) for k, v in colours.items()})
@@ -442,32 +451,9 @@ def save_png(array: np.ndarray, path: str | Path, *, text: Mapping[str, str] | N
         info = PngImagePlugin.PngInfo()
         for k, v in text.items():
             info.add_itxt(str(k), str(v))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(np.ascontiguousarray(arr)).save(fh, format="PNG", pnginfo=info, compress_level=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates the file 0600; give it the mode a plain open() would have.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return dest
+    from pneumoview.atomic import atomic_write
 
+    def write(fh) -> None:
+        Image.fromarray(np.ascontiguousarray(arr)).save(fh, format="PNG", pnginfo=info, compress_level=1)
 
-@functools.cache
-def _umask() -> int:
-    """The process umask, read without changing it where the OS allows (Linux), else by setting it back."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    return atomic_write(dest, write)

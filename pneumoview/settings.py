@@ -22,6 +22,7 @@ from typing import Any
 
 import platformdirs
 
+from pneumoview.pacs.peers import Peer, peer_from_dict, peer_to_dict
 from pneumoview.thresholds import Thresholds
 
 __all__ = [
@@ -45,7 +46,10 @@ DEVICES = ("auto", "cpu", "cuda")
 MAX_RECENT = 10
 
 #: Overlay layers the canvas draws; each has an opacity in [0, 1] and a visibility flag.
-OVERLAY_LAYERS = ("heatmap", "mask_fill", "mask_outline", "detector", "segmentation", "fused", "saliency")
+OVERLAY_LAYERS = (
+    "heatmap", "mask_fill", "mask_outline", "detector", "segmentation", "fused", "saliency", "truth", "review",
+    "stored",
+)  # fmt: skip
 
 _DEFAULT_OPACITY = {
     "heatmap": 0.45,
@@ -55,6 +59,9 @@ _DEFAULT_OPACITY = {
     "segmentation": 1.0,
     "fused": 1.0,
     "saliency": 0.5,
+    "truth": 1.0,
+    "review": 1.0,
+    "stored": 1.0,
 }
 _DEFAULT_VISIBLE = {
     "heatmap": True,
@@ -64,6 +71,9 @@ _DEFAULT_VISIBLE = {
     "segmentation": True,
     "fused": True,
     "saliency": False,
+    "truth": True,
+    "review": True,
+    "stored": True,
 }
 
 
@@ -74,19 +84,24 @@ class Settings:
     Attributes:
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
         models_dir: a models folder searched before the default ones (empty: none).
+        classifier: id of the classifier the viewer runs (``rsna3-classifier``, or e.g. ``acse4-classifier``).
         thresholds: post-processing settings as ``Thresholds.to_dict()``; see :meth:`get_thresholds`.
-        recent_folders: most recent first, at most 10.
+        recent_folders: absolute paths, each once, most recent first, at most 10.
         overlay_opacity: opacity in ``[0, 1]`` per layer of :data:`OVERLAY_LAYERS`.
         overlay_visible: visibility per layer of :data:`OVERLAY_LAYERS`.
         include_identifiers_in_exports: put patient identifiers into export file names and CSVs (off by default).
         last_export_dir: the folder of the last export (empty: none yet).
         first_run_done: False until the viewer has started once (the first run opens the sample study).
         auto_analyse: analyse an image as soon as it is selected.
+        info_overlay: show view position, age, sex and study date in the image corner (screen only).
         window_geometry, window_state: the main window's geometry and dock state, base64 text from Qt.
+        pacs_peers: PACS peers as ``pneumoview.pacs.peer_to_dict`` dictionaries; see :meth:`get_peers`.
+        reader_name: the name the reader review records (asked for at the first review decision).
     """
 
     device: str = "auto"
     models_dir: str = ""
+    classifier: str = "rsna3-classifier"
     thresholds: dict[str, Any] = field(default_factory=lambda: Thresholds().to_dict())
     recent_folders: list[str] = field(default_factory=list)
     overlay_opacity: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_OPACITY))
@@ -95,8 +110,18 @@ class Settings:
     last_export_dir: str = ""
     first_run_done: bool = False
     auto_analyse: bool = True
+    info_overlay: bool = True
     window_geometry: str = ""
     window_state: str = ""
+    reader_name: str = ""
+    pacs_peers: list[dict[str, Any]] = field(default_factory=list)
+
+    def get_peers(self) -> list[Peer]:
+        """The stored PACS peers (already validated when loaded)."""
+        return [peer_from_dict(p) for p in self.pacs_peers]
+
+    def set_peers(self, peers: list[Peer]) -> None:
+        self.pacs_peers = [peer_to_dict(p) for p in peers]
 
     def get_thresholds(self) -> Thresholds:
         """The stored thresholds; the defaults (with a warning) when the stored ones are invalid."""
@@ -110,8 +135,9 @@ class Settings:
         self.thresholds = thresholds.to_dict()
 
     def add_recent_folder(self, folder: str | Path) -> None:
-        """Put ``folder`` first in :attr:`recent_folders` (no duplicates, at most 10 kept)."""
-        text = str(Path(folder))
+        """Put ``folder`` first in :attr:`recent_folders` as an absolute path (relative paths are taken from the
+        current folder; no duplicates, at most 10 kept)."""
+        text = _absolute(folder)
         self.recent_folders = [text, *[f for f in self.recent_folders if f != text]][:MAX_RECENT]
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,10 +185,15 @@ def _thresholds(value: Any, _default: Any) -> dict[str, Any]:
     return Thresholds.from_dict(value).to_dict()  # raises ValueError naming the bad key or value
 
 
+def _absolute(folder: str | Path) -> str:
+    """One spelling per folder: absolute, ``~`` expanded, ``..`` and ``.`` removed (symbolic links kept)."""
+    return os.path.normpath(os.path.abspath(os.path.expanduser(str(folder))))
+
+
 def _folders(value: Any, _default: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise TypeError("expected a list of folder names")
-    return list(dict.fromkeys(value))[:MAX_RECENT]
+    return list(dict.fromkeys(_absolute(v) for v in value if v.strip()))[:MAX_RECENT]
 
 
 def _layer_map(kind: type) -> Any:
@@ -187,9 +218,22 @@ def _layer_map(kind: type) -> Any:
     return check
 
 
+def _peers(value: Any, _default: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise TypeError("expected a list of PACS peers")
+    out = []
+    for item in value:
+        try:
+            out.append(peer_to_dict(peer_from_dict(item)))
+        except (ValueError, TypeError) as exc:
+            log.warning("ignoring a saved PACS peer (%s)", exc)
+    return out
+
+
 _CHECKS = {
     "device": _device,
     "models_dir": _str,
+    "classifier": _str,
     "thresholds": _thresholds,
     "recent_folders": _folders,
     "overlay_opacity": _layer_map(float),
@@ -198,8 +242,11 @@ _CHECKS = {
     "last_export_dir": _str,
     "first_run_done": _bool,
     "auto_analyse": _bool,
+    "info_overlay": _bool,
     "window_geometry": _str,
     "window_state": _str,
+    "pacs_peers": _peers,
+    "reader_name": _str,
 }
 
 

@@ -4,7 +4,7 @@
 :class:`ScanEntry` or :class:`ScanError` per file as it goes, so a browser can show the first rows at once,
 even for a folder of 10,000 files. It never decodes pixels and never writes to the folder:
 
-* Files are recognised by their first bytes with ``pneumoview.imaging.sniff_kind``, as the loader does.
+* Files are recognised by their first bytes with ``pneumoview.imaging.sniff_bytes``, as the loader does.
 * DICOM files (with or without the ``.dcm`` suffix, with or without the 128-byte preamble) are read with
   ``pydicom.filereader.read_partial`` on a handful of tags, stopping at the Pixel Data element. The stop
   callback also tells whether the file has Pixel Data and how long it is: that is how truncated images and
@@ -33,6 +33,7 @@ Nothing here is meant for export: use ``ScanEntry.image_id`` there.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -49,9 +50,11 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from pneumoview.identity import image_id_for, is_rsna_style_name
-from pneumoview.imaging import DEFAULT_MAX_PIXELS, sniff_kind
+from pneumoview.imaging import DEFAULT_MAX_PIXELS
 from pneumoview.imaging.dicom_reader import deflated_limit
-from pneumoview.imaging.sniff import deflated_size_exceeds
+from pneumoview.imaging.sniff import deflated_size_exceeds, describe_unknown, is_document, sniff_bytes
+from pneumoview.quick_header import read_quick_header
+from pneumoview.result_refs import REFERENCE_KEYWORDS, referenced_images
 
 __all__ = [
     "DICOMDIR_KIND",
@@ -65,8 +68,8 @@ __all__ = [
     "scan",
 ]
 
-EntryKind = Literal["image", "non-image"]
-ErrorStage = Literal["header", "pixels"]
+EntryKind = Literal["image", "non-image", "result"]
+ErrorStage = Literal["header", "pixels", "document"]
 
 #: ``ScanEntry.object_kind`` of a DICOMDIR file itself (its instances are separate entries).
 DICOMDIR_KIND = "DICOMDIR (file-set index)"
@@ -105,8 +108,16 @@ _HEADER_KEYWORDS = (
     "ViewPosition",
     "BodyPartExamined",
     "OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity",  # present in every DICOMDIR
+    *REFERENCE_KEYWORDS,  # which image an SR / SEG / GSPS is about
 )
 _HEADER_TAGS: list[BaseTag | int] = [Tag(k) for k in _HEADER_KEYWORDS]
+# The quick reader takes the plain-valued tags; a DICOMDIR or a result's references need pydicom's reader.
+_QUICK_WANTED = {
+    int(Tag(k)): k
+    for k in (*_HEADER_KEYWORDS, "SpecificCharacterSet")
+    if k not in REFERENCE_KEYWORDS and k != "OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity"
+}
+_QUICK_GIVE_UP = frozenset(int(Tag(k)) for k in REFERENCE_KEYWORDS)
 _META_TAGS = [Tag(k) for k in ("TransferSyntaxUID", "MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID")]
 
 # Directory-record keywords that override what the file's own header says (the DICOMDIR's grouping wins).
@@ -152,27 +163,6 @@ _NON_IMAGE_CLASSES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     )
 )
 
-_ARCHIVES: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"\x1f\x8b", "gzip"),
-    (0, b"PK\x03\x04", "zip"),
-    (0, b"PK\x05\x06", "zip"),
-    (0, b"BZh", "bzip2"),
-    (0, b"\xfd7zXZ\x00", "xz"),
-    (0, b"7z\xbc\xaf\x27\x1c", "7-Zip"),
-    (0, b"Rar!\x1a\x07", "RAR"),
-    (0, b"\x28\xb5\x2f\xfd", "Zstandard"),
-    (257, b"ustar", "tar"),
-)
-_OTHER_FORMATS: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"II*\x00", "a TIFF image"),
-    (0, b"MM\x00*", "a TIFF image"),
-    (0, b"BM", "a BMP image"),
-    (0, b"GIF8", "a GIF image"),
-    (0, b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 image"),
-    (0, b"\xff\x4f\xff\x51", "a JPEG 2000 codestream"),
-    (0, b"%PDF", "a PDF document"),
-)
-
 
 @dataclass(frozen=True, kw_only=True)
 class ScanEntry:
@@ -181,7 +171,8 @@ class ScanEntry:
     Attributes:
         path: the file (the folder given to ``scan`` joined with the file's relative path; not resolved).
         kind: ``"image"`` when it can be opened as a radiograph; ``"non-image"`` for DICOM objects without
-            pixels to show (structured reports, presentation states, RT plans, waveforms, DICOMDIR files …).
+            pixels to show (structured reports, presentation states, RT plans, waveforms, DICOMDIR files …);
+            ``"result"`` for an SR, SEG or GSPS that refers to images (``result_for``): results to show over them.
         object_kind: what the file holds, for people: ``"CR image"``, ``"PNG image"``, ``"RT plan"``,
             ``"structured report"``, ``"waveform"``, :data:`DICOMDIR_KIND` …
         file_format: ``"dicom"``, ``"png"`` or ``"jpeg"``.
@@ -203,6 +194,7 @@ class ScanEntry:
         dicomdir: the DICOMDIR that listed this file, when the entry came from one.
         file_size: bytes on disk.
         notes: sentences worth showing (reader warnings, what a DICOMDIR holds …).
+        result_for: for ``kind == "result"``, the SOP Instance UIDs of the images the result refers to.
     """
 
     path: Path
@@ -232,6 +224,7 @@ class ScanEntry:
     dicomdir: Path | None = None
     file_size: int = 0
     notes: tuple[str, ...] = ()
+    result_for: tuple[str, ...] = ()
 
     @property
     def is_dicomdir(self) -> bool:
@@ -244,6 +237,7 @@ class ScanEntry:
         d["path"] = str(self.path)
         d["dicomdir"] = None if self.dicomdir is None else str(self.dicomdir)
         d["notes"] = list(self.notes)
+        d["result_for"] = list(self.result_for)
         return d
 
 
@@ -253,13 +247,19 @@ class ScanError:
 
     ``stage`` is ``"header"`` when the file is not a readable DICOM/PNG/JPEG header at all (or is a folder
     that was not entered) and ``"pixels"`` when the header was read but the pixel data is missing or visibly
-    incomplete.
+    incomplete. ``"document"`` marks a plain document (``README.md``, ``labels.csv`` …: a document suffix and
+    content that is no image): not an error, just another file of the folder, listed apart (``is_document``).
     ``message`` is a sentence for a user, without the path (which is in ``path``).
     """
 
     path: Path
     stage: ErrorStage
     message: str
+
+    @property
+    def is_document(self) -> bool:
+        """True for a plain document (notes, labels, licences), which is listed apart, not as an error."""
+        return self.stage == "document"
 
     def to_dict(self) -> dict[str, str]:
         return {"path": str(self.path), "stage": self.stage, "message": self.message}
@@ -306,6 +306,7 @@ def _walk(folder: Path, state: _ScanState) -> Iterator[ScanEntry | ScanError]:
         return
 
     files: list[Path] = []
+    reals: dict[Path, str] = {}  # a plain file's real path is its real folder's joined with its name
     folders: list[os.DirEntry[str]] = []
     for child in children:
         try:
@@ -316,9 +317,12 @@ def _walk(folder: Path, state: _ScanState) -> Iterator[ScanEntry | ScanError]:
             folders.append(child)
         else:
             files.append(Path(child.path))
+            with contextlib.suppress(OSError):
+                if not child.is_symlink():
+                    reals[files[-1]] = os.path.join(real, child.name)
     # DICOMDIRs first, so that the files they list are reported with the DICOMDIR's grouping.
     files.sort(key=lambda p: not p.name.upper().startswith("DICOMDIR"))
-    yield from _scan_files(files, state)
+    yield from _scan_files(files, state, reals)
 
     for child in folders:
         name = child.name
@@ -332,9 +336,11 @@ def _walk(folder: Path, state: _ScanState) -> Iterator[ScanEntry | ScanError]:
         yield from _walk(Path(child.path), state)
 
 
-def _scan_files(paths: Iterable[Path], state: _ScanState) -> Iterator[ScanEntry | ScanError]:
+def _scan_files(
+    paths: Iterable[Path], state: _ScanState, reals: dict[Path, str] | None = None
+) -> Iterator[ScanEntry | ScanError]:
     for path in paths:
-        real = os.path.realpath(path)
+        real = (reals or {}).get(path) or os.path.realpath(path)
         if real in state.seen_files:
             continue
         state.seen_files.add(real)
@@ -403,45 +409,20 @@ def _scan_file(
     try:
         with open(path, "rb") as fh:
             head = fh.read(_HEAD_BYTES)
-            kind = sniff_kind(path)  # the loader's own test, so that scan and load agree on what a file is
+            kind = sniff_bytes(head, st.st_size)  # the loader's own test, so that scan and load agree
             fh.seek(0)
             if kind in ("png", "jpeg"):
                 return _raster_entry(path, fh, kind, st.st_size)
             if kind == "dicom":
                 forced = head[128:132] != b"DICM"  # no preamble: ACR-NEMA style or a bare data set
                 return _dicom_result(
-                    path, fh, forced=forced, file_size=st.st_size, records=records, dicomdir=dicomdir
+                    path, fh, head, forced=forced, file_size=st.st_size, records=records, dicomdir=dicomdir
                 )
     except OSError as exc:
         return ScanError(path, "header", f"the file cannot be read: {_os_reason(exc)}")
-    return ScanError(path, "header", _not_supported_message(path, head))
-
-
-def _not_supported_message(path: Path, head: bytes) -> str:
-    for offset, magic, name in _ARCHIVES:
-        if head[offset : offset + len(magic)] == magic:
-            return f"compressed archive ({name}): unpack it first, then scan the unpacked folder."
-    for offset, magic, name in _OTHER_FORMATS:
-        if head[offset : offset + len(magic)] == magic:
-            return f"{name}: not a DICOM, PNG or JPEG file; convert it to PNG to open it."
-    hint = ""
-    if path.name.startswith("._"):
-        hint = " (a macOS resource-fork file)"
-    elif path.name in (".DS_Store", "Thumbs.db", "desktop.ini"):
-        hint = " (a hidden system file)"
-    elif _looks_like_text(head):
-        hint = " (it looks like text)"
-    return f"not a DICOM, PNG or JPEG file{hint}."
-
-
-def _looks_like_text(head: bytes) -> bool:
-    if b"\x00" in head:
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return exc.start >= len(head) - 3  # a multi-byte character cut at the end of the sample
-    return True
+    if is_document(path, head):
+        return ScanError(path, "document", describe_unknown(head, path.name))
+    return ScanError(path, "header", describe_unknown(head, path.name))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -517,15 +498,32 @@ def _read_dicom_header(fh: BinaryIO, *, forced: bool, file_size: int) -> _Header
     return _Header(values, found.get("tag"), found.get("length"), present, tuple(notes))
 
 
+def _quick_header(fh: BinaryIO, head: bytes, file_size: int) -> _Header | None:
+    """The header of a plain file read in one pass without pydicom, or None when pydicom must read it."""
+    quick = read_quick_header(fh, head, _QUICK_WANTED, stop_tags=_PIXEL_TAGS, give_up_tags=_QUICK_GIVE_UP)
+    if quick is None:
+        return None
+    present = None
+    if quick.pixel_position is not None and quick.pixel_length != 0xFFFFFFFF:
+        present = max(0, file_size - quick.pixel_position)
+    return _Header(quick.values, quick.pixel_tag, quick.pixel_length, present, ())
+
+
 def _dicom_result(
     path: Path,
     fh: BinaryIO,
+    head: bytes,
     *,
     forced: bool,
     file_size: int,
     records: dict[str, Any] | None,
     dicomdir: Path | None,
 ) -> ScanEntry | ScanError | _DicomDir:
+    header = None if forced else _quick_header(fh, head, file_size)
+    if header is not None:
+        fields = {**header.values, **(records or {})}
+        return _dicom_entry(path, header, file_size=file_size, fields=fields, dicomdir=dicomdir)
+    fh.seek(0)
     if deflated_size_exceeds(fh, deflated_limit(DEFAULT_MAX_PIXELS)):
         return ScanError(
             path,
@@ -598,6 +596,10 @@ def _dicom_entry(
         kind = "non-image"
         object_kind = non_image_kind or _generic_object_kind(sop_class, class_name)
         rows = cols = frames = None
+    result_for = referenced_images(sop_class, header.values)
+    if result_for:
+        kind = "result"
+        object_kind = f"{object_kind} (results)" if "results" not in object_kind else object_kind
 
     sop_instance = _text(fields.get("ReferencedSOPInstanceUIDInFile")) or header.text("SOPInstanceUID")
     ts = header.text("TransferSyntaxUID")
@@ -623,6 +625,7 @@ def _dicom_entry(
         dicomdir=dicomdir,
         file_size=file_size,
         notes=header.notes,
+        result_for=result_for,
     )
 
 
@@ -703,6 +706,7 @@ def _sop_class(header: _Header) -> str:
     return header.text("SOPClassUID") or header.text("MediaStorageSOPClassUID")
 
 
+@functools.lru_cache(maxsize=1024)
 def _uid_name(uid: str | None) -> str:
     if not uid:
         return ""
@@ -713,6 +717,7 @@ def _uid_name(uid: str | None) -> str:
     return name if name != uid else ""
 
 
+@functools.lru_cache(maxsize=1024)
 def _non_image_kind(class_name: str) -> str | None:
     for pattern, kind in _NON_IMAGE_CLASSES:
         if class_name and pattern.search(class_name):
@@ -1051,7 +1056,7 @@ class PatientNode:
 
 @dataclass
 class StudyTree:
-    """Patient ▸ Study ▸ Series ▸ entries, plus DICOMDIR files and errors, all in scan order.
+    """Patient ▸ Study ▸ Series ▸ entries, plus DICOMDIR files, documents and errors, all in scan order.
 
     Mutable so that a browser can ``add`` items as the scan yields them.
     """
@@ -1059,10 +1064,11 @@ class StudyTree:
     patients: dict[str, PatientNode] = field(default_factory=dict)
     dicomdirs: list[ScanEntry] = field(default_factory=list)
     errors: list[ScanError] = field(default_factory=list)
+    documents: list[ScanError] = field(default_factory=list)
 
     def add(self, item: ScanEntry | ScanError) -> None:
         if isinstance(item, ScanError):
-            self.errors.append(item)
+            (self.documents if item.is_document else self.errors).append(item)
             return
         if item.is_dicomdir:
             self.dicomdirs.append(item)
@@ -1086,7 +1092,8 @@ class StudyTree:
                     yield from series.entries
 
     def counts(self) -> dict[str, int]:
-        """Numbers for a summary line: patients, studies, series, images, non_images, dicomdirs, errors."""
+        """Numbers for a summary line: patients, studies, series, images, non_images (results included), results
+        (SR/SEG/GSPS about an image), dicomdirs, documents, errors."""
         entries = list(self.entries())
         images = sum(1 for e in entries if e.kind == "image")
         return {
@@ -1095,7 +1102,9 @@ class StudyTree:
             "series": sum(len(s.series) for p in self.patients.values() for s in p.studies.values()),
             "images": images,
             "non_images": len(entries) - images,
+            "results": sum(1 for e in entries if e.kind == "result"),
             "dicomdirs": len(self.dicomdirs),
+            "documents": len(self.documents),
             "errors": len(self.errors),
         }
 

@@ -114,7 +114,10 @@ class AnalysisResult:
         image_shape: ``(H, W)`` of the original image; every coordinate below is in that frame.
         class_names: the classifier's classes (empty when no classifier ran).
         class_probs: float32 ``(C,)`` softmax probabilities, or None.
-        p_opacity: probability of a pneumonia-like lung opacity from the classifier, or None.
+        p_opacity: probability of a pneumonia-like lung opacity from the classifier (the probability that gates
+            boxes: the sum of ``gate_classes``' probabilities), or None.
+        gate_classes: the classes whose probabilities make ``p_opacity`` (rsna3: Lung Opacity; acse4: covid,
+            lung_opacity, pneumonia), empty when no classifier ran.
         det_boxes: float32 ``(N, 4)`` detector boxes ``[x, y, w, h]`` in original pixels (all raw detections,
             sorted by score; thresholds are applied later by post-processing), or None when detection did not run.
         det_scores: float32 ``(N,)`` detector scores, or None.
@@ -132,6 +135,7 @@ class AnalysisResult:
     class_names: tuple[str, ...] = ()
     class_probs: np.ndarray | None = None
     p_opacity: float | None = None
+    gate_classes: tuple[str, ...] = ()
     det_boxes: np.ndarray | None = None
     det_scores: np.ndarray | None = None
     prob_map: np.ndarray | None = None

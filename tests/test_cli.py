@@ -33,7 +33,7 @@ def test_scan_json_lists_entries_and_errors(capsys):
     out, err = capsys.readouterr()
     assert rc == 0, err  # files failed, but the scan completed
     doc = json.loads(out)
-    assert set(doc) == {"folder", "entries", "errors", "counts"}
+    assert set(doc) == {"folder", "entries", "errors", "documents", "counts"}
     assert doc["folder"] == str(ROBUST)
     assert doc["entries"] and doc["errors"]
     assert all(Path(e["path"]).is_file() for e in doc["entries"])
@@ -42,7 +42,11 @@ def test_scan_json_lists_entries_and_errors(capsys):
     )
     assert doc["counts"]["entries"] == len(doc["entries"])
     assert doc["counts"]["errors"] == len(doc["errors"])
-    assert len(doc["entries"]) + len(doc["errors"]) == _file_count(ROBUST)  # each file once
+    assert doc["counts"]["documents"] == len(doc["documents"]) > 0
+    assert all(d["stage"] == "document" for d in doc["documents"])
+    assert len(doc["entries"]) + len(doc["errors"]) + len(doc["documents"]) == _file_count(
+        ROBUST
+    )  # each once
     by_name = {Path(e["path"]).name: e for e in doc["entries"]}
     assert by_name["waveform_ecg.dcm"]["kind"] == "non-image"
     assert by_name["waveform_ecg.dcm"]["object_kind"] == "waveform"
@@ -69,10 +73,12 @@ def test_scan_prints_an_indented_tree_then_errors(capsys):
     )
     errors_at = next(n for n, line in enumerate(lines) if line.startswith("Errors ("))
     n_errors = int(lines[errors_at].split("(")[1].split(")")[0])
-    # 50 TINY_ALPHA records without pixels, two READMEs, DICOMDIR-nopatient
-    assert n_errors == len(lines) - errors_at - 1 == 53
+    # 50 TINY_ALPHA records without pixels, DICOMDIR-nopatient
+    assert n_errors == len(lines) - errors_at - 1 == 51
     assert any(line.startswith("  DICOMDIR-nopatient [header] the DICOMDIR is damaged") for line in lines)
-    assert any(line.startswith("  README.txt [header] not a DICOM, PNG or JPEG file") for line in lines)
+    # The two READMEs are documents: listed as other files, before the errors, not among them.
+    others_at = lines.index("Other files (2, not images):")  # README.txt and TINY_ALPHA/README
+    assert others_at < errors_at and lines[others_at + 1].startswith("  README.txt: a document (.txt)")
     assert "DICOMDIR files (7):" in lines
 
 
@@ -108,7 +114,7 @@ def test_python_dash_m_runs_the_cli(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert len(doc["entries"]) + len(doc["errors"]) == _file_count(ROBUST)
+    assert len(doc["entries"]) + len(doc["errors"]) + len(doc["documents"]) == _file_count(ROBUST)
     r = subprocess.run(
         [sys.executable, "-m", "pneumoview", "scan", str(tmp_path / "missing")],
         capture_output=True,

@@ -200,11 +200,21 @@ def test_evaluate_ground_truth_scores_one(tmp_path: Path, capsys: pytest.Capture
         for pid in ids:
             b = labels[pid]
             w.writerow([pid, boxes_to_prediction_string(b, [1.0] * len(b))])
-    assert main(["evaluate", "--labels", str(RSNA / "stage_2_train_labels.csv"), str(sub)]) == 0
+    assert (
+        main(
+            ["evaluate", "--labels", str(RSNA / "stage_2_train_labels.csv"), "--image-size", "1024", str(sub)]
+        )
+        == 0
+    )
     assert "RSNA mAP@[.40:.75]: 1.0000" in capsys.readouterr().out
     with open(sub, "w", newline="") as f:
         f.write("patientId,PredictionString\n" + "".join(f"{pid},\n" for pid in ids))
-    assert main(["evaluate", "--labels", str(RSNA / "stage_2_train_labels.csv"), str(sub)]) == 0
+    assert (
+        main(
+            ["evaluate", "--labels", str(RSNA / "stage_2_train_labels.csv"), "--image-size", "1024", str(sub)]
+        )
+        == 0
+    )
     assert "RSNA mAP@[.40:.75]: 0.0000" in capsys.readouterr().out
 
 

@@ -49,7 +49,14 @@ def _submission(path: Path, ids: list[str]) -> Path:
 
 
 def test_evaluate_warns_on_training_images(split, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    args = ["--labels", str(RSNA / "stage_2_train_labels.csv"), "--models-dir", str(ROOT / "models")]
+    args = [
+        "--labels",
+        str(RSNA / "stage_2_train_labels.csv"),
+        "--models-dir",
+        str(ROOT / "models"),
+        "--image-size",
+        "512",
+    ]
     sub = _submission(tmp_path / "mixed.csv", split["train"][:3] + split["val"][:4])
     assert main(["evaluate", str(sub), *args]) == 0
     err = capsys.readouterr().err

@@ -35,6 +35,7 @@ def test_batch_runs_and_writes_predict_outputs(qtbot, make_window, tmp_path):
     out = tmp_path / "out"
     run = json.loads((out / "run.json").read_text())
     assert run["done"] == 4 and run["thresholds"] == w.session.thresholds.to_dict()
+    assert run["thresholds_source"] == "the batch dialog's Thresholds panel"
     assert len(list(csv.DictReader((out / "submission.csv").open()))) == 4
     assert len(list((out / "annotated").glob("*.png"))) == 4
     assert "Finished: 4 of 5" in d.status.text()

@@ -53,6 +53,8 @@ def test_every_shipped_model_verifies_and_loads(manifest):
         assert spec.metrics.get("metric") in spec.metrics, f"{model_id} records its validation metric"
         assert spec.training["val_images"] == 335 and spec.intended_use.startswith("Research use only")
     assert total < 150 * 2**20
+    # Every weights file in models/, the optional ones (acse4-classifier) included, stays under the budget too.
+    assert sum(p.stat().st_size for p in MODELS.glob("*.pt")) < 150 * 2**20
 
 
 def test_detector_starts_from_the_shipped_classifier_on_the_same_split(manifest):

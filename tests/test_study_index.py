@@ -167,9 +167,6 @@ BROKEN = {
     "robustness/pydicom/nested_priv_SQ.dcm": ("header", "no Rows/Columns"),
     "robustness/pydicom/empty_charset_LEI.dcm": ("header", "no SOP Class UID"),
     "robustness/pydicom/no_meta.dcm": ("header", "not a DICOM, PNG or JPEG file"),
-    "robustness/pydicom/README.txt": ("header", "not a DICOM, PNG or JPEG file (it looks like text)"),
-    "robustness/fo-dicom/License.txt": ("header", "not a DICOM, PNG or JPEG file"),
-    "chest/SOURCES.md": ("header", "not a DICOM, PNG or JPEG file"),
     "robustness/pydicom/dicomdirtests/DICOMDIR-nopatient": ("header", "the DICOMDIR is damaged"),
 }
 
@@ -183,7 +180,23 @@ def test_every_broken_file_yields_an_error(dicom_scan):
         assert phrase in error.message, (name, error.message)
     for item in dicom_scan:
         if isinstance(item, ScanError):
-            assert item.stage in ("header", "pixels") and len(item.message) > 15
+            assert item.stage in ("header", "pixels", "document") and len(item.message) > 15
+
+
+# Notes, licences and labels beside the images are documents: listed apart, not errors.
+DOCUMENTS = ("robustness/pydicom/README.txt", "robustness/fo-dicom/License.txt", "chest/SOURCES.md")
+
+
+def test_documents_are_other_files_not_errors(dicom_scan):
+    items = _by_name(dicom_scan)
+    for name in DOCUMENTS:
+        doc = items[name]
+        assert isinstance(doc, ScanError) and doc.is_document and doc.stage == "document", (name, doc)
+        assert doc.message.startswith("a document (") and "not an image" in doc.message
+    tree = build_tree(dicom_scan)
+    assert {str(d.path.relative_to(DICOM)) for d in tree.documents} >= set(DOCUMENTS)
+    assert not any(e.is_document for e in tree.errors)
+    assert tree.counts()["documents"] == len(tree.documents)
 
 
 def test_damaged_but_readable_headers_are_still_images(dicom_scan):
@@ -210,11 +223,26 @@ def test_damaged_but_readable_headers_are_still_images(dicom_scan):
 # DICOMDIR
 
 
-def test_dicomdir_grouping_matches_the_file_set(dicom_scan):
-    dicomdir = DICOMDIR_TREE / "DICOMDIR"
+@pytest.mark.parametrize("through_link", [False, True], ids=["direct", "through-a-symbolic-link"])
+def test_dicomdir_grouping_matches_the_file_set(dicom_scan, tmp_path, through_link):
+    # CI may mount ../shared as a symbolic link: the scan keeps the folder's spelling, while pydicom's FileSet
+    # resolves links, so members are compared by their path inside the file-set.
+    root = DICOMDIR_TREE
+    items = dicom_scan
+    if through_link:
+        root = tmp_path / "linked-copy"
+        root.symlink_to(DICOMDIR_TREE, target_is_directory=True)
+        items = list(scan(root))
+    dicomdir = root / "DICOMDIR"
     fs = FileSet(dicomdir)
-    listed = [e for e in dicom_scan if isinstance(e, ScanEntry) and e.dicomdir == dicomdir]
-    assert sorted(e.path for e in listed) == sorted(Path(i.path) for i in fs)
+    fs_root = Path(fs.path)
+
+    def inside(path: Path, folder: Path) -> Path:
+        return path.relative_to(folder)
+
+    listed = [e for e in items if isinstance(e, ScanEntry) and e.dicomdir == dicomdir]
+    assert sorted(inside(e.path, root) for e in listed) == sorted(inside(Path(i.path), fs_root) for i in fs)
+    assert all(str(e.path).startswith(str(root)) for e in listed)
 
     tree = build_tree(listed)
     counts = tree.counts()
@@ -228,7 +256,7 @@ def test_dicomdir_grouping_matches_the_file_set(dicom_scan):
     assert (counts["patients"], counts["studies"], counts["series"], counts["images"]) == expected
 
     for instance in fs:
-        entry = next(e for e in listed if e.path == Path(instance.path))
+        entry = next(e for e in listed if inside(e.path, root) == inside(Path(instance.path), fs_root))
         assert entry.patient_key == instance.PatientID
         assert entry.study_key == instance.StudyInstanceUID
         assert entry.series_key == instance.SeriesInstanceUID
@@ -292,13 +320,14 @@ def test_scan_is_lazy(tmp_path, monkeypatch):
     for i in range(2000):
         (tmp_path / f"img{i:04d}.dcm").write_bytes(source)
     reads = []
-    real = study_index.read_partial
+    real = open
 
     def counting(*args, **kwargs):
         reads.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(study_index, "read_partial", counting)
+    # Every file is opened once (sniffed and read on the same handle), and only when the scan reaches it.
+    monkeypatch.setattr(study_index, "open", counting, raising=False)
     items = scan(tmp_path)
     first = next(items)
     assert isinstance(first, ScanEntry) and first.path.name == "img0000.dcm"
@@ -362,11 +391,11 @@ def test_other_source_jpeg_png_folder():
     items = list(scan(folder))
     assert len(items) == len(_all_files(folder))
     entries = [i for i in items if isinstance(i, ScanEntry)]
-    errors = [i for i in items if isinstance(i, ScanError)]
+    others = [i for i in items if isinstance(i, ScanError)]
     assert len(entries) == len(list((folder / "images").iterdir())) == 55
     assert {e.file_format for e in entries} == {"jpeg", "png"}
-    assert {e.path.name for e in errors} == {"README.md", "SOURCES.md", "metadata.csv"}
-    assert all("not a DICOM, PNG or JPEG file" in e.message for e in errors)
+    assert {e.path.name for e in others} == {"README.md", "SOURCES.md", "metadata.csv"}
+    assert all(e.is_document for e in others)
     sample = entries[0]
     with Image.open(sample.path) as im:
         assert (sample.cols, sample.rows) == im.size
@@ -403,7 +432,10 @@ def test_odd_files_are_errors_with_reasons(tmp_path):
     assert messages[".DS_Store"] == ("header", "not a DICOM, PNG or JPEG file (a hidden system file).")
     assert "resource-fork" in messages["._IM0001"][1]
     assert "empty file" in messages["empty.dcm"][1]
-    assert "looks like text" in messages["notes.txt"][1]
+    assert messages["notes.txt"] == (
+        "document",
+        "a document (.txt), not an image; it is listed and left as it is.",
+    )
     assert "TIFF" in messages["scan.tif"][1]
     assert "compressed archive (zip): unpack it first" in messages["study.zip"][1]
     assert "PNG header is damaged" in messages["broken.png"][1]
@@ -502,7 +534,7 @@ def test_tree_and_json_ready_dicts(dicom_scan):
     counts = tree.counts()
     n_entries = sum(1 for i in dicom_scan if isinstance(i, ScanEntry))
     assert counts["images"] + counts["non_images"] + counts["dicomdirs"] == n_entries
-    assert counts["errors"] == len(dicom_scan) - n_entries
+    assert counts["errors"] + counts["documents"] == len(dicom_scan) - n_entries
     assert all(e.is_dicomdir for e in tree.dicomdirs) and len(tree.dicomdirs) == 7
     d = next(e for e in dicom_scan if isinstance(e, ScanEntry)).to_dict()
     assert isinstance(d["path"], str) and isinstance(d["notes"], list)

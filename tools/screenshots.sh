@@ -5,12 +5,14 @@
 #   tools/screenshots.sh --test-models   # with the tiny test models of tests/model_fixtures.py (their boxes and
 #                                        # heat maps follow bright pixels: a demo of the interface, not of results)
 #
-# Needs Debian's xvfb (apt-get install -y xvfb). Uses a throw-away settings folder, never the user's settings.
+# Needs Debian's xvfb (apt-get install -y xvfb) and the system libraries the README names. Runs Qt's real xcb
+# platform (as on a desktop), never offscreen. Uses a throw-away settings folder, never the user's settings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 OUT=docs/screenshots
 mkdir -p "$OUT"
+export QT_QPA_PLATFORM=xcb  # the platform users get on Linux (not offscreen), under Xvfb
 export PNEUMOVIEW_CONFIG_DIR
 PNEUMOVIEW_CONFIG_DIR=$(mktemp -d)
 MODELS_TMP=""
@@ -41,4 +43,13 @@ print(sys.argv[1], im.size)" "$2"
 
 shot pneumoview/data/sample_study "$OUT/main-window.png"
 shot ../shared/data/dicom/chest/WG04_RG1_J2KI.dcm "$OUT/dicom-jpeg2000.png"  # 15-bit MONOCHROME1, 1955 × 1841
+# The four-class acse4-classifier (Settings ▸ Classifier) on a held-out COVID-19 radiograph of the Cohen collection
+# (validation side of tools/make_acse4_layout.py; skipped without the shipped acse4-classifier). That collection may
+# be used for research but not redistributed (../shared/data/acse4/README.md), so this one goes to build/local-docs/,
+# which git ignores, never to docs/.
+if [[ -z "$MODELS_TMP" ]] && grep -q '"acse4-classifier"' models/manifest.toml; then
+  mkdir -p build/local-docs
+  echo '{"classifier": "acse4-classifier", "first_run_done": true}' >"$PNEUMOVIEW_CONFIG_DIR/settings.json"
+  shot "../shared/data/acse4/covid/${ACSE4_SHOT:-covid-19-pneumonia-28.jpg}" build/local-docs/acse4-covid.png
+fi
 ls -l "$OUT"

@@ -23,10 +23,33 @@ _FLOAT_OPTIONS = {
 }
 
 
+THRESHOLD_PROFILES = ("defaults", "viewer")
+
+
+def add_threshold_source_options(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+    """``--thresholds-file`` and ``--thresholds-profile``: where the starting thresholds come from."""
+    group.add_argument(
+        "--thresholds-file",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="thresholds saved as JSON (e.g. best_thresholds.json from pneumoview tune)",
+    )
+    group.add_argument(
+        "--thresholds-profile",
+        choices=THRESHOLD_PROFILES,
+        default=None,
+        help="'defaults' (the default): the documented built-in thresholds; 'viewer': those the viewer saved "
+        "(also where 'tune --save' puts them)",
+    )
+
+
 def add_threshold_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group(
         "thresholds",
-        "post-processing operating points (defaults: the saved settings, else built-in defaults)",
+        "post-processing operating points: the built-in defaults unless --thresholds-file or --thresholds-profile "
+        "says otherwise, then any option below; the command prints the thresholds it used and run.json records "
+        "where they came from",
     )
     for field, (flag, text) in _FLOAT_OPTIONS.items():
         g.add_argument(flag, dest=field, type=float, default=None, metavar="X", help=text)
@@ -37,9 +60,7 @@ def add_threshold_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--mode", choices=MODES, default=None, help="'seed001' reproduces seed 001's post-processing exactly"
     )
-    g.add_argument(
-        "--thresholds-file", type=Path, default=None, metavar="JSON", help="thresholds saved as JSON"
-    )
+    add_threshold_source_options(g)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -69,13 +90,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def saved_thresholds() -> Thresholds:
-    """The user's saved defaults (settings file), else the built-in defaults."""
-    try:
-        from pneumoview.settings import load_settings
+    """The thresholds the viewer saved (settings file); the built-in defaults when there are none.
 
-        return Thresholds.from_dict(load_settings().thresholds)
-    except Exception:  # noqa: BLE001 - a broken settings file must never stop a batch run
-        return Thresholds()
+    Raises:
+        ValueError: the saved thresholds are not valid.
+    """
+    from pneumoview.settings import load_settings
+
+    return Thresholds.from_dict(load_settings().thresholds)
 
 
 # What `pneumoview tune` adds to the thresholds in best_thresholds.json (its score; keep in step with tune.py), so
@@ -83,19 +105,51 @@ def saved_thresholds() -> Thresholds:
 TUNE_REPORT_KEYS = ("map", "images")
 
 
-def thresholds_from_args(args: argparse.Namespace) -> Thresholds:
-    base = saved_thresholds()
-    if args.thresholds_file is not None:
-        saved = json.loads(Path(args.thresholds_file).read_text(encoding="utf-8"))
+def base_thresholds(args: argparse.Namespace) -> tuple[Thresholds, str]:
+    """The starting thresholds and, in words, where they came from.
+
+    The command line is reproducible: it uses the documented built-in defaults unless ``--thresholds-file`` or
+    ``--thresholds-profile viewer`` names other ones; moving a slider in the viewer never changes what it computes.
+
+    Raises:
+        ValueError, OSError: the file cannot be read or holds invalid thresholds.
+    """
+    file = getattr(args, "thresholds_file", None)
+    profile = getattr(args, "thresholds_profile", None)
+    if file is not None and profile is not None:
+        raise ValueError("give either --thresholds-file or --thresholds-profile, not both")
+    if file is not None:
+        saved = json.loads(Path(file).read_text(encoding="utf-8"))
         if isinstance(saved, dict):
             saved = {k: v for k, v in saved.items() if k not in TUNE_REPORT_KEYS}
-        base = Thresholds.from_dict(saved)
+        return Thresholds.from_dict(saved), f"file {Path(file).expanduser().absolute()}"
+    if profile == "viewer":
+        from pneumoview.settings import settings_path
+
+        return saved_thresholds(), f"profile 'viewer' (saved in {settings_path()})"
+    return Thresholds(), "built-in defaults"
+
+
+def thresholds_from_args(args: argparse.Namespace) -> tuple[Thresholds, str]:
+    """The thresholds a command runs with, and where they came from (with any options that changed them)."""
+    base, source = base_thresholds(args)
     changes = {
         k: getattr(args, k)
         for k in (*_FLOAT_OPTIONS, "fusion", "confidence", "mode")
         if getattr(args, k, None) is not None
     }
-    return base.replace(**changes) if changes else base
+    if not changes:
+        return base, source
+    flags = ", ".join(
+        f"{_FLOAT_OPTIONS[k][0] if k in _FLOAT_OPTIONS else '--' + k} {v}" for k, v in changes.items()
+    )
+    return base.replace(**changes), f"{source}, changed by {flags}"
+
+
+def thresholds_line(thresholds: Thresholds, source: str) -> str:
+    """One line for the console: every threshold and where they came from."""
+    values = ", ".join(f"{k} {v}" for k, v in thresholds.to_dict().items())
+    return f"thresholds ({source}): {values}"
 
 
 def engine_from_args(args: argparse.Namespace):

@@ -83,7 +83,7 @@ def _key(path: Path | None) -> bytes | None:
     from pneumoview.export import atomic_write_bytes
 
     key = secrets.token_hex(32).encode("ascii")
-    atomic_write_bytes(path, key)  # created 0600
+    atomic_write_bytes(path, key, private=True)  # a secret: 0600
     return key
 
 

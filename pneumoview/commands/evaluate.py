@@ -1,4 +1,5 @@
-"""``pneumoview evaluate``: RSNA mAP of a submission, per-image scores, and classifier metrics."""
+"""``pneumoview evaluate``: RSNA mAP of a submission, per-image scores, and classifier metrics; or, with
+``--class-folders ROOT``, a classifier's per-class ROC AUC and confusion matrix on a class-folder layout."""
 
 from __future__ import annotations
 
@@ -18,32 +19,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Score predictions exactly as the RSNA Pneumonia Detection Challenge did: per image, precision "
         "TP/(TP+FP+FN) averaged over IoU thresholds 0.40…0.75, then the mean over images; images with no truth and "
         "no prediction are skipped, images with no truth and any prediction score 0. Only the images in "
-        "PREDICTIONS are evaluated.",
+        "PREDICTIONS are evaluated. With --class-folders ROOT (seed 002's layout ROOT/<class>/<image>) it runs the "
+        "classifier (--classifier ID) on every image instead and reports one-vs-rest ROC AUC per class from the "
+        "probabilities and the confusion matrix. Exit status: 0 ok, 1 some images could not be read, 2 usage errors.",
     )
-    p.add_argument("predictions", type=Path, metavar="PREDICTIONS.csv", help="patientId,PredictionString")
     p.add_argument(
-        "--labels", type=Path, required=True, help="stage_2_train_labels.csv (boxes in the 1024-px frame)"
+        "predictions", type=Path, nargs="?", metavar="PREDICTIONS.csv", help="patientId,PredictionString"
     )
+    p.add_argument("--labels", type=Path, help="stage_2_train_labels.csv (boxes in the 1024-px frame)")
+    from pneumoview.commands.evaluate_classes import add_options
+
+    add_options(p)
     p.add_argument(
         "--findings",
         type=Path,
         default=None,
         help="findings.csv of the same run: gives each image's size (boxes are scaled from the 1024-px label "
-        "frame) and the class probabilities for classifier metrics",
+        "frame) and the class probabilities for classifier metrics (default: the findings.csv beside "
+        "PREDICTIONS.csv, as pneumoview predict writes it)",
     )
     p.add_argument(
-        "--image-size", type=int, default=1024, help="image size when --findings is not given (default 1024)"
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the images' size in pixels (N x N) when there is no findings.csv, e.g. 1024 for the RSNA "
+        "challenge's own files; without it or a findings.csv the boxes' frame is unknown and nothing is scored",
     )
     p.add_argument(
         "--classes", type=Path, default=None, help="stage_2_detailed_class_info.csv → classifier metrics"
     )
     p.add_argument("--per-image", type=Path, default=None, metavar="CSV", help="write per-image scores here")
-    p.add_argument(
-        "--models-dir",
-        type=Path,
-        default=None,
-        help="extra models folder whose training splits are checked too",
-    )
     p.set_defaults(run=run)
 
 
@@ -55,8 +61,17 @@ def read_submission(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         reader = csv.DictReader(f)
         if not {"patientId", "PredictionString"} <= set(reader.fieldnames or []):
             raise ValueError(f"{path}: expected the header patientId,PredictionString")
+        repeated = []
         for row in reader:
-            out[row["patientId"].strip()] = parse_prediction_string(row["PredictionString"])
+            pid = row["patientId"].strip()
+            if pid in out:
+                repeated.append(pid)
+            out[pid] = parse_prediction_string(row["PredictionString"])
+    if repeated:
+        raise ValueError(
+            f"{path}: {len(repeated)} patientId(s) appear more than once (e.g. {repeated[0]}), so some images "
+            "would not be scored; give every image its own id (pneumoview predict does)"
+        )
     return out
 
 
@@ -73,13 +88,38 @@ def run(args: argparse.Namespace) -> int:
     from pneumoview.metrics import classification_report, rsna_map
     from pneumoview.rsna_labels import RSNA_CLASSES, read_classes, read_labels, scale_boxes
 
+    if args.class_folders is not None:
+        from pneumoview.commands.evaluate_classes import run_class_folders
+
+        return run_class_folders(args)
+    if args.predictions is None or args.labels is None:
+        print(
+            "pneumoview evaluate: give PREDICTIONS.csv and --labels (RSNA), or --class-folders ROOT (classifier)",
+            file=sys.stderr,
+        )
+        return 2
+    findings_path = args.findings
+    beside = Path(args.predictions).with_name("findings.csv")
+    if findings_path is None and args.image_size is None and beside.is_file():
+        findings_path = beside
+        print(f"image sizes from {beside} (beside the predictions)")
     try:
         preds = read_submission(args.predictions)
         labels = read_labels(args.labels)
-        findings = read_findings(args.findings) if args.findings else {}
+        findings = read_findings(findings_path) if findings_path else {}
         classes = read_classes(args.classes) if args.classes else {}
     except (OSError, ValueError, KeyError) as exc:
         print(f"pneumoview evaluate: {exc}", file=sys.stderr)
+        return 2
+    frameless = [k for k in preds if k not in findings]
+    if frameless and args.image_size is None:
+        where = f"{findings_path} has no row for" if findings_path else "no findings.csv gives the size of"
+        print(
+            f"pneumoview evaluate: {where} {len(frameless)} predicted image(s) (e.g. {frameless[0]}), so the "
+            "frame of their boxes is unknown; give --findings FINDINGS.csv (predict writes it beside "
+            "submission.csv) or --image-size N (1024 for the RSNA challenge's files)",
+            file=sys.stderr,
+        )
         return 2
     unknown = [k for k in preds if k not in labels]
     if unknown:
@@ -114,22 +154,33 @@ def run(args: argparse.Namespace) -> int:
                 w.writerow([k, len(gt[k]), len(preds[k][0]), "" if v is None else f"{v:.4f}"])
         print(f"per-image scores: {args.per_image}")
     if classes:
-        ids = [k for k in preds if k in classes and k in findings and findings[k]["p_normal"] != ""]
+        ids = [k for k in preds if k in classes and k in findings and _has_rsna3(findings[k])]
         if not ids:
             print(
-                "classifier metrics: no image has both a class label and classifier probabilities (--findings)"
+                "classifier metrics: no image has both a class label and rsna3 classifier probabilities (--findings)"
             )
         else:
             y = np.array([RSNA_CLASSES.index(classes[k]) for k in ids])
-            probs = np.array(
-                [
-                    [float(findings[k][c]) for c in ("p_normal", "p_not_normal_no_opacity", "p_opacity")]
-                    for k in ids
-                ]
-            )
+            probs = np.array([[float(_first(findings[k], *names)) for names in _RSNA3_COLUMNS] for k in ids])
             rep = classification_report(y, probs, RSNA_CLASSES)
             _print_report(rep, len(ids))
     return 0
+
+
+# findings.csv columns of the rsna3 classes: p_<class> since per-class columns, the older names after them.
+_RSNA3_COLUMNS = (
+    ("p_normal",),
+    ("p_no_lung_opacity_not_normal", "p_not_normal_no_opacity"),
+    ("p_lung_opacity", "p_opacity"),
+)
+
+
+def _has_rsna3(row: dict[str, str]) -> bool:
+    return all(any(row.get(n, "") != "" for n in names) for names in _RSNA3_COLUMNS)
+
+
+def _first(row: dict[str, str], *names: str) -> str:
+    return next(row[n] for n in names if row.get(n, "") != "")
 
 
 def _print_report(rep, n: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 
@@ -85,10 +86,28 @@ def run(args: argparse.Namespace) -> int:
             f"{m['id']:26s} {m['task']:9s} {m['version']:8s} {m['status']:18s} {m['sha256_prefix']:12s} "
             f"{size:>9s}  {m['file'] or '-'}"
         )
+        line = metrics_line(m["metrics"])
+        if line:
+            pad = " " * 27
+            print(textwrap.fill(line, 118, initial_indent=pad, subsequent_indent=pad + "  "))
     for e in ensembles:
         members = ", ".join(f"{mid}×{w:g}" for mid, w in zip(e["members"], e["weights"], strict=True))
-        print(f"{e['id']:26s} {e['task']:9s} {e['version']:8s} {e['status']:18s} ensemble of {members}")
+        # No file and no hash of its own: those columns stay empty, the members go in the file column.
+        print(
+            f"{e['id']:26s} {e['task']:9s} {e['version']:8s} {e['status']:18s} {'-':12s} {'':>9s}  "
+            f"ensemble of {members}"
+        )
     for m in models:
         if m["status"] != STATUS_OK:
             print(f"\n{m['id']}: {m['message']}")
     return 0
+
+
+def metrics_line(metrics: dict) -> str:
+    """The validation numbers of a model card on one line (scalars only; the confusion matrix is in ``--json``)."""
+    parts = []
+    for k, v in metrics.items():
+        if k == "metric" or isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        parts.append(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}")
+    return ("validation: " + ", ".join(parts)) if parts else ""

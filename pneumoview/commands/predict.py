@@ -13,6 +13,7 @@ from pneumoview.commands.common import (
     add_threshold_options,
     engine_from_args,
     thresholds_from_args,
+    thresholds_line,
 )
 
 EPILOG = textwrap.dedent(
@@ -119,9 +120,10 @@ def _distributed() -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     from pneumoview.batch import collect_inputs, finalize, iter_batch, output_conflict, shard
     from pneumoview.errors import ModelError, PneumoViewError
+    from pneumoview.output_folder import output_folder_problem
 
     try:
-        thresholds = thresholds_from_args(args)
+        thresholds, source = thresholds_from_args(args)
     except (ValueError, OSError) as exc:
         print(f"pneumoview predict: bad thresholds: {exc}", file=sys.stderr)
         return 2
@@ -141,6 +143,15 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    for i in args.inputs:
+        if not Path(i).exists():
+            print(f"pneumoview predict: {i}: no such file or folder", file=sys.stderr)
+            return 2
+    problem = output_folder_problem(out)  # before the models load: a bad --out must cost nothing
+    if problem is not None:
+        print(f"pneumoview predict: {problem}", file=sys.stderr)
+        return 2
+    run_info = {"thresholds_source": source}
     try:
         ignored: list[Path] = []
         inputs = collect_inputs(args.inputs, ignored)
@@ -160,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"pneumoview predict: {conflict}", file=sys.stderr)
             return 2
     if args.merge_only:
-        summary = finalize(out, inputs, None, thresholds)
+        summary = finalize(out, inputs, None, thresholds, run_info=run_info)
         print(f"merged {summary.done} done, {len(summary.failed)} failed of {summary.total} into {out}")
         return summary.exit_status
 
@@ -186,9 +197,10 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0:
         for stage, why in problems.items():
             print(f"note: {stage} will be skipped: {why}", file=sys.stderr)
+        print(thresholds_line(thresholds, source))
 
     progress = _progress_bar(len(mine), disable=args.quiet or rank != 0)
-    failed = 0
+    failed = skipped = 0
     single_writer = world == 1 and shard_arg is None
     gen = iter_batch(
         mine,
@@ -200,11 +212,17 @@ def run(args: argparse.Namespace) -> int:
         include_identifiers=args.include_identifiers,
         chunk=max(1, args.batch_size),
         finalize_outputs=single_writer,
+        run_info=run_info,
         dicom=dicom,
     )
     try:
         for p in gen:
             failed += p.item.status == "failed"
+            if p.item.status == "skipped":  # not analysed: kept out of the bar, so its img/s is the real rate
+                skipped += 1
+                progress.total -= 1
+                progress.set_postfix(failed=failed, skipped=skipped, refresh=True)
+                continue
             progress.set_postfix(failed=failed, refresh=False)
             progress.update(1)
     except KeyboardInterrupt:
@@ -228,7 +246,11 @@ def run(args: argparse.Namespace) -> int:
             f"shard {args.shard} finished; merge all shards with: pneumoview predict ... --out {out} --merge-only"
         )
         return 1 if failed else 0
-    summary = finalize(out, inputs, engine, thresholds, analysed=len(mine)) if not single_writer else None
+    summary = (
+        finalize(out, inputs, engine, thresholds, analysed=len(mine), run_info=run_info)
+        if not single_writer
+        else None
+    )
     if summary is None:
         from pneumoview.batch import read_summary
 
@@ -237,10 +259,7 @@ def run(args: argparse.Namespace) -> int:
         import torch.distributed as dist
 
         dist.destroy_process_group()
-    print(
-        f"{summary.done} of {summary.total} images analysed, {len(summary.failed)} failed; outputs in {out} "
-        f"(submission.csv, findings.csv, annotated/, run.json)"
-    )
+    print(_summary_line(summary, skipped if world == 1 else 0, out))
     if dicom is not None:
         n_dicom = len(list((out / "dicom").glob("*.dcm")))
         print(f"DICOM results: {n_dicom} file(s) in {out / 'dicom'} (listed in run.json)")
@@ -265,6 +284,22 @@ def _print_header_warnings(out: Path) -> None:
             "see the warnings column of findings.csv and run.json",
             file=sys.stderr,
         )
+
+
+def _summary_line(summary, skipped: int, out: Path) -> str:
+    """ "N of T images analysed, F failed; outputs in …", saying how many were already done and skipped, and listing
+    annotated/ only when it holds PNGs."""
+    analysed = summary.done - skipped
+    parts = [f"{skipped} already done, skipped"] if skipped else []
+    if analysed or not skipped:
+        parts.append(f"{analysed} of {summary.total} images analysed")
+    parts.append(f"{len(summary.failed)} failed")
+    files = ["submission.csv", "findings.csv"]
+    annotated = out / "annotated"
+    if annotated.is_dir() and any(annotated.glob("*.png")):
+        files.append("annotated/")
+    files.append("run.json")
+    return f"{', '.join(parts)}; outputs in {out} ({', '.join(files)})"
 
 
 def _progress_bar(total: int, disable: bool):

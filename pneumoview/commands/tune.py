@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from pneumoview.commands.common import add_model_options, engine_from_args, saved_thresholds
+from pneumoview.commands.common import (
+    add_model_options,
+    add_threshold_source_options,
+    base_thresholds,
+    engine_from_args,
+    thresholds_line,
+)
 from pneumoview.thresholds import FUSION_MODES, GATE_MODES, Thresholds
 
 # Values tried for each threshold (one at a time, coordinate descent from the current defaults).
@@ -64,7 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", type=Path, default=None, metavar="DIR", help="write tune.csv and best_thresholds.json here"
     )
-    p.add_argument("--save", action="store_true", help="make the best thresholds the saved defaults")
+    p.add_argument(
+        "--save",
+        action="store_true",
+        help="save the best thresholds as the viewer's (profile 'viewer'; predict uses them with "
+        "--thresholds-profile viewer)",
+    )
+    add_threshold_source_options(p.add_argument_group("starting thresholds (default: the built-in defaults)"))
     add_model_options(p)
     p.set_defaults(run=run)
 
@@ -186,7 +198,12 @@ def run(args: argparse.Namespace) -> int:
             "pneumoview tune: no labelled images found (file stems must be RSNA patientIds)", file=sys.stderr
         )
         return 2
-    start = saved_thresholds()
+    try:
+        start, source = base_thresholds(args)
+    except (OSError, ValueError) as exc:
+        print(f"pneumoview tune: bad thresholds: {exc}", file=sys.stderr)
+        return 2
+    print(thresholds_line(start, source).replace("thresholds (", "starting thresholds (", 1))
     best, best_map, rows = sweep(cases, start, stages, args.rounds)
     n_pos = sum(1 for c in cases if len(c.gt))
     print(f"\n{len(cases)} labelled images ({n_pos} with opacity); models ran once on {engine.device}")
@@ -213,7 +230,10 @@ def run(args: argparse.Namespace) -> int:
 
         s = load_settings()
         save_settings(s.replace(thresholds=best.to_dict()) if hasattr(s, "replace") else _with(s, best))
-        print("saved as the default thresholds (pneumoview predict and the viewer use them)")
+        print(
+            "saved as the viewer's thresholds (profile 'viewer': the viewer uses them, and "
+            "pneumoview predict --thresholds-profile viewer)"
+        )
     return 0
 
 

@@ -146,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pneumoview: {path} does not exist", file=sys.stderr)
         return 2
 
+    from pneumoview.gui.platform_check import startup_problem
+
+    problem = startup_problem()  # before Qt: a missing system library must not end in Qt's abort (status 134)
+    if problem is not None:
+        print(f"pneumoview: {problem}", file=sys.stderr)
+        return 2
+
     import pyqtgraph as pg
     from PySide6 import QtCore, QtWidgets
 

@@ -1,8 +1,9 @@
 """File ▸ Batch process directory…: input, output and thresholds; progress with ETA; cancel; a final summary.
 
 Runs :func:`pneumoview.batch.iter_batch` in a worker, so the outputs are exactly those of ``pneumoview predict``
-(``submission.csv``, ``findings.csv``, ``run.json``, ``annotated/*.png``). Cancelling stops between images and
-still writes the CSVs and ``run.json`` for the images finished so far.
+(``submission.csv``, ``findings.csv``, ``run.json``, ``annotated/*.png``; with "Write DICOM results" also the
+SR/SEG/GSPS under ``dicom/``, as ``predict --dicom``). Cancelling stops between images and still writes the CSVs and
+``run.json`` for the images finished so far.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pneumoview.gui import viewmodel as vm
 from pneumoview.gui import workers
 from pneumoview.gui.dialogs import ask_overwrite
 from pneumoview.gui.threshold_panel import ThresholdPanel
+from pneumoview.output_folder import output_folder_problem, write_error_text
 from pneumoview.thresholds import Thresholds
 
 
@@ -52,6 +54,7 @@ class BatchDialog(QtWidgets.QDialog):
         self.write_png.setChecked(True)
         form.addRow("", self.force)
         form.addRow("", self.write_png)
+        self._add_dicom_options(form)
         layout.addLayout(form)
         box = QtWidgets.QGroupBox("Thresholds")
         self.thresholds_panel = ThresholdPanel(thresholds)
@@ -81,6 +84,28 @@ class BatchDialog(QtWidgets.QDialog):
         self.close_button.clicked.connect(self.close)
         layout.addWidget(buttons)
         self.resize(640, 720)
+
+    def _add_dicom_options(self, form: QtWidgets.QFormLayout) -> None:
+        """ "Write DICOM results (SR, SEG)" with its GSPS and probability-map options (``predict --dicom``)."""
+        self.write_dicom = QtWidgets.QCheckBox("Write DICOM results (SR, SEG) for DICOM inputs, under dicom/")
+        self.dicom_gsps = QtWidgets.QCheckBox("with a presentation state (GSPS) of the boxes")
+        self.dicom_probability = QtWidgets.QCheckBox("with the probability map (fractional SEG)")
+        for option in (self.dicom_gsps, self.dicom_probability):
+            option.setEnabled(False)
+            self.write_dicom.toggled.connect(option.setEnabled)
+        form.addRow("", self.write_dicom)
+        form.addRow("    ", self.dicom_gsps)
+        form.addRow("    ", self.dicom_probability)
+
+    def dicom_options(self):
+        """The :class:`~pneumoview.dicom_results.batch_outputs.DicomOptions` chosen, None when DICOM is off."""
+        if not self.write_dicom.isChecked():
+            return None
+        from pneumoview.dicom_results.batch_outputs import DicomOptions
+
+        return DicomOptions(
+            gsps=self.dicom_gsps.isChecked(), probability_map=self.dicom_probability.isChecked()
+        )
 
     def _folder_row(self, form: QtWidgets.QFormLayout, label: str, value: str) -> QtWidgets.QLineEdit:
         row = QtWidgets.QHBoxLayout()
@@ -114,6 +139,8 @@ class BatchDialog(QtWidgets.QDialog):
             problem = "Choose an output folder."
         elif out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
             problem = "Choose an output folder outside the input folder (inputs are never written to)."
+        elif output_folder_problem(out) is not None:  # e.g. read-only: say so now, not mid-run
+            problem = output_folder_problem(out)
         elif info is None:
             problem = "The models are still loading; try again in a moment."
         elif info.engine is None or not info.stages:
@@ -140,6 +167,7 @@ class BatchDialog(QtWidgets.QDialog):
             force=self.force.isChecked(),
             write_png=self.write_png.isChecked(),
             include_identifiers=self.include_identifiers,
+            dicom=self.dicom_options(),
             on_yield=self._on_yield,
             on_return=self._on_summary,
             on_error=self._on_error,
@@ -160,6 +188,9 @@ class BatchDialog(QtWidgets.QDialog):
         self.cancel_button.setEnabled(running)
         for w in (self.input_edit, self.output_edit, self.force, self.write_png, self.thresholds_panel):
             w.setEnabled(not running)
+        self.write_dicom.setEnabled(not running)
+        for option in (self.dicom_gsps, self.dicom_probability):
+            option.setEnabled(not running and self.write_dicom.isChecked())
 
     def _on_yield(self, value) -> None:
         kind, payload = value
@@ -190,7 +221,8 @@ class BatchDialog(QtWidgets.QDialog):
         self.finishedRun.emit(summary)
 
     def _on_error(self, exc: BaseException) -> None:
-        self.status.setText(f"The batch stopped: {exc}")
+        text = write_error_text(exc) if isinstance(exc, OSError) else str(exc)
+        self.status.setText(f"The batch stopped: {text}")
         self.finishedRun.emit(None)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override

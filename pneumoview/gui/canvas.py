@@ -8,19 +8,25 @@ coordinates never change.
 
 Mouse: wheel zooms, left-drag pans (or sets the window / measures in those modes), right-drag always sets the
 window (horizontal: width, vertical: level).
+
+Screen-fixed annotations (children of the ViewBox, not of its data group, so they stay put while the image moves):
+the patient's R/L at the left and right edges (:func:`pneumoview.anatomy.edge_markers`, following the viewer's
+flip) and a corner text with view position, age, sex and study date (:func:`pneumoview.anatomy.corner_lines`).
+They are drawn on the screen only, never into an export.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtCore
+from PySide6 import QtCore, QtGui, QtWidgets
 
+from pneumoview.anatomy import Orientation, corner_lines, edge_markers, orientation_of
 from pneumoview.gui import viewmodel as vm
 from pneumoview.gui.overlays import OverlayLayers
 from pneumoview.types import Window, XrayImage
 
-MODES = ("pan", "window", "measure")
+MODES = ("pan", "window", "measure", "draw")
 _GREY = {"mode": "rgb", "ticks": [(0.0, (0, 0, 0, 255)), (1.0, (255, 255, 255, 255))]}
 _GREY_INVERTED = {"mode": "rgb", "ticks": [(0.0, (255, 255, 255, 255)), (1.0, (0, 0, 0, 255))]}
 
@@ -30,6 +36,7 @@ class CanvasViewBox(pg.ViewBox):
 
     sigWindowDrag = QtCore.Signal(float, float)
     sigMeasure = QtCore.Signal(object, object, bool)
+    sigDraw = QtCore.Signal(object, object, bool)
 
     def __init__(self) -> None:
         super().__init__(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
@@ -43,11 +50,12 @@ class CanvasViewBox(pg.ViewBox):
             d = ev.screenPos() - ev.lastScreenPos()
             self.sigWindowDrag.emit(float(d.x()), float(d.y()))
             return
-        if left and self.mode == "measure":
+        if left and self.mode in ("measure", "draw"):
             ev.accept()
             p0 = self.mapSceneToView(ev.buttonDownScenePos(button))
             p1 = self.mapSceneToView(ev.scenePos())
-            self.sigMeasure.emit((p0.x(), p0.y()), (p1.x(), p1.y()), bool(ev.isFinish()))
+            signal = self.sigMeasure if self.mode == "measure" else self.sigDraw
+            signal.emit((p0.x(), p0.y()), (p1.x(), p1.y()), bool(ev.isFinish()))
             return
         super().mouseDragEvent(ev, axis)
 
@@ -77,6 +85,7 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.addItem(self.hist, row=0, col=1)
         self.overlays = OverlayLayers(self.view)
         self.addItem(self.overlays.colour_bar, row=0, col=2)
+        self.addItem(self.overlays.saliency_bar, row=0, col=3)
         self.image: XrayImage | None = None
         self.user_inverted = False
         self.flipped_h = False
@@ -92,6 +101,14 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.view.sigMeasure.connect(self._on_measure)
         self.hist.sigLevelsChanged.connect(self._on_levels_changed)
         self.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self._mouse_scene_pos: QtCore.QPointF | None = None
+        # Fit, zoom and pan move the image under a still mouse: the readout must follow.
+        self.view.sigRangeChanged.connect(self._refresh_readout)
+        self.orientation = Orientation()
+        self.markers = {"left": _screen_text(self.view, 17), "right": _screen_text(self.view, 17)}
+        self.corner = _screen_text(self.view, 11)
+        self.info_overlay = True
+        self.view.sigResized.connect(self._place_annotations)
 
     # -- image --------------------------------------------------------------------------------------------------
 
@@ -100,6 +117,8 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.image = image
         self.overlays.clear()
         self.clear_measurement()
+        self.orientation = orientation_of(image.metadata, image.view) if image is not None else Orientation()
+        self._update_annotations()
         if image is None:
             self.image_item.clear()
             return
@@ -162,6 +181,46 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.flipped_h, self.flipped_v = bool(horizontal), bool(vertical)
         self.view.invertX(self.flipped_h)
         self.view.invertY(not self.flipped_v)
+        self._update_annotations()
+
+    # -- screen annotations -------------------------------------------------------------------------------------
+
+    def set_info_overlay(self, shown: bool) -> None:
+        """Show or hide the corner text (view, age, sex, study date)."""
+        self.info_overlay = bool(shown)
+        self._update_annotations()
+
+    def marker_texts(self) -> tuple[str, str]:
+        """The R/L letters shown at the left and right edges (``""`` when none)."""
+        return self.markers["left"].text(), self.markers["right"].text()
+
+    def corner_text(self) -> str:
+        """The corner text as shown ("" when hidden or unknown)."""
+        return self.corner.text() if self.corner.isVisible() else ""
+
+    def _update_annotations(self) -> None:
+        image = self.image
+        left, right = edge_markers(self.orientation, self.flipped_h) if image is not None else ("", "")
+        for item, text in ((self.markers["left"], left), (self.markers["right"], right)):
+            item.setText(text)
+            item.setVisible(bool(text))
+        lines = (
+            corner_lines(image.metadata, image.identifiers, image.view, self.orientation)
+            if image is not None
+            else []
+        )
+        self.corner.setText("\n".join(lines))
+        self.corner.setVisible(self.info_overlay and bool(lines))
+        self._place_annotations()
+
+    def _place_annotations(self, *_args) -> None:
+        rect = self.view.boundingRect()
+        margin = 8.0
+        for side, item in self.markers.items():
+            r = item.boundingRect()
+            x = rect.left() + margin if side == "left" else rect.right() - margin - r.width()
+            item.setPos(x, rect.center().y() - r.height() / 2)
+        self.corner.setPos(rect.left() + margin, rect.top() + margin)
 
     def centre_on(self, box: np.ndarray) -> None:
         """Centre the view on an ``[x, y, w, h]`` box, zooming out if it does not fit."""
@@ -172,7 +231,7 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.view.setRange(xRange=(cx - vw / 2, cx + vw / 2), yRange=(cy - vh / 2, cy + vh / 2), padding=0.0)
 
     def set_mode(self, mode: str) -> None:
-        """Left-drag mode: ``"pan"``, ``"window"`` or ``"measure"``."""
+        """Left-drag mode: ``"pan"``, ``"window"``, ``"measure"`` or ``"draw"`` (a box, for the reader review)."""
         if mode not in MODES:
             raise ValueError(f"unknown canvas mode {mode!r}; valid: {', '.join(MODES)}")
         self.view.mode = mode
@@ -212,9 +271,30 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         if w is not None:
             self.windowChanged.emit(w)
 
+    def _refresh_readout(self, *_args) -> None:
+        if self._mouse_scene_pos is not None:
+            self._on_mouse_moved(self._mouse_scene_pos)
+
     def _on_mouse_moved(self, scene_pos) -> None:
+        self._mouse_scene_pos = QtCore.QPointF(scene_pos)
         if self.image is None or not self.view.sceneBoundingRect().contains(scene_pos):
             self.pixelHovered.emit("")
             return
         p = self.view.mapSceneToView(scene_pos)
         self.pixelHovered.emit(vm.pixel_readout(self.image, p.x(), p.y()) or "")
+
+
+def _screen_text(view: pg.ViewBox, point_size: int) -> QtWidgets.QGraphicsSimpleTextItem:
+    """White text with a dark outline, readable on any part of a radiograph, fixed to the screen."""
+    item = QtWidgets.QGraphicsSimpleTextItem(view)
+    font = QtGui.QFont()
+    font.setPointSize(point_size)
+    font.setBold(True)
+    item.setFont(font)
+    item.setBrush(QtGui.QBrush(QtGui.QColor(255, 255, 255)))
+    pen = QtGui.QPen(QtGui.QColor(0, 0, 0, 200))
+    pen.setWidthF(0.8)
+    item.setPen(pen)
+    item.setZValue(1e6)
+    item.setVisible(False)
+    return item

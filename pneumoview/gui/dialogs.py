@@ -10,6 +10,7 @@ from pathlib import Path
 from PySide6 import QtCore, QtWidgets
 
 from pneumoview import RESEARCH_USE_NOTICE, __version__
+from pneumoview.gui import viewmodel as vm
 from pneumoview.settings import DEVICES, Settings, settings_path
 
 MOUSE_GESTURES = (
@@ -17,6 +18,8 @@ MOUSE_GESTURES = (
     ("Left drag", "Pan (or window/level, or measure, in those modes)"),
     ("Right drag", "Window/level: horizontal = width, vertical = level"),
     ("Drag the histogram's region", "Window/level"),
+    ("Drag a review box or its handles", "Move or resize a reported box (reader review: edited)"),
+    ("Left drag in draw mode (D)", "Draw a box the models missed (reader review: added)"),
     ("Drop a folder or file on the window", "Open it"),
 )
 
@@ -41,6 +44,16 @@ class SettingsDialog(QtWidgets.QDialog):
         row.addWidget(self.models_dir, 1)
         row.addWidget(browse)
         form.addRow("Models folder", row)
+        self.classifier = QtWidgets.QComboBox()
+        self.classifier.setEditable(False)
+        for ident, label in vm.classifier_choices(settings.models_dir or None, settings.classifier):
+            self.classifier.addItem(label, ident)
+        self.classifier.setCurrentIndex(max(0, self.classifier.findData(settings.classifier)))
+        self.classifier.setToolTip(
+            "The whole-image classifier: its classes appear in the findings panel and findings.csv; its gate "
+            "probability P(opacity) removes the boxes when low"
+        )
+        form.addRow("Classifier", self.classifier)
         self.include_identifiers = QtWidgets.QCheckBox(
             "Include patient identifiers in export file names and CSVs"
         )
@@ -49,6 +62,9 @@ class SettingsDialog(QtWidgets.QDialog):
         self.auto_analyse = QtWidgets.QCheckBox("Analyse an image as soon as it is selected")
         self.auto_analyse.setChecked(settings.auto_analyse)
         form.addRow("Analysis", self.auto_analyse)
+        self.reader_name = QtWidgets.QLineEdit(settings.reader_name)
+        self.reader_name.setPlaceholderText("(asked at the first review decision)")
+        form.addRow("Reader name", self.reader_name)
         where = QtWidgets.QLabel(f"Saved in {settings_path()}")
         where.setStyleSheet("color: #aaa;")
         where.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -67,11 +83,18 @@ class SettingsDialog(QtWidgets.QDialog):
 
     def apply_to(self, settings: Settings) -> bool:
         """Copy the dialog's values into ``settings``; returns True when the engine must be reloaded."""
-        reload = settings.device != self.device.currentText() or settings.models_dir != self.models_dir.text()
+        classifier = self.classifier.currentData() or settings.classifier
+        reload = (
+            settings.device != self.device.currentText()
+            or settings.models_dir != self.models_dir.text()
+            or settings.classifier != classifier
+        )
+        settings.classifier = classifier
         settings.device = self.device.currentText()
         settings.models_dir = self.models_dir.text().strip()
         settings.include_identifiers_in_exports = self.include_identifiers.isChecked()
         settings.auto_analyse = self.auto_analyse.isChecked()
+        settings.reader_name = self.reader_name.text().strip()
         return reload
 
 
@@ -89,8 +112,13 @@ class ShortcutsDialog(QtWidgets.QDialog):
         for r, (key, what) in enumerate(rows):
             table.setItem(r, 0, QtWidgets.QTableWidgetItem(key))
             table.setItem(r, 1, QtWidgets.QTableWidgetItem(what))
-        table.resizeColumnsToContents()
-        table.horizontalHeader().setStretchLastSection(True)
+        # Keys sized to their text, actions wrapped into the rest: the table never scrolls sideways.
+        table.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        table.setWordWrap(True)
+        header = table.horizontalHeader()
+        header.setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        table.verticalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
         self.table = table
         layout = QtWidgets.QVBoxLayout(self)
         layout.addWidget(table)

@@ -2,12 +2,14 @@
 
 The PNG comes from :func:`pneumoview.export.annotated_image` at native resolution, the same code as
 ``pneumoview predict``. File names carry the non-identifying image id unless the user opted in to identifiers
-(Settings), and existing files are never replaced without asking.
+(Settings), and existing files are never replaced without asking. A failed export says what failed and why in a
+dialog (:meth:`MainWindow.report_error`) and leaves no partial file (:mod:`pneumoview.file_bundle`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,15 @@ from pneumoview.gui import workers
 
 if TYPE_CHECKING:
     from pneumoview.gui.main_window import MainWindow
+
+log = logging.getLogger(__name__)
+
+
+def reason(exc: BaseException) -> str:
+    """A short, user-facing reason for a failed write ("Permission denied", "No space left on device" …)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 class Exporter:
@@ -46,10 +57,19 @@ class Exporter:
     def _message(self, text: str, ms: int = 8000) -> None:
         self.window.statusBar().showMessage(text, ms)
 
+    def _failed(self, what: str, folder: Path, exc: BaseException) -> None:
+        log.warning("%s failed", what, exc_info=exc)
+        self.window.report_error(
+            "Export failed",
+            f"{what} to {folder} failed: {reason(exc)}.\n\nNothing was written. Choose a folder you can write "
+            "to (and check that the disk has room), then export again.",
+        )
+
     def export_current(self, folder: str | Path | None = None) -> list[Path]:
         """``<id>_annotated.png``, ``<id>_findings.csv`` and ``<id>_submission.csv`` of the current image in
         ``folder`` (asked for when None); returns the files written ([] when nothing was written)."""
         from pneumoview import export
+        from pneumoview.file_bundle import write_together
 
         s = self.window.session
         if s.image is None or s.result is None or s.findings is None:
@@ -68,11 +88,21 @@ class Exporter:
         existing = [p for p in targets if p.exists()]
         if existing and not self.confirm_overwrite(existing):
             return []
-        out.mkdir(parents=True, exist_ok=True)
-        export.save_png(export.annotated_image(s.image, s.result, s.findings), targets[0])
-        export.write_findings_csv(export.findings_rows(s.image, s.result, s.findings, ids), targets[1])
-        submission = [(vm.submission_id(s.image, ids), s.findings.prediction_string())]
-        export.write_submission_csv(submission, targets[2])
+
+        review = self.window.review.review  # the reader's decisions on this image (the current one), if any
+
+        def write(stage: Path) -> None:
+            export.save_png(export.annotated_image(s.image, s.result, s.findings), stage / targets[0].name)
+            rows = export.findings_rows(s.image, s.result, s.findings, ids, review=review)
+            export.write_findings_csv(rows, stage / targets[1].name)
+            submission = [(vm.submission_id(s.image, ids), s.findings.prediction_string())]
+            export.write_submission_csv(submission, stage / targets[2].name)
+
+        try:
+            write_together(out, [t.name for t in targets], write)
+        except Exception as exc:
+            self._failed(f"Exporting {targets[0].name} and its CSVs", out, exc)
+            return []
         self._message(f"Exported {targets[0].name} and its CSVs to {out}")
         self.window.exportFinished.emit(targets)
         return targets
@@ -89,8 +119,16 @@ class Exporter:
         out = self._folder(folder)
         if out is None:
             return None
+        from pneumoview.file_bundle import check_writable
+
         key = hashlib.sha256("\n".join(map(str, paths)).encode("utf-8", "surrogateescape")).hexdigest()[:10]
         targets = [out / f"study-{key}_findings.csv", out / f"study-{key}_submission.csv"]
+        what = f"Exporting the study's CSVs ({targets[0].name}, {targets[1].name})"
+        try:  # before analysing a whole study, not after
+            check_writable(out)
+        except OSError as exc:
+            self._failed(what, out, exc)
+            return None
         existing = [p for p in targets if p.exists()]
         if existing and not self.confirm_overwrite(existing):
             return None
@@ -99,10 +137,14 @@ class Exporter:
         job = workers.start(
             "export", workers.export_study_job, paths, w.session.cache_snapshot(), engine, w.engine_stages(),
             w.session.thresholds, w.settings.include_identifiers_in_exports, *targets,
-            on_return=self._on_study_exported, on_error=lambda e: self._message(f"Export failed: {e}", 10000),
+            on_return=self._on_study_exported, on_error=lambda e: self._study_failed(what, out, e),
         )  # fmt: skip
         w.jobs["export"] = job
         return job
+
+    def _study_failed(self, what: str, out: Path, exc: BaseException) -> None:
+        self._message("")
+        self._failed(what, out, exc)
 
     def _on_study_exported(self, outcome: workers.ExportOutcome) -> None:
         failed = f"; {len(outcome.failed)} images failed" if outcome.failed else ""

@@ -10,24 +10,33 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6 import QtCore, QtWidgets
 from superqt.utils import qdebounced, qthrottled
 
-from pneumoview import RESEARCH_USE_NOTICE
+from pneumoview import RESEARCH_USE_NOTICE, ground_truth
 from pneumoview.gui import viewmodel as vm
 from pneumoview.gui import window_actions, workers
 from pneumoview.gui.canvas import ImageCanvas
+from pneumoview.gui.dicom_export import DicomExporter
 from pneumoview.gui.export_actions import Exporter
 from pneumoview.gui.findings_panel import FindingsPanel
 from pneumoview.gui.icons import icon
 from pneumoview.gui.overlays import OverlayControls
+from pneumoview.gui.pacs_actions import PacsActions
+from pneumoview.gui.review_controller import ReviewController
 from pneumoview.gui.session import Session
+from pneumoview.gui.stored_results import StoredResultsLayer
 from pneumoview.gui.study_browser import StudyBrowser
 from pneumoview.gui.threshold_panel import ThresholdPanel
 from pneumoview.gui.welcome import WelcomePage
+from pneumoview.prefetch import ImagePrefetcher, neighbours
 from pneumoview.settings import Settings, save_settings
 from pneumoview.suitability import suitability_warnings
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +62,22 @@ class MainWindow(QtWidgets.QMainWindow):
         self.models_dir = models_dir or settings.models_dir or None
         self.auto_analyse = settings.auto_analyse
         self.session = Session(settings.get_thresholds())
+        self.prefetcher = ImagePrefetcher()  # PgDown/PgUp neighbours decoded ahead
         self.engine_info: workers.EngineInfo | None = None
         self.folder: Path | None = None
         self.jobs: dict[str, workers.Job] = {}
         self.batch_dialog = None
+        self.error_dialog: QtWidgets.QMessageBox | None = None
+        self.labels = ground_truth.LabelSources()
+        self._settings_save_failed = False
         self.setWindowIcon(icon("app"))
         self.setAcceptDrops(True)
         self._build_widgets()
         self.exporter = Exporter(self)
+        self.pacs = PacsActions(self)  # File ▸ Open from PACS…, Send results to PACS…, PACS peers…
+        self.dicom_exporter = DicomExporter(self)
+        self.review = ReviewController(self)
+        self.stored = StoredResultsLayer(self)
         self._set_title()
         self._restore_layout()
 
@@ -82,9 +99,15 @@ class MainWindow(QtWidgets.QMainWindow):
         tabs.addTab(self.threshold_panel, "Thresholds")
         tabs.addTab(self.layer_controls, "Layers")
         right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
-        right.addWidget(self.findings_panel)
+        # Scrolls rather than squeezing the probability bars and the table when the panel is short.
+        findings_scroll = QtWidgets.QScrollArea()
+        findings_scroll.setWidgetResizable(True)
+        findings_scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        findings_scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        findings_scroll.setWidget(self.findings_panel)
+        right.addWidget(findings_scroll)
         right.addWidget(tabs)
-        right.setSizes([420, 380])
+        right.setSizes([540, 330])
         self._dock("Studies", self.browser, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
         self._dock("Findings", right, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
 
@@ -112,6 +135,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.findings_panel.boxSelected.connect(self._on_box_selected)
         self._apply_thresholds = qthrottled(self.set_thresholds, timeout=30, leading=True, parent=self)
         self._restatus_later = qdebounced(self._restatus_cached, timeout=300, parent=self)
+        self._save_settings_later = qdebounced(self.save_settings_now, timeout=250, parent=self)
         self.threshold_panel.thresholdsChanged.connect(self._apply_thresholds)
         self.layer_controls.visibilityChanged.connect(self._on_layer_visibility)
         self.layer_controls.opacityChanged.connect(self._on_layer_opacity)
@@ -124,6 +148,8 @@ class MainWindow(QtWidgets.QMainWindow):
             ov.set_opacity(layer, op)
         self.layer_controls.set_state(self.settings.overlay_visible, self.settings.overlay_opacity)
         a["saliency"].setChecked(self.settings.overlay_visible.get("saliency", False))
+        a["info_overlay"].setChecked(self.settings.info_overlay)
+        self.canvas.set_info_overlay(self.settings.info_overlay)
 
     def _dock(self, title: str, widget: QtWidgets.QWidget, area) -> QtWidgets.QDockWidget:
         dock = QtWidgets.QDockWidget(title, self)
@@ -142,8 +168,11 @@ class MainWindow(QtWidgets.QMainWindow):
             "open_folder": self.open_folder_dialog,
             "open_file": self.open_file_dialog,
             "open_sample": self.open_sample,
+            "load_labels": self.load_labels_dialog,
+            "info_overlay": self._on_info_overlay,
             "export_current": lambda: self.export_current(),
             "export_study": lambda: self.export_study(),
+            "export_dicom": lambda: self.dicom_exporter.ask(),
             "batch": self.show_batch_dialog,
             "settings": self.show_settings_dialog,
             "quit": self.close,
@@ -179,7 +208,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.engine_info = None
         self.models_label.setText("Models: loading…")
         self.jobs["engine"] = workers.start(
-            "engine", workers.load_engine_job, self.device, self.models_dir,
+            "engine", workers.load_engine_job, self.device, self.models_dir, self.settings.classifier,
             on_return=self._on_engine_ready, on_error=self._on_engine_error,
         )  # fmt: skip
 
@@ -219,10 +248,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.folder = p
         self.browser.clear(p.name or str(p))
         self.canvas.set_image(None)
+        self.review.on_image(None)
+        self.stored.show_for(None, [])
         self.findings_panel.clear()
         self.stack.setCurrentWidget(self.canvas)
         self.settings.add_recent_folder(p)
         self._fill_recent_menu()
+        self.labels.folder = ground_truth.find_labels(p if p.is_dir() else p.parent)
         self._n_scanned = 0
         self.jobs["scan"] = workers.start(
             "scan", workers.scan_job, p, on_yield=self._on_scan_items,
@@ -234,6 +266,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.browser.add_items(items)
         if self.browser.current_path() is None:
             self.browser.select_first_image()
+        self.stored.update_paths(self.session.image, self._stored_paths(self.session.image))
+
+    def _stored_paths(self, image) -> list[Path]:
+        """Result files (SR/SEG/GSPS) of the opened folder about ``image``."""
+        return self.browser.results_for(image.identifiers.get("SOPInstanceUID")) if image is not None else []
 
     def _on_scan_finished(self) -> None:
         n = len(self.browser.image_paths())
@@ -297,10 +334,14 @@ class MainWindow(QtWidgets.QMainWindow):
             self._after_complete_result()
             return
         stages = self.engine_stages() if self.auto_analyse else ()
-        self.findings_panel.clear("Loading…")
+        image = self.prefetcher.get(path)
+        if image is None:
+            self.findings_panel.clear("Loading…")
+        else:
+            self._show_image(image)
         if stages:
             self.browser.set_status(path, vm.RUNNING, "analysing")
-        self._start_analysis(gen, path, stages, image=None)
+        self._start_analysis(gen, path, stages, image=image)
 
     def analyse_current(self) -> None:
         """(Re-)analyse the current image with every stage that can run."""
@@ -351,6 +392,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session.set_image(image)
         self.canvas.set_image(image)
         self.threshold_panel.set_image_geometry(image.shape, image.spacing_mm)
+        self.canvas.overlays.set_truth(self.truth_boxes())
         self._set_title(image.source.name)
         pending = bool(self.engine_stages()) and self.auto_analyse
         notes = list(image.notes)
@@ -358,6 +400,11 @@ class MainWindow(QtWidgets.QMainWindow):
             notes.append("No model is installed, so analysis is off; Help ▸ About lists the models folders.")
         self.findings_panel.set_result(None, None, running=pending, extra_notes=notes)
         self.findings_panel.set_warnings(suitability_warnings(image))
+        self.review.on_image(image)
+        self.stored.show_for(image, self._stored_paths(image))
+        if self.session.path is not None:
+            self.prefetcher.put(self.session.path, image)
+            self.prefetcher.prefetch(neighbours(self.browser.visible_image_paths(), self.session.path))
         self.imageShown.emit(self.session.path)
 
     def _show_result(self, running: bool) -> None:
@@ -367,7 +414,12 @@ class MainWindow(QtWidgets.QMainWindow):
         ov.set_prob_map(s.result.prob_map)
         ov.set_findings(s.findings, s.thresholds.seg_threshold)
         ov.set_saliency(s.saliency)
-        self.findings_panel.set_result(s.result, s.findings, running, s.image.notes if s.image else ())
+        notes = s.image.notes if s.image else ()
+        truth, source = self.truth_boxes(), self.labels.source_name()
+        self.findings_panel.set_result(
+            s.result, s.findings, running, notes, self.canvas.orientation, truth, source
+        )
+        self.review.on_findings(s.findings)
         if running:
             self.browser.set_status(s.path, vm.RUNNING, "analysing")
         else:
@@ -381,8 +433,10 @@ class MainWindow(QtWidgets.QMainWindow):
     # -- thresholds and layers ----------------------------------------------------------------------------------
 
     def set_thresholds(self, thresholds) -> None:
-        """Re-run post-processing only (never the models) and update the overlays, table and status."""
+        """Re-run post-processing only (never the models) and update the overlays, table and status. The change
+        is saved to the settings file at once (debounced), not only at exit."""
         self.settings.set_thresholds(thresholds)
+        self._save_settings_later()
         self.session.set_thresholds(thresholds)
         if self.session.result is not None:
             self._show_result(running=self.jobs.get("analyse") is not None and not self.jobs["analyse"].done)
@@ -430,6 +484,38 @@ class MainWindow(QtWidgets.QMainWindow):
         box = vm.boxset_of(self.session.findings, set_name).boxes[index]
         self.canvas.overlays.highlight(box)
         self.canvas.centre_on(box)
+
+    def _on_info_overlay(self, on: bool) -> None:
+        self.settings.info_overlay = bool(on)
+        self.canvas.set_info_overlay(on)
+
+    # -- ground truth -------------------------------------------------------------------------------------------
+
+    def truth_boxes(self) -> np.ndarray | None:
+        """The radiologists' boxes for the current image in its pixels, or None (no labels cover it)."""
+        return self.labels.boxes_for(self.session.image)
+
+    def load_labels(self, path: str | Path) -> bool:
+        """Use an RSNA labels CSV (``stage_2_train_labels.csv`` layout) as the ground-truth layer."""
+        try:
+            self.labels.chosen = ground_truth.load_labels(path)
+        except ValueError as exc:
+            self.report_error("Cannot use these labels", f"{exc}\n\nChoose an RSNA labels CSV "
+                              "(columns patientId,x,y,width,height,Target).")  # fmt: skip
+            return False
+        self.labels.folder = None
+        n = len(self.labels.chosen.boxes)
+        self.statusBar().showMessage(f"Ground truth: {n} patients from {Path(path).name}", 8000)
+        self.canvas.overlays.set_truth(self.truth_boxes())
+        self._show_result(running=False)
+        return True
+
+    def load_labels_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Ground-truth labels (RSNA CSV)", "", "CSV files (*.csv);;All files (*)"
+        )
+        if path:
+            self.load_labels(path)
 
     # -- many images ----------------------------------------------------------------------------------------------
 
@@ -493,6 +579,7 @@ class MainWindow(QtWidgets.QMainWindow):
             save_settings(self.settings)
             if reload:
                 self.device, self.models_dir = self.settings.device, self.settings.models_dir or None
+                self.session.forget_results()  # made by the previous models
                 self.start_engine()
 
     def show_shortcuts(self) -> None:
@@ -512,6 +599,31 @@ class MainWindow(QtWidgets.QMainWindow):
         job = self.jobs.pop(name, None)
         if job is not None and not job.done:
             job.cancel()
+
+    def report_error(self, title: str, text: str) -> QtWidgets.QMessageBox:
+        """Say what failed and why in a (non-blocking) dialog; the last one is ``error_dialog``."""
+        log.warning("%s: %s", title, text)
+        box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Warning, title, text, parent=self)
+        box.setWindowModality(QtCore.Qt.WindowModality.WindowModal)
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose, False)
+        box.open()
+        self.error_dialog = box
+        return box
+
+    def save_settings_now(self) -> bool:
+        """Write the settings file; the first failure is reported in a dialog, later ones in the status bar."""
+        path = save_settings(self.settings)
+        if path is not None:
+            return True
+        from pneumoview.settings import settings_path
+
+        text = f"Cannot save the settings to {settings_path()}; your changes last until you quit."
+        if self._settings_save_failed:
+            self.statusBar().showMessage(text, 10000)
+        else:
+            self.report_error("Settings not saved", f"{text}\n\nCheck that the folder can be written.")
+        self._settings_save_failed = True
+        return False
 
     def _error(self, message: str) -> None:
         log.warning(message)
@@ -533,6 +645,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode("ascii")
         self.settings.window_state = bytes(self.saveState().toBase64()).decode("ascii")
         save_settings(self.settings)
+        self.review.flush()
+        self.prefetcher.close()
         if self.batch_dialog is not None:
             self.batch_dialog.close()
         for name in list(self.jobs):

@@ -1,7 +1,7 @@
 """Overlay layers on the canvas (heat map, mask fill and outline, Grad-CAM, boxes) and their controls.
 
-Colours come from :mod:`pneumoview.render` (the same LUT and per-source colours as the exported PNG), so the
-screen matches the export. Every layer lives in the image's pixel frame: ``ImageItem``s of the same ``(H, W)`` as
+Colours come from :mod:`pneumoview.render` (the same LUT, the same one colour per box set and the same box labels
+as the exported PNG), so the legend, the screen and the export match. Every layer lives in the image's pixel frame: ``ImageItem``s of the same ``(H, W)`` as
 the radiograph, and box items at ``[x, y, w, h]`` in original pixels.
 """
 
@@ -14,11 +14,11 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from pneumoview.gui import viewmodel as vm
-from pneumoview.render import MASK_OUTLINE_COLOUR, SOURCE_COLOURS, SOURCE_TAGS, heat_colormap
+from pneumoview.render import BOX_SET_COLOURS, MASK_OUTLINE_COLOUR, box_label, heat_colormap
 from pneumoview.settings import OVERLAY_LAYERS
 
 IMAGE_LAYERS = ("heatmap", "mask_fill", "mask_outline", "saliency")
-BOX_LAYERS = ("detector", "segmentation", "fused")
+BOX_LAYERS = ("detector", "segmentation", "fused", "truth")
 LAYER_TITLES = {
     "heatmap": "Heat map P(opacity)",
     "mask_fill": "Mask fill",
@@ -27,15 +27,23 @@ LAYER_TITLES = {
     "segmentation": "Segmentation boxes",
     "fused": "Final boxes",
     "saliency": "Classifier Grad-CAM",
+    "truth": "Ground truth (radiologists)",
+    "review": "Reader review",
+    "stored": "Stored DICOM results (SR, SEG, GSPS)",
 }
-_Z = {"heatmap": 10, "saliency": 11, "mask_fill": 12, "mask_outline": 13, "detector": 20, "segmentation": 21}
+_Z = {"heatmap": 10, "saliency": 11, "mask_fill": 12, "mask_outline": 13, "truth": 19, "detector": 20,
+      "segmentation": 21}  # fmt: skip
 _Z_FINAL, _Z_HIGHLIGHT = 22, 30
 _MASK_FILL_COLOUR = (255, 140, 0)
 
 
+def _saliency_rgb() -> np.ndarray:
+    return pg.colormap.get("viridis").getLookupTable(0.0, 1.0, 256, alpha=False)
+
+
 def _saliency_lut() -> np.ndarray:
     """A viridis LUT with alpha rising to opaque at 0.6, so Grad-CAM reads apart from the inferno heat map."""
-    lut = pg.colormap.get("viridis").getLookupTable(0.0, 1.0, 256, alpha=False)
+    lut = _saliency_rgb()
     alpha = np.clip(np.linspace(0.0, 1.0, 256) / 0.6, 0.0, 1.0) * 255
     return np.concatenate([lut, alpha[:, None]], axis=1).astype(np.uint8)
 
@@ -47,8 +55,11 @@ def _binary_lut(colour: tuple[int, int, int]) -> np.ndarray:
 class OverlayLayers(QtCore.QObject):
     """The overlay items inside a ViewBox; the canvas owns it.
 
-    Visibility of a layer = its own flag and not "all hidden" (the one-key toggle).
+    Visibility of a layer = its own flag and not "all hidden" (the one-key toggle). ``layersChanged`` tells the
+    layers drawn elsewhere (the reader review, stored DICOM results) that a flag or an opacity changed.
     """
+
+    layersChanged = QtCore.Signal()
 
     def __init__(self, view: pg.ViewBox) -> None:
         super().__init__()
@@ -82,17 +93,15 @@ class OverlayLayers(QtCore.QObject):
         self._highlight.setZValue(_Z_HIGHLIGHT)
         self._highlight.setVisible(False)
         view.addItem(self._highlight)
-        lut = heat_colormap()[:, :3]
-        cmap = pg.ColorMap(pos=np.linspace(0.0, 1.0, 256), color=lut)
-        self.colour_bar = pg.ColorBarItem(
-            values=(0.0, 1.0),
-            colorMap=cmap,
-            interactive=False,
-            width=14,
-            colorMapMenu=False,
+        self._truth: np.ndarray | None = None
+        self.colour_bar = _colour_bar(
+            heat_colormap()[:, :3], "Heat map: the segmentation's P(opacity), 0 to 1"
         )
-        self.colour_bar.setToolTip("Heat map: segmentation P(opacity)")
-        self.colour_bar.setVisible(False)
+        self.saliency_bar = _colour_bar(
+            _saliency_rgb(),
+            "Grad-CAM: how much each region raised the classifier's P(opacity), 0 (none) to 1 (most)",
+        )
+        self._saliency_shown = False
 
     # -- data ---------------------------------------------------------------------------------------------------
 
@@ -101,6 +110,7 @@ class OverlayLayers(QtCore.QObject):
         for item in self.images.values():
             item.clear()
         self._prob_map = None
+        self._truth = None
         self._clear_boxes()
         self._highlight.setVisible(False)
         self._sync()
@@ -128,7 +138,7 @@ class OverlayLayers(QtCore.QObject):
             self.images["mask_outline"].setImage(
                 outline.view(np.uint8), levels=(0, 1), lut=self._luts["mask_outline"], autoLevels=False
             )
-        self._clear_boxes()
+        self._clear_boxes(("detector", "segmentation", "fused"))
         self._highlight.setVisible(False)
         if findings is not None:
             sets = {
@@ -140,11 +150,19 @@ class OverlayLayers(QtCore.QObject):
                 if bs is None:
                     continue
                 for box, score, src in zip(bs.boxes, bs.scores, bs.sources, strict=True):
-                    colour = SOURCE_COLOURS[src if layer == "fused" else layer]
-                    self._place_box(layer, box, f"{SOURCE_TAGS.get(src, src)} {float(score):.2f}", colour)
+                    self._place_box(layer, box, box_label(layer, src, score), BOX_SET_COLOURS[layer])
+        self._sync()
+
+    def set_truth(self, boxes: np.ndarray | None) -> None:
+        """The radiologists' ``(N, 4)`` ``[x, y, w, h]`` boxes in image pixels (None: no labels for this image)."""
+        self._truth = None if boxes is None else np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        self._clear_boxes(("truth",))
+        for box in self._truth if self._truth is not None else ():
+            self._place_box("truth", box, "truth", BOX_SET_COLOURS["truth"])
         self._sync()
 
     def set_saliency(self, saliency: np.ndarray | None) -> None:
+        self._saliency_shown = saliency is not None
         if saliency is None:
             self.images["saliency"].clear()
         else:
@@ -174,6 +192,8 @@ class OverlayLayers(QtCore.QObject):
             rect = QtWidgets.QGraphicsRectItem()
             label = pg.TextItem("", color=(0, 0, 0), anchor=(0, 1))
             z = _Z_FINAL if layer == "fused" else _Z[layer]
+            if layer == "truth":
+                label.setColor((255, 255, 255))
             for item in (rect, label):
                 item.setZValue(z)
                 self.view.addItem(item)
@@ -181,9 +201,11 @@ class OverlayLayers(QtCore.QObject):
         rect, label = pool[i]
         x, y, w, h = (float(v) for v in box)
         final = layer == "fused"
-        pen = pg.mkPen(colour, width=3 if final else 1.5)
-        if not final:
+        pen = pg.mkPen(colour, width=3 if final else 2 if layer == "truth" else 1.5)
+        if layer in ("detector", "segmentation"):
             pen.setStyle(QtCore.Qt.PenStyle.DashLine)
+        elif layer == "truth":
+            pen.setStyle(QtCore.Qt.PenStyle.DotLine)
         pen.setCosmetic(True)
         rect.setPen(pen)
         rect.setRect(QtCore.QRectF(x, y, w, h))
@@ -192,10 +214,10 @@ class OverlayLayers(QtCore.QObject):
         label.setPos(x, y)
         self._used[layer] = i + 1
 
-    def _clear_boxes(self) -> None:
-        """Hide every box (the items stay pooled for the next drawing)."""
-        for layer, pool in self._pool.items():
-            for rect, label in pool:
+    def _clear_boxes(self, layers: tuple[str, ...] = BOX_LAYERS) -> None:
+        """Hide the boxes of ``layers`` (the items stay pooled for the next drawing)."""
+        for layer in layers:
+            for rect, label in self._pool[layer]:
                 rect.setVisible(False)
                 label.setVisible(False)
             self._used[layer] = 0
@@ -228,7 +250,23 @@ class OverlayLayers(QtCore.QObject):
                 for item in pair:
                     item.setVisible(shown and i < self._used[name])
                     item.setOpacity(self.opacity[name])
-        self.colour_bar.setVisible(self._prob_map is not None and self.is_shown("heatmap"))
+        # The bars stay in the layout and only turn transparent: hiding them would resize the view and move the
+        # image the reader has zoomed and panned.
+        _show_bar(self.colour_bar, self._prob_map is not None and self.is_shown("heatmap"))
+        _show_bar(self.saliency_bar, self._saliency_shown and self.is_shown("saliency"))
+        self.layersChanged.emit()
+
+
+def _colour_bar(rgb: np.ndarray, tip: str) -> pg.ColorBarItem:
+    cmap = pg.ColorMap(pos=np.linspace(0.0, 1.0, len(rgb)), color=rgb)
+    bar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=cmap, interactive=False, width=14, colorMapMenu=False)
+    bar.setToolTip(tip)
+    bar.setOpacity(0.0)
+    return bar
+
+
+def _show_bar(bar: pg.ColorBarItem, shown: bool) -> None:
+    bar.setOpacity(1.0 if shown else 0.0)
 
 
 class OverlayControls(QtWidgets.QWidget):
@@ -245,7 +283,7 @@ class OverlayControls(QtWidgets.QWidget):
         self.sliders: dict[str, QtWidgets.QSlider] = {}
         for row, name in enumerate(OVERLAY_LAYERS):
             check = QtWidgets.QCheckBox(LAYER_TITLES[name])
-            colour = SOURCE_COLOURS.get(name)
+            colour = BOX_SET_COLOURS.get(name)
             if colour is not None:
                 swatch = QtGui.QPixmap(12, 12)
                 swatch.fill(QtGui.QColor(*colour))

@@ -64,6 +64,12 @@ class Session:
         self.generation += 1
         return self.generation
 
+    def forget_results(self) -> None:
+        """Drop every cached result and the current one (the models changed); images are analysed again."""
+        self._cache.clear()
+        self.result = self.findings = self.saliency = None
+        self.generation += 1
+
     def set_image(self, image: XrayImage) -> None:
         self.image = image
         cached = self.cached(self.path) if self.path is not None else None

@@ -1,8 +1,10 @@
 """The study browser: Patient ▸ Study ▸ Series ▸ Image tree, filled as the folder scan yields, with a status per
 image (icon, colour and text; the reason in a tooltip), a filter box, and "Analyse study" / "Analyse all".
 
-Files the scan could not read are listed under "Unreadable files", and non-image DICOM objects (reports,
-presentation states, RT plans …) under their series, so nothing is left out silently.
+Files the scan could not read are listed under "Unreadable files", documents (notes, labels) and DICOMDIR files under
+"Other files", and non-image DICOM objects (reports, presentation states, RT plans …) under their series, so nothing
+is left out silently. DICOM results (SR, SEG, GSPS) that refer to an image of the folder are listed under that image
+(under their own series until the image has been scanned).
 """
 
 from __future__ import annotations
@@ -32,13 +34,28 @@ _STATUS_COLOURS = {
 
 
 class _Filter(QtCore.QSortFilterProxyModel):
-    """Case-insensitive match on name or status at any level; the parents of a match stay visible."""
+    """Text that is a status ("finding", "no finding", "error" …) keeps exactly the rows with that status, so
+    "finding" does not also match "no finding"; any other text is a case-insensitive match on the name. The
+    parents of a match stay visible."""
 
     def __init__(self) -> None:
         super().__init__()
         self.setRecursiveFilteringEnabled(True)
         self.setFilterCaseSensitivity(QtCore.Qt.CaseSensitivity.CaseInsensitive)
-        self.setFilterKeyColumn(-1)
+        self.setFilterKeyColumn(0)
+        self.status: str | None = None
+
+    def set_text(self, text: str) -> None:
+        key = " ".join(text.split()).lower()
+        self.status = key if key in vm.STATUS_LABELS else None
+        self.setFilterFixedString("" if self.status else text)
+        self.invalidate()  # the status may change while the fixed string stays ""
+
+    def filterAcceptsRow(self, row: int, parent: QtCore.QModelIndex) -> bool:  # noqa: N802 - Qt override
+        if self.status is None:
+            return super().filterAcceptsRow(row, parent)
+        item = self.sourceModel().index(row, 1, parent)
+        return item.data(KIND_ROLE) == self.status
 
 
 class StudyBrowser(QtWidgets.QWidget):
@@ -98,6 +115,11 @@ class StudyBrowser(QtWidgets.QWidget):
         self._images: dict[Path, QtGui.QStandardItem] = {}
         self._errors_node: QtGui.QStandardItem | None = None
         self._other_node: QtGui.QStandardItem | None = None
+        self._image_by_uid: dict[str, QtGui.QStandardItem] = {}
+        self._results: dict[str, list[Path]] = {}  # referenced SOP Instance UID → result files
+        self._waiting: dict[
+            str, list[QtGui.QStandardItem]
+        ] = {}  # results whose image has not been scanned yet
         self.n_errors = 0
         self.title = title
         self._update_summary()
@@ -107,7 +129,9 @@ class StudyBrowser(QtWidgets.QWidget):
         from pneumoview.study_index import ScanError
 
         for item in items:
-            if isinstance(item, ScanError):
+            if isinstance(item, ScanError) and item.is_document:
+                self._add_document(item)
+            elif isinstance(item, ScanError):
                 self._add_error(item)
             elif item.patient_key:
                 self._add_entry(item)
@@ -127,10 +151,16 @@ class StudyBrowser(QtWidgets.QWidget):
         return node
 
     def _add_entry(self, e: ScanEntry) -> None:
-        root = self.model.invisibleRootItem()
-        patient = self._node((e.patient_key,), e.patient_label, root, "patient")
-        study = self._node((e.patient_key, e.study_key), e.study_label, patient, "study")
-        series = self._node((e.patient_key, e.study_key, e.series_key), e.series_label, study, "series")
+        image = None
+        if e.kind == "result":
+            image = next((self._image_by_uid[u] for u in e.result_for if u in self._image_by_uid), None)
+        if image is not None:  # a result about an image already listed goes straight under it
+            series = image
+        else:
+            root = self.model.invisibleRootItem()
+            patient = self._node((e.patient_key,), e.patient_label, root, "patient")
+            study = self._node((e.patient_key, e.study_key), e.study_label, patient, "study")
+            series = self._node((e.patient_key, e.study_key, e.series_key), e.series_label, study, "series")
         name = QtGui.QStandardItem(e.instance_label or e.path.name)
         name.setData(str(e.path), PATH_ROLE)
         name.setData(e.kind, KIND_ROLE)
@@ -141,8 +171,38 @@ class StudyBrowser(QtWidgets.QWidget):
         if e.kind == "image":
             self._images[e.path] = name
             self.set_status(e.path, vm.NOT_ANALYSED, "")
+            if e.sop_instance_uid:
+                self._image_by_uid[e.sop_instance_uid] = name
+                for waiting in self._waiting.pop(e.sop_instance_uid, []):
+                    self._attach_result(waiting, name)
         else:
             self._paint_status(name, status, vm.NON_IMAGE, e.object_kind, e.object_kind)
+        if e.kind == "result":
+            for uid in e.result_for:
+                self._results.setdefault(uid, []).append(e.path)
+                if image is None:
+                    self._waiting.setdefault(uid, []).append(name)
+
+    def _attach_result(self, name: QtGui.QStandardItem, image: QtGui.QStandardItem) -> None:
+        """Move a result's row under the image it is about."""
+        parent = name.parent()
+        if parent is None or parent is image:
+            return
+        row = parent.takeRow(name.row())
+        image.appendRow(row)
+        for items in self._waiting.values():
+            if name in items:
+                items.remove(name)
+        # Drop the series (and study, patient) nodes the move left empty.
+        while (
+            parent is not None
+            and parent.rowCount() == 0
+            and parent.data(KIND_ROLE) in ("series", "study", "patient")
+        ):
+            up = parent.parent() or self.model.invisibleRootItem()
+            self._nodes = {k: v for k, v in self._nodes.items() if v is not parent}
+            up.removeRow(parent.row())
+            parent = up if up is not self.model.invisibleRootItem() else None
 
     def _add_error(self, err: ScanError) -> None:
         if self._errors_node is None:
@@ -158,10 +218,23 @@ class StudyBrowser(QtWidgets.QWidget):
         self.n_errors += 1
         self._errors_node.setText(f"Unreadable files ({self.n_errors})")
 
-    def _add_other(self, e: ScanEntry) -> None:
+    def _other_files_node(self) -> QtGui.QStandardItem:
         if self._other_node is None:
             self._other_node = QtGui.QStandardItem("Other files")
             self.model.appendRow([self._other_node, QtGui.QStandardItem("")])
+        return self._other_node
+
+    def _add_document(self, doc: ScanError) -> None:
+        """A document beside the images (notes, labels): another file, in grey, not an error."""
+        name = QtGui.QStandardItem(doc.path.name)
+        name.setData(str(doc.path), PATH_ROLE)
+        name.setData("document", KIND_ROLE)
+        status = QtGui.QStandardItem("")
+        self._other_files_node().appendRow([name, status])
+        self._paint_status(name, status, vm.NON_IMAGE, doc.message, "document")
+
+    def _add_other(self, e: ScanEntry) -> None:
+        self._other_files_node()
         name = QtGui.QStandardItem(e.path.name)
         name.setData(str(e.path), PATH_ROLE)
         name.setData(e.kind, KIND_ROLE)
@@ -213,6 +286,10 @@ class StudyBrowser(QtWidgets.QWidget):
         self.summary.setText((self.title + ": " if self.title else "") + ", ".join(parts))
 
     # -- navigation ---------------------------------------------------------------------------------------------
+
+    def results_for(self, sop_instance_uid: str | None) -> list[Path]:
+        """The result files (SR, SEG, GSPS) of the folder that refer to the image with this SOP Instance UID."""
+        return list(self._results.get(sop_instance_uid or "", []))
 
     def image_paths(self) -> list[Path]:
         """Every image in the tree, in scan order."""
@@ -275,5 +352,5 @@ class StudyBrowser(QtWidgets.QWidget):
             self.imageSelected.emit(Path(item.data(PATH_ROLE)))
 
     def _on_filter(self, text: str) -> None:
-        self.proxy.setFilterFixedString(text)
+        self.proxy.set_text(text)
         self.tree.expandAll()

@@ -65,10 +65,14 @@ def _to_widget(name: str, value: float) -> float:
 
 
 def _from_widget(name: str, value: float) -> float:
+    """The stored value of a slider position, rounded to the slider's step (a drag gives 0.30000000000000004 or
+    0.2347; the user chose 0.30 or 0.23), so the saved file holds what the control shows."""
+    _label, lo, _hi, step, decimals, _tip = _SLIDERS[name]
+    value = round(lo + round((value - lo) / step) * step, decimals)
     if name == "min_area_fraction":
-        return value / 100.0
+        return round(value / 100.0, decimals + 2)
     if name == "shrink":
-        return 1.0 - value / 100.0
+        return round(1.0 - value / 100.0, decimals + 2)
     return value
 
 
@@ -100,11 +104,21 @@ class ThresholdPanel(QtWidgets.QWidget):
                 self.combos[name] = w
             w.setToolTip(tip)
             w.setAccessibleName(label)
-            form.addRow(label, w)
             if name == "min_area_fraction":
+                # The px²/mm² readout sits under its slider in the same form row, and is hidden while there is
+                # no image, so the form never shows an empty row.
                 self.area_label = QtWidgets.QLabel("")
                 self.area_label.setStyleSheet("color: #aaa;")
-                form.addRow("", self.area_label)
+                self.area_label.setVisible(False)
+                cell = QtWidgets.QWidget()
+                column = QtWidgets.QVBoxLayout(cell)
+                column.setContentsMargins(0, 0, 0, 0)
+                column.setSpacing(0)
+                column.addWidget(w)
+                column.addWidget(self.area_label)
+                form.addRow(label, cell)
+            else:
+                form.addRow(label, w)
         buttons = QtWidgets.QHBoxLayout()
         self.reset_button = QtWidgets.QPushButton(icon("reset"), "Defaults")
         self.reset_button.setToolTip("Reset every threshold to its default")
@@ -147,6 +161,7 @@ class ThresholdPanel(QtWidgets.QWidget):
         self._update_area_label()
 
     def _update_area_label(self) -> None:
+        self.area_label.setVisible(self._shape is not None)
         if self._shape is None:
             self.area_label.setText("")
             return

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pneumoview.anatomy import Orientation, describe_boxes
+from pneumoview.ground_truth import match_hits
 from pneumoview.types import AnalysisResult, Window, XrayImage
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ __all__ = [
     "data_range",
     "distance",
     "eta_text",
+    "headline_text",
     "image_status",
     "mask_outline",
     "pixel_readout",
@@ -162,8 +165,67 @@ def image_status(findings: Findings | None, result: AnalysisResult | None) -> tu
     return NO_FINDING, ", ".join(filter(None, ["no box", why, p]))
 
 
+def gate_text(result: AnalysisResult | None, gate: float) -> str:
+    """Which probability gates the boxes, its value and the gate: ``"Gate: P(Lung Opacity) = 0.23 (boxes need ≥
+    0.30)"``; for acse4 ``"Gate: P(covid + lung_opacity + pneumonia) = 1 − P(normal) = 0.91 …"``. Empty when no
+    classifier ran or it has no gate classes."""
+    if result is None or result.p_opacity is None or not result.gate_classes:
+        return ""
+    names = " + ".join(result.gate_classes)
+    rest = [c for c in result.class_names if c not in result.gate_classes]
+    if len(result.gate_classes) > 1 and len(rest) == 1:
+        names += f") = 1 − P({rest[0]}"
+    need = f"boxes need ≥ {gate:.2f}" if gate > 0 else "gate off"
+    return f"Gate: P({names}) = {result.p_opacity:.2f} ({need})"
+
+
+def classifier_choices(models_dir: str | None, current: str) -> list[tuple[str, str]]:
+    """``(id, label)`` for every installed classifier (label: id, classes and validation AUC when known); the
+    ``current`` id is kept even when it is not installed (labelled so)."""
+    from pneumoview.inference.manifest import load_manifest, models_dirs
+
+    try:
+        specs = load_manifest(models_dirs(models_dir), check_builders=False).by_task("classify")
+    except Exception:  # noqa: BLE001 - a broken manifest is reported elsewhere; the choice stays usable
+        specs = []
+    out = []
+    for s in sorted(specs, key=lambda s: (s.id != "rsna3-classifier", s.id)):
+        auc = s.metrics.get("macro_auc")
+        label = f"{s.id} ({len(s.classes)} classes: {', '.join(s.classes)})"
+        if isinstance(auc, int | float):
+            label += f", validation macro AUC {auc:.2f}"
+        out.append((s.id, label))
+    if current not in {i for i, _ in out}:
+        out.insert(0, (current, f"{current} (not installed)"))
+    return out
+
+
 def reason_or(notes: tuple[str, ...], default: str) -> str:
     return "; ".join(notes) or default
+
+
+def top_class(result: AnalysisResult | None) -> tuple[str, float] | None:
+    """``(class name, probability)`` of the classifier's most probable class, or None when no classifier ran."""
+    if result is None or result.class_probs is None or not len(result.class_names):
+        return None
+    k = int(np.argmax(result.class_probs))
+    return str(result.class_names[k]), float(result.class_probs[k])
+
+
+def headline_text(findings: Findings | None, result: AnalysisResult | None, running: bool = False) -> str:
+    """The findings panel's headline: whether a box is reported (and why not), then the classifier's top class,
+    so "no box" never reads as "normal" when the classifier's top class says otherwise."""
+    status, text = image_status(findings, result)
+    head = {FINDING: "Finding", NO_FINDING: "No box reported"}.get(status, "Not analysed")
+    if status == NO_FINDING and text.startswith("no box"):
+        text = text.removeprefix("no box").lstrip(", ")
+    line = f"{head}: {text}" if text else head
+    top = top_class(result)
+    if top is not None:
+        line += f" — classifier's top class: {top[0]} ({top[1] * 100:.0f} %)"
+    if running:
+        line += " (so far; analysing…)"
+    return line
 
 
 BOX_SETS = ("final", "detector", "segmentation")
@@ -172,7 +234,10 @@ BOX_SETS = ("final", "detector", "segmentation")
 @dataclass(frozen=True)
 class BoxRow:
     """One row of the findings table. ``set`` is ``"final"``, ``"detector"`` or ``"segmentation"``; ``index`` the
-    box's index in that set; ``source`` who found it; box in original pixels; areas in px² and mm² (None)."""
+    box's index in that set; ``source`` who found it; box in original pixels; areas in px² and mm² (None);
+    ``side``/``zone`` in the patient's terms (:mod:`pneumoview.anatomy`); ``area_cm2`` (None without spacing);
+    ``truth`` ``"hit"``/``"miss"`` against the radiologists' boxes (``""`` without labels); ``source_scores`` for a
+    final box, each model's own confidence for it (``(("detector", 0.70), ("segmentation", None))``)."""
 
     set: str
     index: int
@@ -184,6 +249,11 @@ class BoxRow:
     h: float
     area_px: float
     area_mm2: float | None
+    side: str = ""
+    zone: str = ""
+    area_cm2: float | None = None
+    truth: str = ""
+    source_scores: tuple[tuple[str, float | None], ...] = ()
 
 
 def boxset_of(findings: Findings, set_name: str) -> BoxSet | None:
@@ -197,10 +267,43 @@ def boxset_of(findings: Findings, set_name: str) -> BoxSet | None:
     raise ValueError(f"unknown box set {set_name!r}; valid: {', '.join(BOX_SETS)}")
 
 
-def box_rows(findings: Findings | None, sets: tuple[str, ...] = BOX_SETS) -> list[BoxRow]:
-    """Table rows: the final boxes first, then each source's own boxes, each set by descending confidence."""
+def source_scores(findings: Findings) -> list[tuple[tuple[str, float | None], ...]]:
+    """Each model's own confidence for every final box, in ``findings.fused`` order: for every source that found
+    the box (its ``sources`` label), the score of that source's box overlapping it most; None for a source that
+    did not find it."""
+    from pneumoview.metrics import iou_xywh
+
+    fused = findings.fused
+    per_source: list[tuple[str, list[float | None]]] = []
+    for name in ("detector", "segmentation"):
+        bs = boxset_of(findings, name)
+        if bs is None:
+            continue
+        scores: list[float | None] = [None] * len(fused)
+        if len(bs) and len(fused):
+            iou = iou_xywh(fused.boxes, bs.boxes)  # one (final × source) matrix, not one per row
+            best = np.argmax(iou, axis=1)
+            for i, src in enumerate(fused.sources):
+                if src in ("fused", name) and iou[i, best[i]] > 0:
+                    scores[i] = float(bs.scores[best[i]])
+        per_source.append((name, scores))
+    return [tuple((name, scores[i]) for name, scores in per_source) for i in range(len(fused))]
+
+
+def box_rows(
+    findings: Findings | None,
+    sets: tuple[str, ...] = BOX_SETS,
+    orientation: Orientation | None = None,
+    truth: np.ndarray | None = None,
+) -> list[BoxRow]:
+    """Table rows: the final boxes first, then each source's own boxes, each set by descending confidence.
+
+    ``orientation`` (default: the assumed standard display) gives each box its side and zone; ``truth``, the
+    radiologists' ``(N, 4)`` boxes in the image's pixels, marks each box hit or miss
+    (:data:`pneumoview.ground_truth.HIT_RULE`, within its own set)."""
     if findings is None:
         return []
+    orientation = orientation or Orientation()
     rows: list[BoxRow] = []
     for name in sets:
         bs = boxset_of(findings, name)
@@ -208,12 +311,18 @@ def box_rows(findings: Findings | None, sets: tuple[str, ...] = BOX_SETS) -> lis
             continue
         areas = bs.areas_px()
         mm2 = bs.areas_mm2(findings.spacing_mm)
+        hits = match_hits(bs.boxes, bs.scores, truth)[0] if truth is not None else None
+        places = describe_boxes(bs.boxes, findings.image_shape, orientation, findings.spacing_mm)
+        own = source_scores(findings) if name == "final" else None
         for i in np.argsort(-bs.scores, kind="stable"):
             x, y, w, h = (float(v) for v in bs.boxes[i])
+            place = places[i]
             rows.append(
                 BoxRow(
                     name, int(i), bs.sources[i], float(bs.scores[i]), x, y, w, h, float(areas[i]),
-                    None if mm2 is None else float(mm2[i]),
+                    None if mm2 is None else float(mm2[i]), place.side, place.zone, place.area_cm2,
+                    "" if hits is None else ("hit" if hits[i] else "miss"),
+                    own[i] if own is not None else (),
                 )
             )  # fmt: skip
     return rows

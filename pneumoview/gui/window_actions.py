@@ -30,10 +30,14 @@ _SPECS = (
     ActionSpec("open_file", "Open &file…", ("Ctrl+Shift+O",), tip="Open one image file or a DICOMDIR"),
     ActionSpec("open_sample", "Open &sample study", ("Ctrl+Shift+S",), "sample",
                tip="Open the bundled sample study (six public chest radiographs)"),
+    ActionSpec("load_labels", "Load ground-truth &labels…", (),
+               tip="Show the radiologists' boxes from an RSNA labels CSV and mark each finding hit or miss"),
     ActionSpec("export_current", "&Export image…", ("Ctrl+E",), "export",
                tip="Annotated PNG at native resolution + findings and submission CSVs of the current image"),
     ActionSpec("export_study", "Export study &CSV…", ("Ctrl+Shift+E",),
                tip="Findings and submission CSVs for every image of the current study"),
+    ActionSpec("export_dicom", "Export as &DICOM…", ("Ctrl+Shift+D",),
+               tip="DICOM SR, SEG (and optionally GSPS) of the current image or study, in the source's study"),
     ActionSpec("batch", "&Batch process directory…", ("Ctrl+B",), "batch"),
     ActionSpec("settings", "Se&ttings…", ("Ctrl+,",), "settings"),
     ActionSpec("quit", "&Quit", ("Ctrl+Q",)),
@@ -54,6 +58,8 @@ _SPECS = (
                tip="Hide or show every overlay at once"),
     ActionSpec("saliency", "Classifier &Grad-CAM", ("G",), "saliency", checkable=True,
                tip="Show which regions raised the classifier's P(opacity)"),
+    ActionSpec("info_overlay", "Patient &info on the image", ("T",), checkable=True,
+               tip="View position, age, sex and study date in the image corner (never in exports)"),
     ActionSpec("analyse", "&Analyse image", ("Ctrl+R",), "analyse"),
     ActionSpec("analyse_study", "Analyse &study", ("Ctrl+Shift+R",)),
     ActionSpec("analyse_all", "Analyse a&ll", ()),
@@ -65,10 +71,12 @@ _SPECS = (
 )  # fmt: skip
 
 _MENUS = (
-    ("&File", ("open_folder", "open_file", "open_sample", "@recent", None, "export_current", "export_study", None,
+    ("&File", ("open_folder", "open_file", "open_sample", "@recent", "load_labels", None, "export_current",
+               "export_study", "export_dicom", None,
                "batch", None, "settings", None, "quit")),
     ("&View", ("fit", "one_to_one", "zoom_in", "zoom_out", None, "@presets", "invert", "flip_h", "flip_v", None,
-               "mode_pan", "mode_window", "mode_measure", "clear_measure", None, "hide_overlays", "saliency")),
+               "mode_pan", "mode_window", "mode_measure", "clear_measure", None, "hide_overlays", "saliency",
+               "info_overlay")),
     ("&Analysis", ("analyse", "analyse_study", "analyse_all", "stop", None, "next_image", "previous_image")),
     ("&Help", ("shortcuts", "about")),
 )  # fmt: skip

@@ -9,6 +9,7 @@ torch is imported only inside the jobs (through the engine), never when this mod
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,6 +21,8 @@ from superqt.utils import create_worker
 
 from pneumoview.gui import viewmodel as vm
 from pneumoview.types import STAGES, AnalysisResult, XrayImage
+
+log = logging.getLogger(__name__)
 
 Cancelled = Callable[[], bool]
 
@@ -145,20 +148,24 @@ class EngineInfo:
         return tuple(s for s in STAGES if self.available.get(s) is None)
 
 
-def load_engine_job(device: str, models_dir: str | None, *, cancelled: Cancelled) -> EngineInfo:
-    """Make the engine and load every installed model once (this is where torch is imported)."""
+def load_engine_job(
+    device: str, models_dir: str | None, classifier: str | None = None, *, cancelled: Cancelled
+) -> EngineInfo:
+    """Make the engine (with ``classifier`` as its classifier, default rsna3) and load every installed model once
+    (this is where torch is imported)."""
     from pneumoview.errors import ModelError
-    from pneumoview.inference.engine import Engine
+    from pneumoview.inference.engine import DEFAULT_SELECTION, Engine, StageSelection
 
+    selection = StageSelection(classify=classifier or DEFAULT_SELECTION["classify"])
     notes: list[str] = []
     try:
         try:
-            engine = Engine(device=device, models_dir=models_dir or None)
+            engine = Engine(device=device, models_dir=models_dir or None, selection=selection)
         except ModelError as exc:
             if device in ("auto", "cpu"):
                 raise
             notes.append(f"{exc}; using the CPU instead.")
-            engine = Engine(device="cpu", models_dir=models_dir or None)
+            engine = Engine(device="cpu", models_dir=models_dir or None, selection=selection)
     except ModelError as exc:
         return EngineInfo(None, dict.fromkeys(STAGES, str(exc)), "none", (str(exc),))
     available = engine.available_stages()
@@ -220,6 +227,17 @@ def gradcam_job(engine: Any, image: XrayImage, *, cancelled: Cancelled) -> Any:
     return gradcam(engine, image)
 
 
+def _review(image: XrayImage):
+    """The reader's saved review of ``image`` (None when none or unreadable: the export goes on without it)."""
+    from pneumoview.review_store import ReviewStore
+
+    try:
+        return ReviewStore().load(image.image_id)
+    except ValueError as exc:
+        log.warning("%s", exc)
+        return None
+
+
 @dataclass(frozen=True)
 class ExportOutcome:
     written: tuple[Path, ...]
@@ -264,10 +282,17 @@ def export_study_job(
         else:
             image, result = hit
         findings = postprocess(result, thresholds, spacing_mm=image.spacing_mm)
-        rows.extend(findings_rows(image, result, findings, include_identifiers))
+        rows.extend(findings_rows(image, result, findings, include_identifiers, review=_review(image)))
         submission.append((vm.submission_id(image, include_identifiers), findings.prediction_string()))
-    written = (write_findings_csv(rows, findings_csv), write_submission_csv(submission, submission_csv))
-    return ExportOutcome(written, tuple(failed))
+    from pneumoview.file_bundle import write_together
+
+    def write(stage: Path) -> None:
+        write_findings_csv(rows, stage / findings_csv.name)
+        write_submission_csv(submission, stage / submission_csv.name)
+
+    # Both CSVs or neither (the two targets share a folder).
+    written = write_together(findings_csv.parent, [findings_csv.name, submission_csv.name], write)
+    return ExportOutcome(tuple(written), tuple(failed))
 
 
 def batch_job(
@@ -279,6 +304,7 @@ def batch_job(
     force: bool = False,
     write_png: bool = True,
     include_identifiers: bool = False,
+    dicom: Any = None,
     cancelled: Cancelled,
 ) -> Iterator[tuple[str, Any]]:
     """``pneumoview predict``'s code path: yields ``("inputs", n)`` then ``("progress", BatchProgress)``; returns
@@ -288,9 +314,11 @@ def batch_job(
 
     inputs = collect_inputs(paths)
     yield ("inputs", len(inputs))
+    extra = {"dicom": dicom} if dicom is not None else {}  # DicomOptions: predict --dicom's outputs
     gen = iter_batch(
         inputs, out_dir, engine, thresholds, force=force, write_png=write_png,
-        include_identifiers=include_identifiers,
+        include_identifiers=include_identifiers, run_info={"thresholds_source": "the batch dialog's Thresholds panel"},
+        **extra,
     )  # fmt: skip
     try:
         for progress in gen:

@@ -13,7 +13,14 @@ from pneumoview.errors import ImageReadError, ImageTooLargeError
 from pneumoview.imaging.decoders import decoder_plugins
 from pneumoview.imaging.dicom_reader import read_dicom
 from pneumoview.imaging.raster_reader import read_raster
-from pneumoview.imaging.sniff import SUPPORTED_SUFFIXES, ImageKind, describe_unknown, sniff_bytes, sniff_kind
+from pneumoview.imaging.sniff import (
+    DESCRIBE_BYTES,
+    SUPPORTED_SUFFIXES,
+    ImageKind,
+    describe_unknown,
+    sniff_bytes,
+    sniff_kind,
+)
 from pneumoview.types import XrayImage
 
 DEFAULT_MAX_PIXELS = 80_000_000
@@ -55,10 +62,10 @@ def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Xra
         if not p.exists():
             raise ImageReadError(p, "header", "the file does not exist; check the path.")
         with p.open("rb") as f:
-            head = f.read(132)
+            head = f.read(DESCRIBE_BYTES)
         kind = sniff_bytes(head, p.stat().st_size)
         if kind is None:
-            raise ImageReadError(p, "header", describe_unknown(head))
+            raise ImageReadError(p, "header", describe_unknown(head, p.name))
         if kind == "dicom":
             return read_dicom(p, max_pixels)
         return read_raster(p, kind, max_pixels)

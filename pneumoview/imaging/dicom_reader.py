@@ -76,6 +76,8 @@ _SAFE_TAGS = (
     "Modality",
     "BodyPartExamined",
     "ViewPosition",
+    "PatientOrientation",
+    "ImageLaterality",
     "PatientAge",
     "PatientSex",
     "Manufacturer",
@@ -293,6 +295,9 @@ def _image_from_dataset(ds: Dataset, path: Path, max_pixels: int, notes: list[st
 
     ts = dcm_uid.UID(str(ds.file_meta.TransferSyntaxUID))
     metadata = {k: v for k in _SAFE_TAGS if (v := _text(ds, k))}
+    orientation = ds.get("PatientOrientation") if "PatientOrientation" in metadata else None
+    if orientation and not isinstance(orientation, str):  # as DICOM writes it ("L\\F"), not as a Python list
+        metadata["PatientOrientation"] = "\\".join(str(v).strip() for v in orientation)
     series = _text(ds, "SeriesDescription")
     if _RSNA_VIEW.fullmatch(series):  # free-text descriptions can name people; the RSNA form cannot
         metadata["SeriesDescription"] = series

@@ -77,20 +77,86 @@ def _looks_like_bare_dicom(head: bytes, file_size: int) -> bool:
     return group_be in _FIRST_GROUPS and head[4:6] in _VRS
 
 
-def describe_unknown(head: bytes) -> str:
-    """A sentence for a file that is none of the supported kinds (used in error messages)."""
+_ARCHIVES: tuple[tuple[int, bytes, str], ...] = (
+    (0, GZIP_SIGNATURE, "gzip"),
+    (0, ZIP_SIGNATURE, "zip"),
+    (0, b"PK\x05\x06", "zip"),
+    (0, b"BZh", "bzip2"),
+    (0, b"\xfd7zXZ\x00", "xz"),
+    (0, b"7z\xbc\xaf\x27\x1c", "7-Zip"),
+    (0, b"Rar!\x1a\x07", "RAR"),
+    (0, b"\x28\xb5\x2f\xfd", "Zstandard"),
+    (257, b"ustar", "tar"),
+)
+_OTHER_FORMATS: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"II*\x00", "a TIFF image"),
+    (0, b"MM\x00*", "a TIFF image"),
+    (0, b"BM", "a BMP image"),
+    (0, b"GIF8", "a GIF image"),
+    (0, b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 image"),
+    (0, b"\xff\x4f\xff\x51", "a JPEG 2000 codestream"),
+    (0, b"%PDF", "a PDF document"),
+)
+#: Bytes of a file's start that :func:`describe_unknown` looks at (a tar header's magic is at byte 257).
+DESCRIBE_BYTES = 512
+
+#: Suffixes of plain documents that sit beside images in study folders (notes, labels, licences): when such a
+#: file is no image, it is a document, not a broken image.
+DOCUMENT_SUFFIXES = frozenset(
+    {".md", ".txt", ".csv", ".tsv", ".json", ".xml", ".html", ".pdf", ".toml", ".yaml", ".rst"}
+)
+
+
+#: Names of documents that often come without a suffix (``README`` in a DICOMDIR tree).
+DOCUMENT_NAMES = frozenset({"README", "LICENSE", "LICENCE", "COPYING", "NOTICE", "AUTHORS", "CHANGELOG"})
+
+
+def is_document(path: str | Path, head: bytes) -> bool:
+    """True when ``path`` has a document suffix (or is a suffix-less ``README``, ``LICENSE`` … holding text) and
+    its first bytes (``head``) are no image and no archive."""
+    p = Path(path)
+    if p.suffix.lower() not in DOCUMENT_SUFFIXES and not (
+        p.name.upper() in DOCUMENT_NAMES and _looks_like_text(head)
+    ):
+        return False
+    if sniff_bytes(head, len(head) + 1) is not None:
+        return False
+    return not any(head[o : o + len(m)] == m for o, m, _ in _ARCHIVES)
+
+
+def describe_unknown(head: bytes, name: str = "") -> str:
+    """The one sentence, for the viewer and the command line alike, saying why a file that is none of the supported
+    kinds cannot be opened. ``head`` is the start of the file (at least :data:`DESCRIBE_BYTES` bytes when it has
+    them); ``name`` its file name (for hints such as "a macOS resource-fork file")."""
     if not head:
-        return "the file is empty; copy it again from its source."
-    if head.startswith(GZIP_SIGNATURE):
-        return (
-            "the file is gzip-compressed, not a DICOM, PNG or JPEG file; unpack it first (gunzip or 7-Zip) "
-            "and open the unpacked file."
-        )
-    if head.startswith(ZIP_SIGNATURE):
-        return (
-            "the file is a ZIP archive, not a DICOM, PNG or JPEG file; extract it first and open the folder."
-        )
-    return "the file is not a DICOM, PNG or JPEG file (its first bytes match none of them); choose an image file."
+        return "empty file (0 bytes): not a DICOM, PNG or JPEG file."
+    for offset, magic, kind in _ARCHIVES:
+        if head[offset : offset + len(magic)] == magic:
+            return f"compressed archive ({kind}): unpack it first, then open or scan the unpacked files."
+    for offset, magic, kind in _OTHER_FORMATS:
+        if head[offset : offset + len(magic)] == magic:
+            return f"{kind}: not a DICOM, PNG or JPEG file; convert it to PNG to open it."
+    if is_document(name or "x", head) and name:
+        kind = Path(name).suffix.lower() or Path(name).name
+        return f"a document ({kind}), not an image; it is listed and left as it is."
+    hint = ""
+    if name.startswith("._"):
+        hint = " (a macOS resource-fork file)"
+    elif name in (".DS_Store", "Thumbs.db", "desktop.ini"):
+        hint = " (a hidden system file)"
+    elif _looks_like_text(head):
+        hint = " (it looks like text)"
+    return f"not a DICOM, PNG or JPEG file{hint}."
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # a multi-byte character cut at the end of the sample
+    return True
 
 
 _DEFLATED = b"1.2.840.10008.1.2.1.99"

@@ -322,8 +322,12 @@ class Engine:
             with self._autocast():
                 probs = tta.classify(model, x, self.tta).cpu().numpy().astype(np.float32)
             for j, i in enumerate(idx):
-                p_op = float(probs[j, spec.positive_index]) if spec.positive_index is not None else None
-                out[i] = replace(out[i], class_names=spec.classes, class_probs=probs[j], p_opacity=p_op)
+                gate = spec.gate_indices
+                p_op = min(1.0, float(probs[j, list(gate)].sum())) if gate else None
+                out[i] = replace(
+                    out[i], class_names=spec.classes, class_probs=probs[j], p_opacity=p_op,
+                    gate_classes=spec.gate_names,
+                )  # fmt: skip
         return out
 
     def _segment(self, images, partial, models, batch_size):

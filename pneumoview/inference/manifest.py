@@ -33,6 +33,7 @@ _MODEL_KEYS = {
     "builder_args": False,
     "classes": False,
     "positive_class": False,
+    "gate_classes": False,
     "input": True,
     "weights": True,
     "sha256": True,
@@ -70,6 +71,7 @@ class ModelSpec:
     version: str
     classes: tuple[str, ...] = ()
     positive_class: str | None = None
+    gate_classes: tuple[str, ...] = ()
     training: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
     intended_use: str = ""
@@ -83,6 +85,20 @@ class ModelSpec:
         if self.positive_class is None:
             return None
         return self.classes.index(self.positive_class)
+
+    @property
+    def gate_names(self) -> tuple[str, ...]:
+        """The classes whose probabilities add up to the gate probability P(opacity): ``gate_classes`` when the
+        manifest gives them (acse4: covid, lung_opacity, pneumonia), else ``positive_class`` (rsna3: Lung
+        Opacity), else none (no gate)."""
+        if self.gate_classes:
+            return self.gate_classes
+        return (self.positive_class,) if self.positive_class is not None else ()
+
+    @property
+    def gate_indices(self) -> tuple[int, ...]:
+        """Indices of :attr:`gate_names` in ``classes``."""
+        return tuple(self.classes.index(c) for c in self.gate_names)
 
 
 @dataclass(frozen=True)
@@ -188,6 +204,12 @@ def _parse_model(t: Mapping[str, Any], source: Path | None) -> ModelSpec:
     positive = t.get("positive_class")
     if positive is not None and positive not in classes:
         raise ManifestError(f"{what}: positive_class {positive!r} is not one of its classes {list(classes)}")
+    gate = tuple(str(c) for c in t.get("gate_classes", ()))
+    stray = [c for c in gate if c not in classes]
+    if stray or len(set(gate)) != len(gate):
+        raise ManifestError(
+            f"{what}: gate_classes {list(gate)} must be distinct names among its classes {list(classes)}"
+        )
     return ModelSpec(
         id=str(t["id"]),
         task=t["task"],
@@ -199,6 +221,7 @@ def _parse_model(t: Mapping[str, Any], source: Path | None) -> ModelSpec:
         version=str(t["version"]),
         classes=classes,
         positive_class=positive,
+        gate_classes=gate,
         training=dict(t.get("training", {})),
         metrics=dict(t.get("metrics", {})),
         intended_use=str(t.get("intended_use", "")),

@@ -40,6 +40,13 @@ def _add_options(p: argparse.ArgumentParser, family: str) -> None:
     data.add_argument(
         "--index", type=Path, help="CSV restricting the images used (may give nih_patient groups)"
     )
+    if family == "classifier":
+        data.add_argument(
+            "--val-images",
+            type=Path,
+            help="class-folder root of a fixed validation split (e.g. seed 002's layout val/); no patient may be "
+            "on both sides (patients from --index)",
+        )
     data.add_argument("--limit", type=int, help="use only N images, drawn evenly per class (smoke tests)")
 
     out = p.add_argument_group("output")
@@ -203,12 +210,22 @@ def load_source(args: argparse.Namespace) -> Any:
     from pneumoview.training.datasets import load_image_folder, load_rsna
 
     if args.labels is not None:
+        if getattr(args, "val_images", None) is not None:
+            raise ValueError(
+                "--val-images is for the class-folder layout; the RSNA layout is split by patient"
+            )
         return load_rsna(args.labels, args.images, classes_csv=args.classes, index_csv=args.index)
     if args.family != "classifier":
         raise ValueError(
             f"training a {args.family} needs RSNA box labels: pass --labels stage_2_train_labels.csv"
         )
-    return load_image_folder(args.images, index_csv=args.index)
+    source = load_image_folder(args.images, index_csv=args.index)
+    if getattr(args, "val_images", None) is not None:
+        from pneumoview.training.datasets import with_validation_folder
+
+        val = load_image_folder(args.val_images, class_order=source.classes, index_csv=args.index)
+        source = with_validation_folder(source, val, args.val_images)
+    return source
 
 
 def run(args: argparse.Namespace) -> int:

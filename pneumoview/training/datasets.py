@@ -36,6 +36,9 @@ RSNA_FRAME = (1024, 1024)
 RSNA3_CLASSES = ("Normal", "No Lung Opacity / Not Normal", "Lung Opacity")
 RSNA2_CLASSES = ("No Lung Opacity", "Lung Opacity")
 ACSE4_CLASSES = ("covid", "lung_opacity", "pneumonia", "normal")
+# The acse4 classes whose probabilities add up to the viewer's gate P(opacity) = 1 - P(normal): in seed 002's
+# data every class but normal is an airspace-opacity disease, and the detector's boxes are opacities.
+ACSE4_GATE_CLASSES = ("covid", "lung_opacity", "pneumonia")
 OPACITY = "Lung Opacity"
 
 # Label schemes for classifiers: classes in id order and the class whose probability is P(opacity).
@@ -93,6 +96,7 @@ class DataSource:
         n_excluded: images left out because the index CSV does not list them.
         has_rsna_class: whether the 3-way RSNA class is known for every record.
         notes: sentences for the user.
+        fixed_val: record keys held out for validation by the data itself (``--val-images``), or None to split.
     """
 
     records: list[Record]
@@ -105,6 +109,7 @@ class DataSource:
     n_excluded: int = 0
     has_rsna_class: bool = False
     notes: list[str] = field(default_factory=list)
+    fixed_val: frozenset[str] | None = None
 
     def summary(self) -> str:
         """What was found, in one paragraph."""
@@ -307,6 +312,33 @@ def load_image_folder(
         description=f"ImageFolder layout {root.name}/ with classes {', '.join(class_order)}",
         n_labelled=len(records),
         n_excluded=n_excluded,
+    )
+
+
+def with_validation_folder(train: DataSource, val: DataSource, val_root: str | Path) -> DataSource:
+    """One source of ``train``'s and ``val``'s ImageFolder records whose validation side is fixed to ``val``'s.
+
+    Raises:
+        ValueError: the two folders have other classes, or share an image (same class and file stem).
+    """
+    if train.classes != val.classes:
+        raise ValueError(
+            f"--val-images {val_root}: classes {', '.join(val.classes)} differ from the training folder's "
+            f"{', '.join(train.classes)}"
+        )
+    val_keys = frozenset(r.key for r in val.records)
+    both = sorted(val_keys & {r.key for r in train.records})
+    if both:
+        raise ValueError(f"--val-images {val_root}: {len(both)} images are in both folders, e.g. {both[0]}")
+    return DataSource(
+        records=sorted([*train.records, *val.records], key=lambda r: r.key),
+        layout=train.layout,
+        classes=train.classes,
+        description=f"{train.description}, validation folder {Path(val_root).name}/",
+        n_labelled=train.n_labelled + val.n_labelled,
+        n_excluded=train.n_excluded + val.n_excluded,
+        notes=[*train.notes, *val.notes],
+        fixed_val=val_keys,
     )
 
 

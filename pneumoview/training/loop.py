@@ -50,9 +50,15 @@ from pneumoview.training.checkpoint import (
     write_model_entry,
 )
 from pneumoview.training.curves import draw_curves, write_log
-from pneumoview.training.datasets import DataSource, ImageCache, build_cache, patient_strata
+from pneumoview.training.datasets import (
+    ACSE4_GATE_CLASSES,
+    DataSource,
+    ImageCache,
+    build_cache,
+    patient_strata,
+)
 from pneumoview.training.recipes import TrainConfig
-from pneumoview.training.splits import Split, patient_split
+from pneumoview.training.splits import Split, fixed_split, patient_split
 from pneumoview.training.transfer import InitSource, load_init_source, split_mismatch, transfer_resnet_weights
 
 FP16_TOLERANCE = 0.002
@@ -717,8 +723,13 @@ class TrainResult:
     cache: ImageCache
 
 
-def make_split(cfg: TrainConfig, cache: ImageCache) -> Split:
+def make_split(cfg: TrainConfig, cache: ImageCache, source: DataSource | None = None) -> Split:
     records = cache.records
+    if source is not None and source.fixed_val is not None:
+        return fixed_split(
+            [r.patient for r in records], [r.key in source.fixed_val for r in records], "--val-images",
+            seed=cfg.split_seed,
+        )  # fmt: skip
     return patient_split(
         [r.patient for r in records],
         patient_strata(records),
@@ -830,6 +841,7 @@ def manifest_entry(
         "builder_args": family.manifest_builder_args(result.used_pretrained),
         "classes": list(family.classes()),
         "positive_class": family.positive_class(),
+        "gate_classes": list(ACSE4_GATE_CLASSES) if cfg.scheme == "acse4" else None,
         "input": cfg.input_spec.to_dict(),
         "weights": weights_name,
         "sha256": sha256,
@@ -861,7 +873,7 @@ def train_model(
     say: Log = log if info.is_main else (lambda _m: None)
     if cache is None or cache.spec.size != cfg.input_spec.size or cache.spec.resize != cfg.resize:
         cache = load_cache(source, cfg, say)
-    split = make_split(cfg, cache)
+    split = make_split(cfg, cache, source)
     if len(split.train) == 0 or len(split.val) == 0:
         raise TrainingError(
             f"the split left {len(split.train)} training and {len(split.val)} validation images; "

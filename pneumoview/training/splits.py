@@ -24,8 +24,11 @@ class Split:
     folds: int | None
     fold: int | None
     val_fraction: float | None
+    fixed: str | None = None
 
     def describe(self) -> str:
+        if self.fixed:
+            return f"validation fixed by the data ({self.fixed}); no patient on both sides"
         if self.folds:
             return f"fold {self.fold} of {self.folds} (seed {self.seed})"
         return f"{self.val_fraction:.0%} of patients held out (seed {self.seed})"
@@ -104,3 +107,23 @@ def patient_split(
         fold=fold,
         val_fraction=None if folds is not None else val_fraction,
     )
+
+
+def fixed_split(patients: Sequence[str], is_val: Sequence[bool], what: str, seed: int = 0) -> Split:
+    """The split a dataset prescribes (a validation folder), checked: no patient may be on both sides.
+
+    Raises:
+        ValueError: a patient has images on both sides (naming one), or a side is empty.
+    """
+    flags = np.asarray(is_val, dtype=bool)
+    val_patients = {p for p, v in zip(patients, flags, strict=True) if v}
+    both = sorted({p for p, v in zip(patients, flags, strict=True) if not v} & val_patients)
+    if both:
+        raise ValueError(
+            f"{what}: {len(both)} patients have images in both training and validation (e.g. {both[0]}); "
+            "split the data by patient"
+        )
+    return Split(
+        train=np.flatnonzero(~flags), val=np.flatnonzero(flags), seed=seed, folds=None, fold=None,
+        val_fraction=None, fixed=what,
+    )  # fmt: skip

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""``pneumoview predict`` throughput: the overlapped pipeline versus one step after the other, and flat memory.
+
+Inputs: real 512-px RSNA JPEGs from ``../shared/data/rsna/images-512``, repeated through symbolic links in a
+temporary folder (so any count can be made without copying pixels). Models: the installed ones (``models/`` or
+``--models-dir``).
+
+* Throughput: ``iter_batch(..., overlap=False)`` and ``overlap=True`` over ``--images`` inputs with annotated PNGs,
+  ``--repeats`` times each, interleaved (A B, B A, …) into fresh output folders; the median wall time of each.
+* Memory: peak RSS (``ru_maxrss``) of a fresh process running the overlapped ``predict`` path over ``--rss-small``
+  and over ``--rss-large`` inputs (``--rss-large 0`` skips it); flat memory means the two are within 10 %.
+
+    .venv/bin/python benchmarks/bench_predict.py [--images 200] [--repeats 3] [--rss-small 100] [--rss-large 1000]
+        [--models-dir DIR | --tiny-models]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATA = ROOT.parent / "shared" / "data" / "rsna" / "images-512"
+
+
+def make_inputs(folder: Path, n: int) -> list[Path]:
+    """``n`` symbolic links to the real RSNA JPEGs, cycling through them."""
+    sources = sorted(DATA.glob("*.jpg"))
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        link = folder / f"in{i:05d}.jpg"
+        if not link.exists():
+            link.symlink_to(sources[i % len(sources)])
+        out.append(link)
+    return out
+
+
+def _engine(models_dir: Path | None):
+    from pneumoview.inference.engine import Engine
+
+    engine = Engine(device="cpu", models_dir=models_dir)
+    engine.load()
+    return engine
+
+
+def run_once(engine, inputs: list[Path], out: Path, overlap: bool) -> float:
+    from pneumoview.batch import BatchInput, iter_batch
+
+    batch = [BatchInput(p) for p in inputs]
+    t0 = time.perf_counter()
+    for _ in iter_batch(batch, out, engine, force=True, overlap=overlap):
+        pass
+    return time.perf_counter() - t0
+
+
+def rss_child(n: int, models_dir: Path | None) -> None:
+    """Run the overlapped path over ``n`` inputs and print the peak RSS in MiB (the --rss-child mode)."""
+    with tempfile.TemporaryDirectory(prefix="bench_predict_rss_") as tmp:
+        inputs = make_inputs(Path(tmp) / "in", n)
+        engine = _engine(models_dir)
+        run_once(engine, inputs, Path(tmp) / "out", overlap=True)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rss-small", type=int, default=100)
+    ap.add_argument("--rss-large", type=int, default=1000)
+    ap.add_argument("--models-dir", type=Path, default=None)
+    ap.add_argument(
+        "--tiny-models",
+        action="store_true",
+        help="use the tests' tiny models (as a fast GPU would: decoding and PNG writing then dominate)",
+    )
+    ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.tiny_models and args.models_dir is None and args.rss_child is None:
+        from tests.model_fixtures import equivariant_models_dir
+
+        args.models_dir = equivariant_models_dir(Path(tempfile.mkdtemp(prefix="bench_predict_models_")))
+    if args.rss_child is not None:
+        if args.tiny_models:
+            import tests.model_fixtures  # noqa: F401 - registers the tiny models' builders
+
+        rss_child(args.rss_child, args.models_dir)
+        return 0
+
+    import torch
+
+    engine = _engine(args.models_dir)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+        f"{args.images} inputs (real 512-px RSNA JPEGs via links), annotated PNGs on, "
+        f"{'tiny test models' if args.tiny_models else 'installed models'}; "
+        f"median of {args.repeats} interleaved runs"
+    )
+    walls: dict[bool, list[float]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
+        inputs = make_inputs(Path(tmp) / "in", args.images)
+        run_once(engine, inputs[:8], Path(tmp) / "warm", overlap=False)  # first-call costs out of the timing
+        for r in range(args.repeats):
+            for overlap in (False, True) if r % 2 == 0 else (True, False):
+                walls[overlap].append(run_once(engine, inputs, Path(tmp) / f"out-{r}-{overlap}", overlap))
+    seq, ovl = statistics.median(walls[False]), statistics.median(walls[True])
+    print()
+    print(f"| {'predict path':40s} | {'wall s':>7s} | {'images/s':>8s} | {'vs sequential':>13s} |")
+    print(f"|{'-' * 42}|{'-' * 9}|{'-' * 10}|{'-' * 15}|")
+    print(
+        f"| {'sequential (decode, models, PNG in turn)':40s} | {seq:7.2f} | {args.images / seq:8.2f} | {1:13.2f} |"
+    )
+    print(
+        f"| {'overlapped (reader, models, writer)':40s} | {ovl:7.2f} | {args.images / ovl:8.2f} | {seq / ovl:13.2f} |"
+    )
+
+    if args.rss_large <= 0:
+        return 0  # --rss-large 0: throughput only
+    peaks = {}
+    for n in (args.rss_small, args.rss_large):
+        cmd = [sys.executable, __file__, "--rss-child", str(n)]
+        if args.models_dir is not None:
+            cmd += ["--models-dir", str(args.models_dir)]
+        if args.tiny_models:
+            cmd.append("--tiny-models")
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        peaks[n] = float(done.stdout.strip().splitlines()[-1])
+    print()
+    print(f"| {'inputs (overlapped)':20s} | {'peak RSS MiB':>12s} |")
+    print(f"|{'-' * 22}|{'-' * 14}|")
+    for n, mib in peaks.items():
+        print(f"| {n:20d} | {mib:12.0f} |")
+    small, large = peaks[args.rss_small], peaks[args.rss_large]
+    print(
+        f"peak RSS for {args.rss_large} inputs is {100 * (large - small) / small:+.1f} % of that for {args.rss_small}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
