@@ -103,9 +103,7 @@ def pipelined(
     pending: list[Any] = []
 
     def send(works: list[Any]) -> None:
-        t0 = time.perf_counter()
-        results = compute(works)
-        share = (time.perf_counter() - t0) / len(works)
+        results, share = _timed(compute, works)
         if len(results) != len(works):
             raise RuntimeError(f"compute returned {len(results)} results for {len(works)} inputs")
         for work, result in zip(works, results, strict=True):
@@ -167,9 +165,7 @@ def sequential(
     pending: list[Any] = []
 
     def run(works: list[Any]) -> Iterator[O]:
-        t0 = time.perf_counter()
-        results = compute(works)
-        share = (time.perf_counter() - t0) / len(works)
+        results, share = _timed(compute, works)
         for work, result in zip(works, results, strict=True):
             yield write(work, result, share)
 
@@ -184,6 +180,13 @@ def sequential(
             yield from run(works)
     if pending:
         yield from run(pending)
+
+
+def _timed(compute: Callable[[Sequence[W]], Sequence[R]], works: Sequence[W]) -> tuple[Sequence[R], float]:
+    """``compute(works)`` and each work's share of the time it took, in seconds."""
+    t0 = time.perf_counter()
+    results = compute(works)
+    return results, (time.perf_counter() - t0) / len(works)
 
 
 def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:

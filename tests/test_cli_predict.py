@@ -15,6 +15,7 @@ import pytest
 
 from pneumoview.cli import main
 from tests.model_fixtures import equivariant_models_dir
+from tests.rsna_fixtures import write_rsna_dicoms
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -37,16 +38,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def input_folder(tmp_path: Path) -> Path:
     """RSNA-style DICOMs (made by the sample-study converter from real NIH pixels), real PNG/JPEG, a corrupt file."""
-    from pneumoview.rsna_dicom import read_rsna_headers, write_rsna_dicom
-
     src = tmp_path / "in"
     (src / "dicom").mkdir(parents=True)
-    pngs = sorted((RSNA / "images-1024").glob("*.png"))[:2]
-    headers = read_rsna_headers(RSNA / "stage_2_train_dicom_headers.csv.gz", [p.stem for p in pngs])
-    for p in pngs:
-        h = headers[p.stem]
-        write_rsna_dicom(p, src / "dicom" / f"{p.stem}.dcm", patient_id=p.stem, age=h["age"], sex=h["sex"],
-                         view=h["view"], pixel_spacing=h["pixel_spacing"])  # fmt: skip
+    write_rsna_dicoms(src / "dicom")
     for p in sorted((RSNA / "images-512").glob("*.jpg"))[:2]:
         shutil.copy(p, src / p.name)
     (src / "dicom" / "broken.dcm").write_bytes(b"DICM" * 10 + b"\x00garbage")

@@ -16,6 +16,7 @@ from pneumoview.dicom_results import read_result, read_results
 from pneumoview.postprocess import parse_prediction_string
 from tests.dicom_checks import dciodvfy_errors
 from tests.model_fixtures import equivariant_models_dir
+from tests.rsna_fixtures import write_rsna_dicoms
 from tests.test_cli_predict import _tree_digest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,16 +33,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def input_folder(tmp_path: Path) -> Path:
     """Two RSNA-style DICOMs (real NIH pixels, Patient's Age as RSNA writes it), a real SIIM CR, a real JPEG."""
-    from pneumoview.rsna_dicom import read_rsna_headers, write_rsna_dicom
-
     src = tmp_path / "in"
     src.mkdir()
-    pngs = sorted((RSNA / "images-1024").glob("*.png"))[:2]
-    headers = read_rsna_headers(RSNA / "stage_2_train_dicom_headers.csv.gz", [p.stem for p in pngs])
-    for p in pngs:
-        h = headers[p.stem]
-        write_rsna_dicom(p, src / f"{p.stem}.dcm", patient_id=p.stem, age=h["age"], sex=h["sex"], view=h["view"],
-                         pixel_spacing=h["pixel_spacing"])  # fmt: skip
+    write_rsna_dicoms(src)
     shutil.copy(
         DATA / "dicom" / "chest" / "siim-acr_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm",
         src / "siim.dcm",

@@ -134,7 +134,7 @@ def test_retrieve_stopped_half_way_keeps_what_arrived_and_a_retry_fetches_only_t
     kept = {p.stem for p in folder.glob("*.dcm")}
     assert len(kept) >= 3 and kept == {p.stem for p in first.fetched}
     assert len(kept) < 8 and first.missing == first.expected - kept
-    assert not list(folder.glob(".incoming-*"))  # nothing half-written is left behind
+    assert not list(folder.glob(".*.tmp"))  # nothing half-written is left behind
     for p in first.fetched:
         dcmread(p)  # every kept file is complete
 

@@ -70,6 +70,23 @@ def provenance_key(result: AnalysisResult, thresholds: Thresholds) -> str:
     return models + "|" + json.dumps(thresholds.to_dict(), sort_keys=True, separators=(",", ":"))
 
 
+def instance_identity(
+    series_instance_uid: str, series_number: int, sop_instance_uid: str, instance_number: int
+) -> dict[str, object]:
+    """The keyword arguments naming a SEG or GSPS instance and the device that made it (highdicom constructors)."""
+    return {
+        "series_instance_uid": series_instance_uid,
+        "series_number": series_number,
+        "sop_instance_uid": sop_instance_uid,
+        "instance_number": instance_number,
+        "manufacturer": MANUFACTURER,
+        "manufacturer_model_name": ALGORITHM_NAME,
+        "software_versions": ALGORITHM_VERSION,
+        "device_serial_number": "0",
+        "content_label": "PNEUMOVIEW",
+    }
+
+
 _NAMESPACE = uuid.UUID("6f1c2a52-8f0e-5b7e-9d43-2f7a1c0e9b11")
 
 

@@ -76,19 +76,11 @@ def make_gsps(
     )
     return hd.pr.GrayscaleSoftcopyPresentationState(
         referenced_images=[source],
-        series_instance_uid=series_instance_uid,
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid,
-        instance_number=instance_number,
-        manufacturer=c.MANUFACTURER,
-        manufacturer_model_name=c.ALGORITHM_NAME,
-        software_versions=c.ALGORITHM_VERSION,
-        device_serial_number="0",
-        content_label="PNEUMOVIEW",
         content_description="PneumoView findings (research use only)",
         graphic_annotations=annotations or None,
         graphic_layers=[layer],
         voi_lut_transformations=[voi],
         presentation_lut_transformation=hd.PresentationLUTTransformation(presentation_lut_shape=shape),
+        **c.instance_identity(series_instance_uid, series_number, sop_instance_uid, instance_number),
         series_description="PneumoView findings (research use only)",
     )

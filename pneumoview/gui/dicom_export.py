@@ -30,6 +30,10 @@ def _is_dicom(image: XrayImage) -> bool:
     return "SOPInstanceUID" in image.identifiers
 
 
+def _dicom_refusal(image: XrayImage) -> str | None:
+    return None if _is_dicom(image) else NOT_DICOM
+
+
 def result_targets(image: XrayImage, out: Path, include_identifiers: bool) -> list[Path]:
     """The files :func:`write_results` may write for ``image`` in ``out`` (to ask before replacing them)."""
     from pneumoview.export import export_stem
@@ -53,8 +57,6 @@ def dicom_study_job(
 ) -> workers.ExportOutcome:
     """Write the DICOM results of every image of a study, analysing those not in ``cache`` (worker thread)."""
     from pneumoview.dicom_results import DicomResultsError, write_results
-    from pneumoview.errors import ImageReadError
-    from pneumoview.imaging import load_image
     from pneumoview.postprocess import postprocess
 
     written: list[Path] = []
@@ -62,25 +64,11 @@ def dicom_study_job(
     for path in paths:
         if cancelled():
             break
-        hit = cache.get(path)
-        if hit is None:
-            if engine is None:
-                failed.append((str(path), "not analysed and no models are loaded"))
-                continue
-            try:
-                image = load_image(path)
-            except ImageReadError as exc:
-                failed.append((str(path), exc.message))
-                continue
-            if not _is_dicom(image):
-                failed.append((str(path), NOT_DICOM))
-                continue
-            result = engine.analyze(image, stages=tuple(stages))
-        else:
-            image, result = hit
-        if not _is_dicom(image):
-            failed.append((str(path), NOT_DICOM))
+        got = workers.cached_or_analysed(path, cache, engine, stages, check=_dicom_refusal)
+        if isinstance(got, str):
+            failed.append((str(path), got))
             continue
+        image, result = got
         findings = postprocess(result, thresholds, spacing_mm=image.spacing_mm)
         try:
             written += write_results(

@@ -111,18 +111,26 @@ class PacsActions(QtCore.QObject):
         w.canvas.set_image(None)
         w.findings_panel.clear()
         w.stack.setCurrentWidget(w.canvas)
-        self.progress = QtWidgets.QProgressDialog(f"Retrieving from {peer.address}…", "Cancel", 0, 0, w)
-        self.progress.setWindowTitle("Open from PACS")
+        return self._start_with_progress(
+            "pacs", f"Retrieving from {peer.address}…", "Open from PACS",
+            pacs_jobs.retrieve_job, peer, list(study_uids), root,
+            on_yield=self._on_retrieve_item, on_error=lambda e: self._retrieve_failed(str(e)),
+        )  # fmt: skip
+
+    def _start_with_progress(
+        self, name: str, label: str, title: str, func: Any, *args: Any, **kwargs: Any
+    ) -> workers.Job:
+        """Start job ``name`` (kept running after a cancel until it stops by itself) under a progress dialog
+        whose Cancel asks it to stop."""
+        w = self.window
+        self.progress = QtWidgets.QProgressDialog(label, "Cancel", 0, 0, w)
+        self.progress.setWindowTitle(title)
         self.progress.setMinimumDuration(0)
         self.progress.setAutoClose(False)
         self.progress.setAutoReset(False)
-        job = workers.start(
-            "pacs", pacs_jobs.retrieve_job, peer, list(study_uids), root,
-            on_yield=self._on_retrieve_item, on_error=lambda e: self._retrieve_failed(str(e)),
-            drop_after_cancel=False,
-        )  # fmt: skip
+        job = workers.start(name, func, *args, drop_after_cancel=False, **kwargs)
         self.progress.canceled.connect(lambda: job.cancel(hard=False))
-        w.jobs["pacs"] = job
+        w.jobs[name] = job
         return job
 
     def _on_retrieve_item(self, value: tuple[str, Any]) -> None:
@@ -224,20 +232,11 @@ class PacsActions(QtCore.QObject):
         return self._start_send(peer, pacs_jobs.send_job, [target])
 
     def _start_send(self, peer: pacs.Peer, func, *args) -> workers.Job:
-        w = self.window
-        self.progress = QtWidgets.QProgressDialog(f"Sending to {peer.address}…", "Cancel", 0, 0, w)
-        self.progress.setWindowTitle("Send results to PACS")
-        self.progress.setMinimumDuration(0)
-        self.progress.setAutoClose(False)
-        self.progress.setAutoReset(False)
         self._notes: list[str] = []
-        job = workers.start(
-            "pacs-send", func, peer, *args, on_yield=self._on_send_item,
-            on_error=self._send_failed, drop_after_cancel=False,
+        return self._start_with_progress(
+            "pacs-send", f"Sending to {peer.address}…", "Send results to PACS", func, peer, *args,
+            on_yield=self._on_send_item, on_error=self._send_failed,
         )  # fmt: skip
-        self.progress.canceled.connect(lambda: job.cancel(hard=False))
-        w.jobs["pacs-send"] = job
-        return job
 
     def _on_send_item(self, value: tuple[str, Any]) -> None:
         kind, payload = value

@@ -244,6 +244,39 @@ class ExportOutcome:
     failed: tuple[tuple[str, str], ...]
 
 
+def cached_or_analysed(
+    path: Path,
+    cache: Mapping[Path, tuple[XrayImage, AnalysisResult]],
+    engine: Any,
+    stages: Sequence[str],
+    check: Callable[[XrayImage], str | None] | None = None,
+) -> tuple[XrayImage, AnalysisResult] | str:
+    """``path``'s image and result, from ``cache`` or loaded and analysed by ``engine``; or why not (a message).
+
+    ``check(image)`` may refuse an image with a reason; a loaded image is checked before it is analysed.
+    """
+    from pneumoview.errors import ImageReadError
+    from pneumoview.imaging import load_image
+
+    hit = cache.get(path)
+    if hit is not None:
+        image, result = hit
+    else:
+        if engine is None:
+            return "not analysed and no models are loaded"
+        try:
+            image = load_image(path)
+        except ImageReadError as exc:
+            return exc.message
+        result = None
+    reason = check(image) if check is not None else None
+    if reason:
+        return reason
+    if result is None:
+        result = engine.analyze(image, stages=tuple(stages))
+    return image, result
+
+
 def export_study_job(
     paths: Sequence[Path],
     cache: Mapping[Path, tuple[XrayImage, AnalysisResult]],
@@ -257,9 +290,7 @@ def export_study_job(
     cancelled: Cancelled,
 ) -> ExportOutcome:
     """Write the study's ``findings.csv`` and RSNA ``submission.csv``, analysing the images not in ``cache``."""
-    from pneumoview.errors import ImageReadError
     from pneumoview.export import findings_rows, write_findings_csv, write_submission_csv
-    from pneumoview.imaging import load_image
     from pneumoview.postprocess import postprocess
 
     rows: list[dict[str, str]] = []
@@ -268,19 +299,11 @@ def export_study_job(
     for path in paths:
         if cancelled():
             return ExportOutcome((), tuple(failed))
-        hit = cache.get(path)
-        if hit is None:
-            if engine is None:
-                failed.append((str(path), "not analysed and no models are loaded"))
-                continue
-            try:
-                image = load_image(path)
-            except ImageReadError as exc:
-                failed.append((str(path), exc.message))
-                continue
-            result = engine.analyze(image, stages=tuple(stages))
-        else:
-            image, result = hit
+        got = cached_or_analysed(path, cache, engine, stages)
+        if isinstance(got, str):
+            failed.append((str(path), got))
+            continue
+        image, result = got
         findings = postprocess(result, thresholds, spacing_mm=image.spacing_mm)
         rows.extend(findings_rows(image, result, findings, include_identifiers, review=_review(image)))
         submission.append((vm.submission_id(image, include_identifiers), findings.prediction_string()))

@@ -97,6 +97,13 @@ _OTHER_FORMATS: tuple[tuple[int, bytes, str], ...] = (
     (0, b"\xff\x4f\xff\x51", "a JPEG 2000 codestream"),
     (0, b"%PDF", "a PDF document"),
 )
+
+
+def _match(head: bytes, table: tuple[tuple[int, bytes, str], ...]) -> str | None:
+    """The kind of the first ``(offset, magic, kind)`` of ``table`` whose magic ``head`` has at its offset."""
+    return next((kind for offset, magic, kind in table if head[offset : offset + len(magic)] == magic), None)
+
+
 #: Bytes of a file's start that :func:`describe_unknown` looks at (a tar header's magic is at byte 257).
 DESCRIBE_BYTES = 512
 
@@ -121,7 +128,7 @@ def is_document(path: str | Path, head: bytes) -> bool:
         return False
     if sniff_bytes(head, len(head) + 1) is not None:
         return False
-    return not any(head[o : o + len(m)] == m for o, m, _ in _ARCHIVES)
+    return _match(head, _ARCHIVES) is None
 
 
 def describe_unknown(head: bytes, name: str = "") -> str:
@@ -130,12 +137,10 @@ def describe_unknown(head: bytes, name: str = "") -> str:
     them); ``name`` its file name (for hints such as "a macOS resource-fork file")."""
     if not head:
         return "empty file (0 bytes): not a DICOM, PNG or JPEG file."
-    for offset, magic, kind in _ARCHIVES:
-        if head[offset : offset + len(magic)] == magic:
-            return f"compressed archive ({kind}): unpack it first, then open or scan the unpacked files."
-    for offset, magic, kind in _OTHER_FORMATS:
-        if head[offset : offset + len(magic)] == magic:
-            return f"{kind}: not a DICOM, PNG or JPEG file; convert it to PNG to open it."
+    if (kind := _match(head, _ARCHIVES)) is not None:
+        return f"compressed archive ({kind}): unpack it first, then open or scan the unpacked files."
+    if (kind := _match(head, _OTHER_FORMATS)) is not None:
+        return f"{kind}: not a DICOM, PNG or JPEG file; convert it to PNG to open it."
     if is_document(name or "x", head) and name:
         kind = Path(name).suffix.lower() or Path(name).name
         return f"a document ({kind}), not an image; it is listed and left as it is."

@@ -25,6 +25,7 @@ from pneumoview.pacs.transfer import (
     Progress,
     RetrieveResult,
     SendResult,
+    interrupted,
     is_image_class,
     present_instances,
     read_headers,
@@ -159,10 +160,7 @@ def retrieve_study(
                     study_uid, series_uid, sop_uid, media_types=(("application/dicom", "*"),)
                 )
         except PacsError as exc:
-            # The server went away mid-way: say that what arrived is kept, so retrying fetches only the rest.
-            raise type(exc)(
-                f"{exc}. {done} of {len(listed)} instance(s) are in {folder}; retrieve again to fetch the rest."
-            ) from None
+            raise interrupted(exc, done, len(listed), folder) from None
         path = write_instance(folder, sop_uid, _encode(ds))
         result.fetched.append(path)
         if not is_image_class(sop_class or str(ds.get("SOPClassUID", ""))):

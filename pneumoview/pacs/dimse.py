@@ -42,9 +42,11 @@ from pneumoview.pacs.transfer import (
     Progress,
     RetrieveResult,
     SendResult,
+    interrupted,
     is_image_class,
     present_instances,
     read_headers,
+    remove_partials,
     write_instance,
 )
 
@@ -311,9 +313,7 @@ def retrieve_study(
     storage SCP we run on ``peer.our_port`` for the duration. Files already complete are kept and not fetched
     again; cancelling keeps what arrived (``result.cancelled``)."""
     folder = Path(folder)
-    for stale in folder.glob(".incoming-*.part") if folder.is_dir() else ():
-        with contextlib.suppress(OSError):
-            stale.unlink()
+    remove_partials(folder)
     ae = _ae(peer)
     ae.add_requested_context(FIND)
     with _association(peer, ae) as assoc:
@@ -334,11 +334,8 @@ def retrieve_study(
         else:
             _get(peer, requests, receiver, cancelled, result)
     except PacsError as exc:
-        # The PACS went away mid-way: say that what arrived is kept, so retrying fetches only the rest.
         kept = len(receiver.fetched) + len(result.already_present)
-        raise type(exc)(
-            f"{exc} {kept} of {len(listed)} instance(s) are in {folder}; retrieve again to fetch the rest."
-        ) from None
+        raise interrupted(exc, kept, len(listed), folder) from None
     result.fetched = receiver.fetched
     result.non_images = receiver.non_images + [
         p for p in (folder / f"{u}.dcm" for u in result.already_present) if _is_non_image_file(p)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,8 @@ import platformdirs
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
+
+from pneumoview.atomic import atomic_write_bytes
 
 __all__ = [
     "CACHE_ENV",
@@ -29,6 +30,7 @@ __all__ = [
     "cache_root",
     "is_image_class",
     "present_instances",
+    "remove_partials",
     "study_folder",
     "write_instance",
 ]
@@ -70,20 +72,34 @@ def present_instances(folder: Path) -> set[str]:
 
 
 def write_instance(folder: Path, sop_uid: str, data: bytes) -> Path:
-    """Write one encoded DICOM file (preamble + file meta + data set) atomically as ``folder/<uid>.dcm``."""
+    """Write one encoded DICOM file (preamble + file meta + data set) atomically as ``folder/<uid>.dcm``
+    (through :mod:`pneumoview.atomic`: the temporary file is ``.<uid>.dcm.XXXXXXXX.tmp``, never ``*.dcm``)."""
+    return atomic_write_bytes(Path(folder) / f"{_safe_uid(sop_uid)}.dcm", data)
+
+
+#: Temporary files an interrupted :func:`write_instance` can leave (``.incoming-*.part``: older versions).
+_PARTIAL_GLOBS = (".*.dcm.*.tmp", ".incoming-*.part")
+
+
+def remove_partials(folder: Path) -> None:
+    """Delete half-written instance files a killed transfer left in ``folder`` (complete ``*.dcm`` stay)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{_safe_uid(sop_uid)}.dcm"
-    fd, tmp = tempfile.mkstemp(prefix=".incoming-", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return target
+    if not folder.is_dir():
+        return
+    for pattern in _PARTIAL_GLOBS:
+        for stale in folder.glob(pattern):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+def interrupted(exc: Exception, kept: int, total: int, folder: Path) -> Exception:
+    """``exc`` (the server went away mid-way through a retrieve), of the same type, saying that what arrived is
+    kept, so retrying fetches only the rest."""
+    text = str(exc)
+    sep = " " if text.endswith(".") else ". "
+    return type(exc)(
+        f"{text}{sep}{kept} of {total} instance(s) are in {folder}; retrieve again to fetch the rest."
+    )
 
 
 def is_image_class(sop_class_uid: str) -> bool:
