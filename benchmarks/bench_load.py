@@ -196,6 +196,18 @@ def predict_command(
     return [sys.executable, "-c", code]
 
 
+def _vm_hwm_kb(pid: int) -> int:
+    """Peak resident set size of process ``pid`` so far, in KiB (VmHWM of /proc/PID/status); 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def _journaled(out: Path) -> int:
     try:
         return sum(1 for n in os.listdir(out / JOURNAL) if n.endswith(".json"))
@@ -216,20 +228,20 @@ def run_predict(
     t0 = time.perf_counter()
     killed = False
     journaled_at_kill = None
+    peak_kb = 0
     with open(logs / "out", "wb") as fo, open(logs / "err", "wb") as fe:
         proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=ROOT, env=env)
-        while kill_after is not None and proc.poll() is None and time.perf_counter() - t0 < timeout_s:
-            if _journaled(out) >= kill_after:
+        # The child's own high-water mark, sampled while it runs. wait4's ru_maxrss would not do: Linux carries the
+        # parent's high-water mark across fork + exec, so a large caller (a long pytest run) inflates it.
+        while proc.poll() is None and time.perf_counter() - t0 < timeout_s:
+            peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid))
+            if kill_after is not None and _journaled(out) >= kill_after:
                 os.kill(proc.pid, signal.SIGKILL)
                 killed = True
                 break
             time.sleep(0.005)
-        if proc.returncode is None:
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            peak = usage.ru_maxrss / 1024
-        else:  # it finished between two polls: its rusage is gone with the wait
-            peak = float("nan")
+        proc.wait()
+        peak = peak_kb / 1024 if peak_kb else float("nan")
         if killed:
             journaled_at_kill = _journaled(out)
     wall = time.perf_counter() - t0
