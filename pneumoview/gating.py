@@ -12,23 +12,12 @@ opacity is used to drop boxes. Three rules (``Thresholds.gate_mode``), every pro
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from pneumoview.postprocess import BoxSet
+from pneumoview.postprocess import BoxSet, apply_gate, check_p_opacity
 from pneumoview.thresholds import GATE_MODES, Thresholds
 
 __all__ = ["GATE_MODES", "gate_boxes", "gate_note"]
-
-
-def _check_p(p_opacity: float | None) -> float | None:
-    if p_opacity is None:
-        return None
-    p = float(p_opacity)
-    if not (math.isfinite(p) and 0.0 <= p <= 1.0):
-        raise ValueError(f"P(opacity) must be a probability in [0, 1], got {p_opacity!r}")
-    return p
 
 
 def gate_boxes(boxes: BoxSet, p_opacity: float | None, thresholds: Thresholds | None = None) -> BoxSet:
@@ -38,11 +27,11 @@ def gate_boxes(boxes: BoxSet, p_opacity: float | None, thresholds: Thresholds | 
         the kept boxes, highest score first (with ``"product"``, their scores are ``score × P(opacity)``).
     """
     t = thresholds or Thresholds()
-    p = _check_p(p_opacity)
+    p = check_p_opacity(p_opacity)
     if p is None or not len(boxes):
         return boxes
     if t.gate_mode == "hard":
-        return BoxSet.empty() if p < t.gate else boxes
+        return apply_gate(boxes, p, t)
     if t.gate_mode == "product":
         scaled = BoxSet(boxes.boxes, boxes.scores * np.float32(p), boxes.sources)
         return scaled.take(scaled.scores >= t.gate).sorted_by_score()

@@ -35,6 +35,7 @@ __all__ = [
     "ResultLike",
     "Thresholds",
     "apply_gate",
+    "check_p_opacity",
     "boxes_from_probability",
     "boxes_to_prediction_string",
     "filter_detections",
@@ -459,7 +460,8 @@ def fuse(det: BoxSet | None, seg: BoxSet | None, thresholds: Thresholds | None =
     return _wbf(det, seg, t.fusion_iou)
 
 
-def _check_p(p_opacity: float | None) -> float | None:
+def check_p_opacity(p_opacity: float | None) -> float | None:
+    """``p_opacity`` as a float, None kept; a ValueError naming it when it is not a probability in [0, 1]."""
     if p_opacity is None:
         return None
     p = float(p_opacity)
@@ -471,7 +473,7 @@ def _check_p(p_opacity: float | None) -> float | None:
 def apply_gate(boxes: BoxSet, p_opacity: float | None, thresholds: Thresholds | None = None) -> BoxSet:
     """The classifier gate: no boxes when ``P(opacity) < gate``; unchanged when ``p_opacity`` is None."""
     t = thresholds or Thresholds()
-    p = _check_p(p_opacity)
+    p = check_p_opacity(p_opacity)
     if p is not None and p < t.gate:
         return BoxSet.empty()
     return boxes
@@ -622,7 +624,7 @@ def postprocess(
     prob_map = prob_map if prob_map is not None else _get(result, "prob_map")
     det_boxes = det_boxes if det_boxes is not None else _get(result, "det_boxes")
     det_scores = det_scores if det_scores is not None else _get(result, "det_scores")
-    p = _check_p(p_opacity if p_opacity is not None else _get(result, "p_opacity"))
+    p = check_p_opacity(p_opacity if p_opacity is not None else _get(result, "p_opacity"))
     image_shape = image_shape if image_shape is not None else _get(result, "image_shape")
     spacing_mm = spacing_mm if spacing_mm is not None else _get(result, "spacing_mm")
 
