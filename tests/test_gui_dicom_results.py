@@ -170,8 +170,8 @@ def test_review_of_a_dicom_image_is_written_as_review_sr(qtbot, make_window, tmp
     assert ctl.add((100.0, 120.0, 300.0, 380.0))
     store = reviews / image.image_id / "dicom"
     assert ctl.sr_pending and not store.exists()
-    # Moving to another image with a changed review writes its SR by itself.
-    with qtbot.waitSignal(w.analysisFinished, timeout=60_000):
+    # Moving to another image with a changed review writes its SR by itself (in the background).
+    with qtbot.waitSignals([w.analysisFinished, ctl.reviewSrWritten], timeout=60_000):
         w.browser.select_path(study / other.name)
     assert not ctl.sr_pending and ctl.image is not image
     written = sorted(store.glob("*.dcm"))

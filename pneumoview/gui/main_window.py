@@ -645,7 +645,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode("ascii")
         self.settings.window_state = bytes(self.saveState().toBase64()).decode("ascii")
         save_settings(self.settings)
-        self.review.flush()
+        self.review.flush(wait=True)
         self.prefetcher.close()
         if self.batch_dialog is not None:
             self.batch_dialog.close()

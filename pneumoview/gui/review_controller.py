@@ -164,10 +164,27 @@ class ReviewController(QtCore.QObject):
         self.result, self.findings = self.window.session.result, findings
         self._redraw()
 
-    def flush(self) -> None:
-        """Write the pending review SR of the current image, if any (on leaving it or closing the viewer)."""
-        if self.sr_pending and self.image is not None:
+    def flush(self, wait: bool = False) -> None:
+        """Write the pending review SR of the current image, if any: in the background on leaving it (so the next
+        image is not held up), at once with ``wait`` (closing the viewer)."""
+        if not (self.sr_pending and self.image is not None):
+            return
+        if wait or not _is_dicom(self.image.source) or not (self.review and self.review.boxes):
             self.save_sr(quiet=True)
+            return
+        from pneumoview.gui import workers
+
+        image, name = self.image, self.image.source.name
+        args = (self.review, image, self.result, self.findings, self.store.dicom_dir(image.image_id))
+        self.sr_pending = False
+        workers.start(
+            f"review SR of {name}",
+            _write_review_files,
+            *args,
+            include_identifiers=self.window.settings.include_identifiers_in_exports,
+            on_return=self._sr_written,
+            on_error=lambda exc: self._problem(f"The review SR of {name} was not written: {exc}."),
+        )
 
     # -- decisions ----------------------------------------------------------------------------------------------
 
@@ -288,24 +305,24 @@ class ReviewController(QtCore.QObject):
                     f"is kept in {self.store.json_path(image.image_id)}."
                 )
             return None
-        from pneumoview.dicom_results import DicomResultsError, write_results
+        from pneumoview.dicom_results import DicomResultsError
 
+        ids = self.window.settings.include_identifiers_in_exports
         out = self.store.dicom_dir(image.image_id)
         try:
-            algorithm_sr = None
-            if self.result is not None and self.findings is not None:
-                ids = self.window.settings.include_identifiers_in_exports
-                algorithm_sr = write_results(image, self.result, self.findings, out, include_identifiers=ids)[
-                    0
-                ]
-            path = self.write_review_sr_into(out, algorithm_sr)
+            path = _write_review_files(
+                self.review, image, self.result, self.findings, out, include_identifiers=ids
+            )
         except (DicomResultsError, ValueError, OSError) as exc:
             self._problem(f"The review SR of {image.source.name} was not written: {exc}.", dialog=not quiet)
             return None
         self.sr_pending = False
+        self._sr_written(path)
+        return path
+
+    def _sr_written(self, path: Path) -> None:
         self._say(f"Review SR written: {path}")
         self.reviewSrWritten.emit(path)
-        return path
 
     def write_review_sr_into(self, out: Path, algorithm_sr: Path | None) -> Path:
         """Write the current image's review as a review SR into ``out``; with ``algorithm_sr`` (the algorithm SR
@@ -314,18 +331,10 @@ class ReviewController(QtCore.QObject):
         Raises:
             DicomResultsError, ValueError, OSError: the SR cannot be written (the message names the file).
         """
-        from pneumoview.dicom_results import read_result, write_review_sr
-
-        review = self.review
-        if self.image is None or review is None:
+        if self.image is None or self.review is None:
             raise ValueError("no review to write")
-        if algorithm_sr is not None and self.findings is not None:
-            sr = read_result(algorithm_sr)
-            tracking = {_box_number(r.tracking_id, i): r.tracking_uid for i, r in enumerate(sr.regions)}
-            review = _with_tracking(review, finding_refs(self.findings, tracking, sr.sop_instance_uid))
-            review = dc_replace(review, algorithm_sr_uid=sr.sop_instance_uid)
         ids = self.window.settings.include_identifiers_in_exports
-        return write_review_sr(review, self.image, out, include_identifiers=ids)
+        return _review_sr(self.review, self.image, self.findings, out, algorithm_sr, ids)
 
     # -- internals ----------------------------------------------------------------------------------------------
 
@@ -479,3 +488,37 @@ def _with_tracking(review: ImageReview, refs: list[FindingRef]) -> ImageReview:
             b = dc_replace(b, finding=ref)
         boxes.append(b)
     return dc_replace(review, boxes=tuple(boxes))
+
+
+def _review_sr(
+    review: ImageReview, image: XrayImage, findings, out: Path, algorithm_sr: Path | None, ids: bool
+) -> Path:
+    """Write ``review`` as a review SR into ``out``, tied to the regions of ``algorithm_sr`` when given."""
+    from pneumoview.dicom_results import read_result, write_review_sr
+
+    if algorithm_sr is not None and findings is not None:
+        sr = read_result(algorithm_sr)
+        tracking = {_box_number(r.tracking_id, i): r.tracking_uid for i, r in enumerate(sr.regions)}
+        review = _with_tracking(review, finding_refs(findings, tracking, sr.sop_instance_uid))
+        review = dc_replace(review, algorithm_sr_uid=sr.sop_instance_uid)
+    return write_review_sr(review, image, out, include_identifiers=ids)
+
+
+def _write_review_files(
+    review: ImageReview,
+    image: XrayImage,
+    result,
+    findings,
+    out: Path,
+    *,
+    include_identifiers: bool,
+    **_: object,
+) -> Path:
+    """The algorithm SR (and SEG) of the boxes on screen, then the review SR beside it; returns the review SR's
+    path. Touches no widget, so it runs in a worker thread too (``**_`` takes the job's ``cancelled``)."""
+    from pneumoview.dicom_results import write_results
+
+    algorithm_sr = None
+    if result is not None and findings is not None:
+        algorithm_sr = write_results(image, result, findings, out, include_identifiers=include_identifiers)[0]
+    return _review_sr(review, image, findings, out, algorithm_sr, include_identifiers)
