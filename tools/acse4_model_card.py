@@ -91,6 +91,16 @@ def _auc_two(pos: np.ndarray, neg: np.ndarray) -> float:
     return roc_auc(y, np.concatenate([pos, neg]))
 
 
+def _se_two(pos: np.ndarray, neg: np.ndarray, n_boot: int = 1000, seed: int = 0) -> float:
+    """Bootstrap standard error of :func:`_auc_two`, positives and negatives resampled by file (stratified)."""
+    rng = np.random.default_rng(seed)
+    aucs = [
+        _auc_two(pos[rng.integers(0, len(pos), len(pos))], neg[rng.integers(0, len(neg), len(neg))])
+        for _ in range(n_boot)
+    ]
+    return float(np.std(aucs, ddof=1))
+
+
 def measure(held: ClassifiedFiles, fig: ClassifiedFiles, train_covid_cases: set[str] | None = None) -> dict:
     """The numbers of the card (see the module docstring); ``fig`` without the near-duplicates of training files."""
     rep = held.report()
@@ -112,6 +122,12 @@ def measure(held: ClassifiedFiles, fig: ClassifiedFiles, train_covid_cases: set[
         "confusion_classes": list(held.classes),
         "heldout_covid_auc": _auc_two(held_pos, held_neg),
         "heldout_covid_n": int(len(held_pos)),
+        "heldout_covid_auc_se": _se_two(held_pos, held_neg),
+        **{
+            f"auc_{c}_se": _se_two(held.probs[held_labels == c, i], held.probs[held_labels != c, i])
+            for i, c in enumerate(held.classes)
+        },
+        "cross_source_covid_auc_se": _se_two(fig_pos, held_neg),
         "cross_source_covid_auc": _auc_two(fig_pos, held_neg),
         "cross_source_covid_n": int(len(fig_pos)),
         "cross_source_negatives_n": int(len(held_neg)),
