@@ -7,6 +7,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from pneumoview.anatomy import Orientation
 from pneumoview.ground_truth import HIT_RULE, match_hits
 from pneumoview.gui import viewmodel as vm
+from pneumoview.gui.review_layer import DECISION_COLOURS
 from pneumoview.render import BOX_SET_COLOURS
 from pneumoview.types import STAGES, AnalysisResult
 
@@ -209,12 +210,12 @@ class FindingsPanel(QtWidgets.QWidget):
     def set_review_texts(self, texts: dict[int, str]) -> None:
         """Show the reader's decision (``texts[box_index]``) in the Review column of the final boxes."""
         col = COLUMNS.index("Review")
-        colours = {"accepted": "#3cdc6e", "rejected": "#ff505a", "edited": "#ffd700"}
+        colours = {k: DECISION_COLOURS[k] for k in ("accepted", "rejected", "edited")}
         for r, row in enumerate(self.rows):
             text = texts.get(row.index, "") if row.set == "final" else ""
             item = QtWidgets.QTableWidgetItem(text)
             if text in colours:
-                item.setForeground(QtGui.QBrush(QtGui.QColor(colours[text])))
+                item.setForeground(QtGui.QBrush(QtGui.QColor(*colours[text])))
             self.table.setItem(r, col, item)
         self.table.resizeColumnToContents(col)
 

@@ -16,7 +16,7 @@ DECISION_COLOURS = {
     "undecided": (235, 235, 235),
     "accepted": (60, 220, 110),
     "rejected": (255, 80, 90),
-    "edited": (255, 215, 0),
+    "edited": (90, 150, 255),  # blue: yellow was too close to the final boxes' yellow-green
     "added": (225, 90, 255),
 }
 _Z = 25

@@ -150,6 +150,7 @@ class ThresholdPanel(QtWidgets.QWidget):
             w.blockSignals(False)
         self._current = thresholds
         self._update_area_label()
+        self._update_gate_box_score()
         if emit:
             self.thresholdsChanged.emit(thresholds)
 
@@ -179,4 +180,10 @@ class ThresholdPanel(QtWidgets.QWidget):
                 value = max(value, 0.5)
         self._current = self._current.replace(**{name: value})
         self._update_area_label()
+        self._update_gate_box_score()
         self.thresholdsChanged.emit(self._current)
+
+    def _update_gate_box_score(self) -> None:
+        # Only the low-confidence gate reads it; enabled otherwise, it looks like it changes something.
+        if "gate_box_score" in self.sliders:
+            self.sliders["gate_box_score"].setEnabled(self._current.gate_mode == "low_confidence")
