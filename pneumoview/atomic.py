@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "atomic_write_bytes", "output_file_mode"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "output_file_mode"]
 
 
 def _umask() -> int:
@@ -38,7 +38,7 @@ def output_file_mode(private: bool = False) -> int:
     return 0o600 if private else 0o666 & ~_umask()
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, private: bool = False) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], *, private: bool = False) -> Path:
     """Create or replace ``path`` atomically with what ``write(file)`` writes; returns ``path``.
 
     Missing parent folders are created. On any error (or interruption) the temporary file is removed and the
@@ -65,3 +65,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, private
 def atomic_write_bytes(path: str | Path, data: bytes, *, private: bool = False) -> Path:
     """Create or replace ``path`` atomically with ``data`` (see :func:`atomic_write`)."""
     return atomic_write(path, lambda fh: fh.write(data), private=private)
+
+
+def atomic_write_text(path: str | Path, text: str, *, private: bool = False) -> Path:
+    """Create or replace ``path`` atomically with ``text`` encoded as UTF-8 (see :func:`atomic_write`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"), private=private)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from pneumoview import __version__
-from pneumoview.atomic import atomic_write_bytes
+from pneumoview.atomic import atomic_write_bytes, atomic_write_text
 from pneumoview.postprocess import Findings
 from pneumoview.render import render_annotated, save_png
 from pneumoview.review import ImageReview, review_column
@@ -77,10 +77,6 @@ __all__ = [
     "write_json",
     "write_submission_csv",
 ]
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

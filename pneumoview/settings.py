@@ -11,17 +11,16 @@ This module is Qt-free; the window geometry is stored here too, as base64 text t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
+from pneumoview.atomic import atomic_write_text
 from pneumoview.pacs.peers import Peer, peer_from_dict, peer_to_dict
 from pneumoview.thresholds import Thresholds
 
@@ -284,18 +283,9 @@ def load_settings(path: str | Path | None = None) -> Settings:
 def save_settings(settings: Settings, path: str | Path | None = None) -> Path | None:
     """Write the settings atomically; returns the file, or None (with a warning) when it cannot be written."""
     p = Path(path) if path is not None else settings_path()
-    tmp = None
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(settings.to_dict(), fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, p)
+        atomic_write_text(p, json.dumps(settings.to_dict(), indent=2, sort_keys=True) + "\n")
     except OSError as exc:
         log.warning("cannot save the settings to %s (%s)", p, exc)
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
         return None
     return p

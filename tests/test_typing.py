@@ -39,7 +39,8 @@ def _top_level_modules() -> set[str]:
 def test_contracts_name_every_core_module():
     """A new module is covered by the layer rules the day it is added (the lists are explicit)."""
     contracts = {
-        c["name"]: c for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+        c["name"]: c
+        for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
     }
     modules = _top_level_modules()
     no_gui = set(contracts["core does not import the GUI"]["source_modules"])

@@ -19,6 +19,7 @@ from typing import Any
 
 import platformdirs
 
+from pneumoview.atomic import atomic_write_text
 from pneumoview.errors import ManifestError
 from pneumoview.preprocess import InputSpec
 
@@ -367,10 +368,7 @@ def upsert_entries(manifest_path: Path, entries_toml: Mapping[str, str]) -> None
     text = "".join(t if t.endswith("\n\n") else t.rstrip("\n") + "\n\n" for _, t in kept)
     text += "\n".join(entries_toml.values())
     parse_manifest(text, manifest_path)  # never write a manifest we cannot read back
-    manifest_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = manifest_path.with_suffix(".toml.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, manifest_path)
+    atomic_write_text(manifest_path, text)
 
 
 def _block_id(lines: list[str]) -> tuple[str | None, str]:

@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-import os
+import hashlib
+import io
 import random
 import re
 from collections.abc import Mapping
@@ -20,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pneumoview.atomic import atomic_write, atomic_write_bytes
 from pneumoview.inference.manifest import MANIFEST_NAME, model_entry_toml, parse_manifest, upsert_entries
-from pneumoview.inference.weights import sha256_file
 
 INTENDED_USE = (
     "Research use only — not for diagnosis. For exploring chest radiographs and for teaching and research on "
@@ -71,10 +72,7 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     """``torch.save`` to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(dict(state), tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: torch.save(dict(state), fh))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -103,12 +101,11 @@ def rounded_to_half(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 def export_weights(state: Mapping[str, torch.Tensor], out_dir: Path, model_id: str) -> tuple[Path, str]:
     """Write ``state`` as ``<out_dir>/<model_id>-<sha256[:8]>.pt``; returns the path and the full sha256."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{model_id}.pt.tmp"
-    torch.save(dict(state), tmp)
-    digest = sha256_file(tmp)
-    final = out_dir / f"{model_id}-{digest[:8]}.pt"
-    os.replace(tmp, final)
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    final = atomic_write_bytes(out_dir / f"{model_id}-{digest[:8]}.pt", data)
     return final, digest
 
 

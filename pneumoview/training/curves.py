@@ -7,12 +7,15 @@ the other validation metrics. Empty cells are values that were not computed.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
+
+from pneumoview.atomic import atomic_write_text
 
 BASE_COLUMNS = ("epoch", "train_loss", "val_loss")
 
@@ -25,14 +28,12 @@ def write_log(path: Path, history: Sequence[Mapping[str, Any]], metric: str) -> 
             if k not in (*BASE_COLUMNS, metric, "lr", "seconds") and k not in extra:
                 extra.append(k)
     columns = [*BASE_COLUMNS, metric, "lr", "seconds", *extra]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(columns)
-        for row in history:
-            w.writerow([_fmt(row.get(c)) for c in columns])
-    tmp.replace(path)
+    out = io.StringIO(newline="")
+    w = csv.writer(out)
+    w.writerow(columns)
+    for row in history:
+        w.writerow([_fmt(row.get(c)) for c in columns])
+    atomic_write_text(path, out.getvalue())
 
 
 def _fmt(v: Any) -> str:
