@@ -30,16 +30,24 @@ import numpy as np
 
 from pneumoview.errors import ImageReadError
 from pneumoview.preprocess import FrameMap, InputSpec, fit_to_input
+from pneumoview.rsna_labels import (
+    RSNA_CLASSES,
+    RSNA_OPACITY,
+    RSNA_TARGET_CLASSES,
+    read_classes,
+    read_rsna_labels,
+)
+from pneumoview.rsna_labels import RSNA_FRAME as RSNA_LABEL_FRAME
 
 IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
-RSNA_FRAME = (1024, 1024)
-RSNA3_CLASSES = ("Normal", "No Lung Opacity / Not Normal", "Lung Opacity")
-RSNA2_CLASSES = ("No Lung Opacity", "Lung Opacity")
+RSNA_FRAME = (RSNA_LABEL_FRAME, RSNA_LABEL_FRAME)
+RSNA3_CLASSES = RSNA_CLASSES
+RSNA2_CLASSES = RSNA_TARGET_CLASSES
 ACSE4_CLASSES = ("covid", "lung_opacity", "pneumonia", "normal")
 # The acse4 classes whose probabilities add up to the viewer's gate P(opacity) = 1 - P(normal): in seed 002's
 # data every class but normal is an airspace-opacity disease, and the detector's boxes are opacities.
 ACSE4_GATE_CLASSES = ("covid", "lung_opacity", "pneumonia")
-OPACITY = "Lung Opacity"
+OPACITY = RSNA_OPACITY
 
 # Label schemes for classifiers: classes in id order and the class whose probability is P(opacity).
 SCHEMES: dict[str, tuple[tuple[str, ...], str | None]] = {
@@ -50,7 +58,7 @@ SCHEMES: dict[str, tuple[tuple[str, ...], str | None]] = {
 _ID_COLUMNS = ("patientId", "patient_id", "image_id", "id", "file", "filename", "path", "name")
 _GROUP_COLUMNS = ("nih_patient", "patient", "patient_group")
 # When one patient has images of several classes, the split stratifies it by the most severe one.
-_SEVERITY = {"Normal": 0, "No Lung Opacity / Not Normal": 1, "Lung Opacity": 2}
+_SEVERITY = {name: rank for rank, name in enumerate(RSNA_CLASSES)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,26 +213,9 @@ def load_rsna(
         index_csv: optional index restricting the images and giving ``nih_patient`` groups.
     """
     labels_csv = Path(labels_csv)
-    rows = _read_csv(labels_csv)
-    needed = {"patientId", "x", "y", "width", "height", "Target"}
-    if rows and not needed <= set(rows[0]):
-        raise ValueError(
-            f"{labels_csv}: expected the columns {', '.join(sorted(needed))}; found {', '.join(rows[0])}"
-        )
-    boxes: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
-    target: dict[str, int] = {}
-    for row in rows:
-        pid = row["patientId"].strip()
-        t = int(float(row["Target"] or 0))
-        target[pid] = max(target.get(pid, 0), t)
-        if t and row["width"] and row["height"]:
-            b = tuple(float(row[k]) for k in ("x", "y", "width", "height"))
-            if b[2] > 0 and b[3] > 0:
-                boxes[pid].append(b)  # type: ignore[arg-type]
-    klass: dict[str, str] = {}
-    if classes_csv is not None:
-        for row in _read_csv(Path(classes_csv)):
-            klass.setdefault(row["patientId"].strip(), row["class"].strip())
+    labels = read_rsna_labels(labels_csv)
+    target, boxes = labels.target, labels.boxes
+    klass: dict[str, str] = read_classes(classes_csv) if classes_csv is not None else {}
     index = read_index(index_csv) if index_csv is not None else None
     if index is not None:
         for k, c in index.rsna_class.items():
@@ -240,7 +231,7 @@ def load_rsna(
             n_excluded += 1
             continue
         label = klass.get(pid) or (OPACITY if target[pid] else RSNA2_CLASSES[0])
-        arr = np.asarray(boxes.get(pid, []), dtype=np.float32).reshape(-1, 4)
+        arr = boxes[pid]
         patient = index.patient.get(pid, pid) if index is not None else pid
         records.append(Record(pid, path, label, target[pid], arr, RSNA_FRAME, patient))
     has_class = bool(records) and all(r.key in klass for r in records)

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from pneumoview import __version__
 from pneumoview.errors import ModelLoadError, PneumoViewError
 from pneumoview.preprocess import normalise
+from pneumoview.rsna_labels import RSNA_OPACITY
 from pneumoview.training import distributed as ddp
 from pneumoview.training.augment import AugmentConfig, augment
 from pneumoview.training.checkpoint import (
@@ -201,7 +202,7 @@ class Family:
         return args
 
     def classes(self) -> tuple[str, ...]:
-        return ("Lung Opacity",)
+        return (RSNA_OPACITY,)
 
     def positive_class(self) -> str | None:
         return None
