@@ -52,7 +52,13 @@ from pydicom.uid import UID
 from pneumoview.identity import image_id_for, is_rsna_style_name
 from pneumoview.imaging import DEFAULT_MAX_PIXELS
 from pneumoview.imaging.dicom_reader import deflated_limit
-from pneumoview.imaging.sniff import deflated_size_exceeds, describe_unknown, is_document, sniff_bytes
+from pneumoview.imaging.sniff import (
+    deflated_size_exceeds,
+    describe_unknown,
+    is_document,
+    plausible_bare_dataset,
+    sniff_bytes,
+)
 from pneumoview.quick_header import read_quick_header
 from pneumoview.result_refs import REFERENCE_KEYWORDS, referenced_images
 
@@ -82,7 +88,6 @@ _ID_BYTES = 64 * 1024  # what pneumoview.imaging hashes for images without a SOP
 _HEAD_BYTES = 512
 _HIDDEN_FOLDERS = frozenset({"__macosx", "$recycle.bin", "system volume information"})
 _VIEW_IN_DESCRIPTION = re.compile(r"\bview:\s*([A-Za-z]+)", re.IGNORECASE)
-_UID_CHARS = frozenset("0123456789.")
 _UID_SHAPE = re.compile(r"[0-9]+(\.[0-9]+)+")
 
 _HEADER_KEYWORDS = (
@@ -405,7 +410,7 @@ def _scan_file(
             path, "header", "not a regular file (a device, pipe or socket), so it was not opened."
         )
     if st.st_size == 0:
-        return ScanError(path, "header", "empty file (0 bytes): not a DICOM, PNG or JPEG file.")
+        return ScanError(path, "header", describe_unknown(b"", path.name))
     try:
         with open(path, "rb") as fh:
             head = fh.read(_HEAD_BYTES)
@@ -535,10 +540,10 @@ def _dicom_result(
         header = _read_dicom_header(fh, forced=forced, file_size=file_size)
     except Exception as exc:
         if forced:
-            return ScanError(path, "header", "not a DICOM, PNG or JPEG file.")
+            return ScanError(path, "header", describe_unknown(head, path.name))
         return ScanError(path, "header", f"the DICOM header is damaged: {_exc_text(exc)}")
     if forced and not _plausible_dataset(header):
-        return ScanError(path, "header", "not a DICOM, PNG or JPEG file.")
+        return ScanError(path, "header", describe_unknown(head, path.name))
 
     if (
         _sop_class(header) == _MEDIA_STORAGE_DIRECTORY
@@ -693,13 +698,9 @@ def _cut_uid(uid: str, name: str) -> bool:
 
 def _plausible_dataset(header: _Header) -> bool:
     """A forced read of a file without preamble is accepted only when it yields real DICOM elements."""
-    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
-        value = header.text(keyword)
-        if value and set(value) <= _UID_CHARS and "." in value:
-            return True
-    if re.fullmatch(r"[A-Z]{2,8}", header.text("Modality")):
-        return True
-    return bool(header.number("Rows") and header.number("Columns"))
+    return plausible_bare_dataset(
+        lambda k: str(header.number(k) or "") if k in ("Rows", "Columns") else header.text(k)
+    )
 
 
 def _sop_class(header: _Header) -> str:

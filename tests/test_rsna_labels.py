@@ -73,5 +73,7 @@ def test_the_rules_the_official_file_does_not_exercise(tmp_path: Path):
 def test_bad_files_name_the_file_and_line(tmp_path: Path):
     with pytest.raises(ValueError, match=r"labels\.csv, line 3: Target is 'yes'"):
         read_rsna_labels(_write(tmp_path, "patientId,x,y,width,height,Target\na,,,,,0\nb,,,,,yes\n"))
-    with pytest.raises(ValueError, match=r"labels\.csv: not an RSNA labels file \(missing column\(s\) Target"):
+    with pytest.raises(
+        ValueError, match=r"labels\.csv: not an RSNA labels file \(missing column\(s\) Target"
+    ):
         read_rsna_labels(_write(tmp_path, "patientId,x,y,width,height\na,,,,\n"))

@@ -23,7 +23,12 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pneumoview.errors import ImageReadError, ImageTooLargeError, NotAnImageError
 from pneumoview.identity import image_id_for
 from pneumoview.imaging.decoders import decode_first_frame
-from pneumoview.imaging.sniff import deflated_size_exceeds
+from pneumoview.imaging.sniff import (
+    DESCRIBE_BYTES,
+    deflated_size_exceeds,
+    describe_unknown,
+    plausible_bare_dataset,
+)
 from pneumoview.imaging.voi import (
     VOI_FUNCTIONS,
     VoiFunction,
@@ -139,13 +144,22 @@ def read_dicom(path: Path, max_pixels: int) -> XrayImage:
         ) from exc
 
 
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(DESCRIBE_BYTES)
+
+
 def _read_dataset(path: Path, notes: list[str]) -> Dataset:
     try:
         try:
             ds = pydicom.dcmread(path)
         except InvalidDicomError:
             ds = pydicom.dcmread(path, force=True)
+            if not plausible_bare_dataset(lambda k: _text(ds, k)):
+                raise ImageReadError(path, "header", describe_unknown(_head(path), path.name)) from None
             notes.append("the file has no DICOM preamble or file meta header (old ACR-NEMA style)")
+    except ImageReadError:
+        raise
     except OSError as exc:
         raise ImageReadError(
             path, "header", f"the file could not be read ({exc.strerror or exc}); check that you may read it."

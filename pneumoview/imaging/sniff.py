@@ -6,8 +6,10 @@ neither the 128-byte preamble nor the ``DICM`` marker, so the suffix is only a h
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -152,6 +154,23 @@ def describe_unknown(head: bytes, name: str = "") -> str:
     elif _looks_like_text(head):
         hint = " (it looks like text)"
     return f"not a DICOM, PNG or JPEG file{hint}."
+
+
+_UID_CHARS = frozenset("0123456789.")
+
+
+def plausible_bare_dataset(text: Callable[[str], str]) -> bool:
+    """Whether a forced read of a file without preamble (``text(keyword)`` → the element's value as text, ``""``
+    when absent) found real DICOM: a UID-shaped SOP/study/series UID, a modality code, or non-zero Rows and
+    Columns. Arbitrary bytes parse as a few elements by chance; these are what chance does not give. The scan and
+    the loader both use this rule, so that they call the same file the same thing."""
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        value = text(keyword)
+        if value and set(value) <= _UID_CHARS and "." in value:
+            return True
+    if re.fullmatch(r"[A-Z]{2,8}", text("Modality")):
+        return True
+    return all(text(k).strip().isdigit() and int(text(k)) > 0 for k in ("Rows", "Columns"))
 
 
 def _looks_like_text(head: bytes) -> bool:
