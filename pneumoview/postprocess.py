@@ -20,6 +20,7 @@ from scipy import ndimage as ndi
 from skimage.measure import label as sk_label
 from skimage.measure import regionprops
 
+from pneumoview.masks import foreground_mask
 from pneumoview.thresholds import (
     SEED001_IMAGE_SIZE,
     SEED001_MIN_BBOX_AREA_PX,
@@ -265,7 +266,7 @@ def boxes_from_probability(prob_map: np.ndarray, thresholds: Thresholds | None =
             min_bbox_area=min_area_px(t, prob.shape),
             reduction=round((1.0 - t.shrink) / 2.0, 12),
         )
-    mask = prob > t.seg_threshold
+    mask = foreground_mask(prob, t.seg_threshold)
     if not mask.any():
         return BoxSet.empty()
     labels = sk_label(mask, connectivity=2)
@@ -336,7 +337,9 @@ def seed001_boxes(
     Returns:
         integer-valued boxes (stored as float32) in label order, labelled ``"segmentation"``.
     """
-    mask = _nearest_resize((_check_prob_map(prob_map) > threshold).astype(np.uint8), tuple(out_shape))
+    mask = _nearest_resize(
+        foreground_mask(_check_prob_map(prob_map), threshold).astype(np.uint8), tuple(out_shape)
+    )
     mask = mask > 0.5
     labels = sk_label(mask, connectivity=2)
     rows: list[tuple[int, int, int, int]] = []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumoview import RESEARCH_USE_NOTICE
+from pneumoview import RESEARCH_USE_NOTICE, masks
 from pneumoview.postprocess import BoxSet, Findings
 
 __all__ = [
@@ -223,21 +223,6 @@ def _heat_on_grey(grey: np.ndarray, prob: np.ndarray, opacity: float) -> np.ndar
     return np.take(packed, flat).view(np.uint8).reshape(*grey.shape, 4)[..., :3]
 
 
-def _outline(mask: np.ndarray, thickness: int) -> np.ndarray:
-    """Pixels of ``mask`` within ``thickness`` 4-neighbour steps of its border (outside the image is 0)."""
-    inner = mask.copy()
-    for _ in range(thickness):
-        shrunk = inner.copy()
-        shrunk[1:, :] &= inner[:-1, :]
-        shrunk[:-1, :] &= inner[1:, :]
-        shrunk[:, 1:] &= inner[:, :-1]
-        shrunk[:, :-1] &= inner[:, 1:]
-        shrunk[0, :] = shrunk[-1, :] = False
-        shrunk[:, 0] = shrunk[:, -1] = False
-        inner = shrunk
-    return mask & ~inner
-
-
 def _box_pixels(box: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
     """Inclusive pixel bounds ``(x0, y0, x1, y1)`` of an ``xywh`` box, clipped; None when off the image."""
     x, y, w, h = (float(v) for v in box)
@@ -341,15 +326,8 @@ def render_annotated(
     Returns:
         ``(H + footer_height, W, 3)`` uint8 RGB.
     """
-    img = np.asarray(display_uint8)
-    if img.ndim != 2 or img.dtype != np.uint8 or img.size == 0:
-        raise ValueError(f"display_uint8 must be a non-empty (H, W) uint8 array, got {img.dtype} {img.shape}")
-    height, width = img.shape
-    if not 0.0 <= heat_opacity <= 1.0:
-        raise ValueError(f"heat_opacity must lie in [0, 1], got {heat_opacity}")
-    unknown = sorted(set(show_sources) - set(BOX_SETS))
-    if unknown:
-        raise ValueError(f"unknown source(s) {unknown} in show_sources; valid: {', '.join(BOX_SETS)}")
+    img, prob = _checked_inputs(display_uint8, prob_map, heat_opacity, show_sources)
+    width = img.shape[1]
     colour_for = dict(BOX_SET_COLOURS)
     colour_for["outline"] = MASK_OUTLINE_COLOUR
     if colours:
@@ -358,13 +336,6 @@ def render_annotated(
     lw = line_width_for(width)
     text_size = max(10, int(round(width / 64)))
 
-    prob = None
-    if prob_map is not None:
-        prob = np.asarray(prob_map, dtype=np.float32)
-        if prob.shape != img.shape:
-            raise ValueError(
-                f"prob_map is {prob.shape} but the image is {img.shape}; resize it to the image first"
-            )
     if prob is not None and heat_opacity > 0:
         canvas = _heat_on_grey(img, prob, heat_opacity)
     else:
@@ -373,20 +344,53 @@ def render_annotated(
         thr = seg_threshold
         if thr is None:
             thr = findings.thresholds.seg_threshold if findings is not None else 0.5
-        edge = _outline(prob > thr, max(1, lw // 2))
+        edge = masks.mask_outline(masks.foreground_mask(prob, thr), max(1, lw // 2))
         canvas[edge] = np.asarray(colour_for["outline"], dtype=np.uint8)
-
     if findings is not None:
-        per_source = {"detector": findings.detector, "segmentation": findings.segmentation}
-        for name in ("detector", "segmentation"):
-            bs = per_source[name]
-            if name in show_sources and bs is not None:
-                _draw_boxset(canvas, bs, max(1, lw // 2), text_size, colour_for[name], role=name)
-        if "fused" in show_sources:
-            _draw_boxset(canvas, findings.fused, lw, text_size, colour_for["fused"], role="fused")
+        _draw_findings(canvas, findings, show_sources, lw, text_size, colour_for)
 
     footer = _footer(width, footer_text_lines(footer_lines), text_size, colour_for, show_sources, prob_map)
     return np.concatenate([canvas, footer], axis=0)
+
+
+def _checked_inputs(
+    display_uint8: np.ndarray, prob_map: np.ndarray | None, heat_opacity: float, show_sources: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image and the float32 probability map (or None), after checking what render_annotated was given."""
+    img = np.asarray(display_uint8)
+    if img.ndim != 2 or img.dtype != np.uint8 or img.size == 0:
+        raise ValueError(f"display_uint8 must be a non-empty (H, W) uint8 array, got {img.dtype} {img.shape}")
+    if not 0.0 <= heat_opacity <= 1.0:
+        raise ValueError(f"heat_opacity must lie in [0, 1], got {heat_opacity}")
+    unknown = sorted(set(show_sources) - set(BOX_SETS))
+    if unknown:
+        raise ValueError(f"unknown source(s) {unknown} in show_sources; valid: {', '.join(BOX_SETS)}")
+    if prob_map is None:
+        return img, None
+    prob = np.asarray(prob_map, dtype=np.float32)
+    if prob.shape != img.shape:
+        raise ValueError(
+            f"prob_map is {prob.shape} but the image is {img.shape}; resize it to the image first"
+        )
+    return img, prob
+
+
+def _draw_findings(
+    canvas: np.ndarray,
+    findings: Findings,
+    show_sources: Sequence[str],
+    lw: int,
+    text_size: int,
+    colour_for: Mapping[str, Colour],
+) -> None:
+    """The per-model boxes (half width) under the final fused boxes (full width ``lw``), as requested."""
+    per_source = {"detector": findings.detector, "segmentation": findings.segmentation}
+    for name in ("detector", "segmentation"):
+        bs = per_source[name]
+        if name in show_sources and bs is not None:
+            _draw_boxset(canvas, bs, max(1, lw // 2), text_size, colour_for[name], role=name)
+    if "fused" in show_sources:
+        _draw_boxset(canvas, findings.fused, lw, text_size, colour_for["fused"], role="fused")
 
 
 def _footer(

@@ -12,6 +12,7 @@ import pytest
 from pneumoview.gui import viewmodel as vm
 from pneumoview.gui.session import Session
 from pneumoview.imaging import load_image
+from pneumoview.masks import mask_outline
 from pneumoview.postprocess import postprocess
 from pneumoview.thresholds import Thresholds
 from pneumoview.types import AnalysisResult, Window
@@ -104,7 +105,7 @@ def test_status_rows_and_areas():
 def test_outline_distance_readout_eta(mono2):
     m = np.zeros((10, 10), bool)
     m[2:7, 3:8] = True
-    out = vm.mask_outline(m)
+    out = mask_outline(m)
     assert out.sum() == 16 and not out[4, 5] and out[2, 3]  # 5×5 square: 25 − 9 inner pixels
     assert vm.distance((0, 0), (30, 40), None) == (50.0, "px")
     assert vm.distance((0, 0), (10, 0), (0.2, 0.5)) == (pytest.approx(5.0), "mm")

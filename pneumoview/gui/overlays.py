@@ -13,7 +13,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from pneumoview.gui import viewmodel as vm
+from pneumoview.masks import foreground_mask, mask_outline
 from pneumoview.render import BOX_SET_COLOURS, MASK_OUTLINE_COLOUR, box_label, heat_colormap
 from pneumoview.settings import OVERLAY_LAYERS
 
@@ -130,11 +130,11 @@ class OverlayLayers(QtCore.QObject):
     def set_findings(self, findings, seg_threshold: float) -> None:  # findings: Findings | None
         """Redraw the mask (``prob_map > seg_threshold``) and the boxes of ``findings``."""
         if self._prob_map is not None:
-            mask = self._prob_map > seg_threshold
+            mask = foreground_mask(self._prob_map, seg_threshold)
             self.images["mask_fill"].setImage(
                 mask.view(np.uint8), levels=(0, 1), lut=self._luts["mask_fill"], autoLevels=False
             )
-            outline = vm.mask_outline(mask)
+            outline = mask_outline(mask)
             self.images["mask_outline"].setImage(
                 outline.view(np.uint8), levels=(0, 1), lut=self._luts["mask_outline"], autoLevels=False
             )

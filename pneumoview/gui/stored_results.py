@@ -18,8 +18,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
-from pneumoview.gui import viewmodel as vm
 from pneumoview.gui import workers
+from pneumoview.masks import mask_outline
 
 if TYPE_CHECKING:
     from pneumoview.dicom_results import ImageResults
@@ -165,7 +165,7 @@ class StoredResultsLayer(QtCore.QObject):
                         f"{image.shape[1]}×{image.shape[0]}; its mask is not drawn."
                     )
                     continue
-                outline = vm.mask_outline(seg.mask)
+                outline = mask_outline(seg.mask)
                 lut = np.array([[0, 0, 0, 0], [*SEG_COLOUR, 255]], dtype=np.uint8)
                 self.mask_item.setImage(outline.view(np.uint8), levels=(0, 1), lut=lut, autoLevels=False)
         self.summary.setText("\n".join(filter(None, [stored_summary(results), *notes])))

@@ -31,7 +31,6 @@ __all__ = [
     "eta_text",
     "headline_text",
     "image_status",
-    "mask_outline",
     "pixel_readout",
     "submission_id",
     "window_preset",
@@ -331,19 +330,6 @@ def box_rows(
 # --------------------------------------------------------------------------------------------------------------
 # Canvas helpers
 # --------------------------------------------------------------------------------------------------------------
-
-
-def mask_outline(mask: np.ndarray) -> np.ndarray:
-    """Boolean ``(H, W)``: the pixels of ``mask`` with a 4-neighbour outside it (one pixel thick)."""
-    m = np.asarray(mask, dtype=bool)
-    inner = m.copy()
-    inner[1:, :] &= m[:-1, :]
-    inner[:-1, :] &= m[1:, :]
-    inner[:, 1:] &= m[:, :-1]
-    inner[:, :-1] &= m[:, 1:]
-    inner[0, :] = inner[-1, :] = False
-    inner[:, 0] = inner[:, -1] = False
-    return m & ~inner
 
 
 def distance(
