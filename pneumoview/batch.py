@@ -36,6 +36,7 @@ from pneumoview.export import (
     findings_rows,
     models_text,
     save_png,
+    submission_id,
     write_findings_csv,
     write_json,
     write_submission_csv,
@@ -394,9 +395,7 @@ def _write_result(
     inp, image = work
     t1 = time.perf_counter()
     findings = postprocess(result, t, spacing_mm=image.spacing_mm)
-    patient_id = image.image_id
-    if include_identifiers and image.identifiers.get("PatientID"):
-        patient_id = image.identifiers["PatientID"]
+    patient_id = submission_id(image, include_identifiers)
     png = None
     if write_png:
         png = out / "annotated" / f"{export_stem(image, include_identifiers)}.png"

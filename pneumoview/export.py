@@ -73,6 +73,7 @@ __all__ = [
     "footer_lines",
     "models_text",
     "save_png",
+    "submission_id",
     "write_findings_csv",
     "write_json",
     "write_submission_csv",
@@ -244,6 +245,14 @@ def write_findings_csv(rows: Iterable[Mapping[str, str]], path: str | Path) -> P
     if any("patient_id" in r for r in rows):
         header += list(IDENTIFIER_COLUMNS)
     return atomic_write_text(path, _csv_text(header, rows))
+
+
+def submission_id(image: XrayImage, include_identifiers: bool = False) -> str:
+    """The RSNA ``patientId`` column for an image: its non-identifying ``image_id``, or the PatientID when the
+    user opted in to identifiers (``--include-identifiers``, or the viewer's export option)."""
+    if include_identifiers and image.identifiers.get("PatientID"):
+        return str(image.identifiers["PatientID"])
+    return image.image_id
 
 
 def write_submission_csv(rows: Iterable[tuple[str, str]], path: str | Path) -> Path:

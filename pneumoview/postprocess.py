@@ -156,20 +156,24 @@ class BoxSet:
         return BoxSet(boxes, self.scores, self.sources)
 
 
+def _as_boxes64(boxes: Any) -> np.ndarray:
+    """Checked like :func:`_as_boxes`, but kept in float64 so that a conversion rounds once, at the end."""
+    _as_boxes(boxes)
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+
+
 def xywh_to_xyxy(boxes: Any) -> np.ndarray:
-    """``[x, y, w, h]`` → ``[x1, y1, x2, y2]`` with ``x2 = x + w`` (float32)."""
-    b = _as_boxes(boxes).copy()
-    b[:, 2] += b[:, 0]
-    b[:, 3] += b[:, 1]
-    return b
+    """``[x, y, w, h]`` → ``[x1, y1, x2, y2]`` with ``x2 = x + w`` (float32, computed in float64)."""
+    b = _as_boxes64(boxes)
+    b[:, 2:] += b[:, :2]
+    return b.astype(np.float32)
 
 
 def xyxy_to_xywh(boxes: Any) -> np.ndarray:
-    """``[x1, y1, x2, y2]`` → ``[x, y, w, h]`` (float32)."""
-    b = _as_boxes(boxes).copy()
-    b[:, 2] -= b[:, 0]
-    b[:, 3] -= b[:, 1]
-    return b
+    """``[x1, y1, x2, y2]`` → ``[x, y, w, h]`` (float32, computed in float64)."""
+    b = _as_boxes64(boxes)
+    b[:, 2:] -= b[:, :2]
+    return b.astype(np.float32)
 
 
 def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
@@ -385,11 +389,11 @@ def filter_detections(
         raise ValueError(f"box_format must be 'xywh' or 'xyxy', got {box_format!r}")
     b = _as_boxes(boxes, "detector boxes")
     s = _as_scores(scores, len(b), "detector scores")
-    xywh = b if box_format == "xywh" else xyxy_to_xywh(b)
+    # Each format is derived once from the given one (no round trip), so the returned boxes are the input's.
+    xywh, xyxy = (b, xywh_to_xyxy(b)) if box_format == "xywh" else (xyxy_to_xywh(b), b)
     ok = (s >= t.det_score) & (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
-    xywh, s = xywh[ok], s[ok]
-    keep = nms(xywh_to_xyxy(xywh), s, t.nms_iou)
-    return BoxSet.of(xywh[keep], s[keep], "detector")
+    keep = nms(xyxy[ok], s[ok], t.nms_iou)
+    return BoxSet.of(xywh[ok][keep], s[ok][keep], "detector")
 
 
 def _wbf(det: BoxSet, seg: BoxSet, iou_threshold: float) -> BoxSet:

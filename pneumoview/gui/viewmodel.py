@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pneumoview.anatomy import Orientation, describe_boxes
+from pneumoview.export import submission_id  # re-exported for the GUI's callers; export.py owns it
 from pneumoview.ground_truth import match_hits
 from pneumoview.types import AnalysisResult, Window, XrayImage
 
@@ -133,14 +134,6 @@ def drag_window(window: Window, dx: float, dy: float, value_span: float) -> Wind
 # --------------------------------------------------------------------------------------------------------------
 # Analysis results
 # --------------------------------------------------------------------------------------------------------------
-
-
-def submission_id(image: XrayImage, include_identifiers: bool = False) -> str:
-    """The RSNA ``patientId`` column for an image: its non-identifying ``image_id``, or the PatientID when the
-    user opted in to identifiers (as ``pneumoview predict`` does)."""
-    if include_identifiers and image.identifiers.get("PatientID"):
-        return str(image.identifiers["PatientID"])
-    return image.image_id
 
 
 def image_status(findings: Findings | None, result: AnalysisResult | None) -> tuple[str, str]:

@@ -21,6 +21,7 @@ import numpy as np
 from pneumoview.errors import ModelError, ModelNotInstalledError
 from pneumoview.inference.manifest import Manifest, ModelSpec, load_manifest, models_dirs
 from pneumoview.inference.weights import build_and_load, find_weights, verified_weights
+from pneumoview.postprocess import xyxy_to_xywh
 from pneumoview.preprocess import FrameMap, prepare
 from pneumoview.types import STAGES, AnalysisResult, ModelRef, XrayImage
 
@@ -360,8 +361,7 @@ class Engine:
                 xyxy = frames[j].boxes_to_original(boxes)
                 order = np.argsort(-scores, kind="stable")
                 xyxy, scores = xyxy[order], scores[order]
-                xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1).astype(np.float32)
-                out[i] = replace(out[i], det_boxes=xywh, det_scores=scores)
+                out[i] = replace(out[i], det_boxes=xyxy_to_xywh(xyxy), det_scores=scores)
         return out
 
 
