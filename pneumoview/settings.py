@@ -23,6 +23,7 @@ import platformdirs
 from pneumoview.atomic import atomic_write_text
 from pneumoview.pacs.peers import Peer, peer_from_dict, peer_to_dict
 from pneumoview.thresholds import Thresholds
+from pneumoview.types import DEFAULT_SELECTION, DEVICES
 
 __all__ = [
     "CONFIG_DIR_ENV",
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 APP_NAME = "PneumoView"
 CONFIG_DIR_ENV = "PNEUMOVIEW_CONFIG_DIR"
 SETTINGS_FILE = "settings.json"
-DEVICES = ("auto", "cpu", "cuda")
+
 MAX_RECENT = 10
 
 #: Overlay layers the canvas draws; each has an opacity in [0, 1] and a visibility flag.
@@ -100,7 +101,7 @@ class Settings:
 
     device: str = "auto"
     models_dir: str = ""
-    classifier: str = "rsna3-classifier"
+    classifier: str = DEFAULT_SELECTION["classify"]
     thresholds: dict[str, Any] = field(default_factory=lambda: Thresholds().to_dict())
     recent_folders: list[str] = field(default_factory=list)
     overlay_opacity: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_OPACITY))

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
 
 import numpy as np
 
@@ -102,7 +104,17 @@ class ModelRef:
     sha256_prefix: str
 
 
-STAGES = ("classify", "segment", "detect")
+#: The analysis stages, in the order they run; a model's manifest ``task`` is the stage it serves.
+Stage = Literal["classify", "segment", "detect"]
+STAGES: tuple[Stage, ...] = ("classify", "segment", "detect")
+#: The model id or ensemble id each stage uses unless the user picks another (``--classifier`` …, the viewer).
+DEFAULT_SELECTION: Mapping[Stage, str] = MappingProxyType(
+    {"classify": "rsna3-classifier", "segment": "seg-ensemble", "detect": "detector"}
+)
+#: The devices a user can choose in the viewer and its settings; the command line also takes ``cuda:N`` and
+#: ``mps`` (:data:`DEVICE_HELP`), which the engine resolves.
+DEVICES = ("auto", "cpu", "cuda")
+DEVICE_HELP = "auto (default; CUDA → MPS → CPU), cpu, cuda, cuda:N or mps"
 
 
 @dataclass(frozen=True, eq=False)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from pneumoview.thresholds import CONFIDENCE_MODES, FUSION_MODES, MODES, Thresholds
+from pneumoview.types import DEFAULT_SELECTION, DEVICE_HELP
 
 _FLOAT_OPTIONS = {
     "seg_threshold": ("--seg-threshold", "segmentation probability above which a pixel is opacity"),
@@ -66,14 +67,13 @@ def add_threshold_options(parser: argparse.ArgumentParser) -> None:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("models")
     g.add_argument(
-        "--device", default=None, help="auto (default; CUDA → MPS → CPU), cpu, cuda, cuda:N or mps "
-        "(also $PNEUMOVIEW_DEVICE)"
+        "--device", default=None, help=f"{DEVICE_HELP} (also $PNEUMOVIEW_DEVICE)"
     )  # fmt: skip
     g.add_argument("--models-dir", type=Path, default=None, help="extra folder searched first for models")
     for stage, default in (
-        ("classifier", "rsna3-classifier"),
-        ("segmenter", "seg-ensemble"),
-        ("detector", "detector"),
+        ("classifier", DEFAULT_SELECTION["classify"]),
+        ("segmenter", DEFAULT_SELECTION["segment"]),
+        ("detector", DEFAULT_SELECTION["detect"]),
     ):
         g.add_argument(
             f"--{stage}",

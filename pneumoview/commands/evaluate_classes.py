@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pneumoview.types import DEFAULT_SELECTION, DEVICE_HELP
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -26,7 +28,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="classifier id (default: acse4-classifier if installed)",
     )
-    g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
+    g.add_argument("--device", default=None, help=DEVICE_HELP)
     g.add_argument("--models-dir", type=Path, default=None, help="extra folder searched first for models")
     g.add_argument(
         "--per-file", type=Path, default=None, metavar="CSV", help="write each file's probabilities"
@@ -50,7 +52,9 @@ def run_class_folders(args: argparse.Namespace) -> int:
             device=args.device, selection=StageSelection(classify=None), models_dir=args.models_dir
         )
         ident = args.classifier or (
-            "acse4-classifier" if "acse4-classifier" in engine.manifest.models else "rsna3-classifier"
+            "acse4-classifier"
+            if "acse4-classifier" in engine.manifest.models
+            else DEFAULT_SELECTION["classify"]
         )
         engine.selection = StageSelection(classify=ident, segment=None, detect=None)
         spec = engine.stage_specs("classify")[0][0]

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from pneumoview import RESEARCH_USE_NOTICE, __version__
+from pneumoview.types import DEVICES
 
 _T0 = time.perf_counter()
 
@@ -29,9 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="open PATH, analyse its first image, save the window as PNG, exit",
     )
-    p.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), help="where the models run (default: the settings)"
-    )
+    p.add_argument("--device", choices=DEVICES, help="where the models run (default: the settings)")
     p.add_argument(
         "--models-dir", metavar="DIR", help="a models folder searched first (default: the settings)"
     )

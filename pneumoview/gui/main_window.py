@@ -34,6 +34,7 @@ from pneumoview.gui.welcome import WelcomePage
 from pneumoview.prefetch import ImagePrefetcher, neighbours
 from pneumoview.settings import Settings, save_settings
 from pneumoview.suitability import suitability_warnings
+from pneumoview.types import STAGES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -228,9 +229,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_engine_error(self, exc: BaseException) -> None:
         log.error("the models could not be loaded", exc_info=exc)
-        self._on_engine_ready(
-            workers.EngineInfo(None, dict.fromkeys(("classify", "segment", "detect"), str(exc)), "none")
-        )
+        self._on_engine_ready(workers.EngineInfo(None, dict.fromkeys(STAGES, str(exc)), "none"))
 
     def engine_stages(self) -> tuple[str, ...]:
         return self.engine_info.stages if self.engine_info is not None else ()

@@ -16,7 +16,7 @@ import numpy as np
 from pneumoview.anatomy import Orientation, describe_boxes
 from pneumoview.export import submission_id  # re-exported for the GUI's callers; export.py owns it
 from pneumoview.ground_truth import match_hits
-from pneumoview.types import AnalysisResult, Window, XrayImage
+from pneumoview.types import DEFAULT_SELECTION, AnalysisResult, Window, XrayImage
 
 if TYPE_CHECKING:
     from pneumoview.postprocess import BoxSet, Findings
@@ -181,7 +181,7 @@ def classifier_choices(models_dir: str | None, current: str) -> list[tuple[str, 
     except Exception:  # noqa: BLE001 - a broken manifest is reported elsewhere; the choice stays usable
         specs = []
     out = []
-    for s in sorted(specs, key=lambda s: (s.id != "rsna3-classifier", s.id)):
+    for s in sorted(specs, key=lambda s: (s.id != DEFAULT_SELECTION["classify"], s.id)):
         auc = s.metrics.get("macro_auc")
         label = f"{s.id} ({len(s.classes)} classes: {', '.join(s.classes)})"
         if isinstance(auc, int | float):

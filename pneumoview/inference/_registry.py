@@ -7,13 +7,13 @@ This module imports no torch: the model modules register into it at import time,
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from torch import nn
 
-Task = Literal["classify", "detect", "segment"]
-TASKS: tuple[Task, ...] = ("classify", "detect", "segment")
+from pneumoview.types import STAGES as TASKS
+from pneumoview.types import Stage as Task
 
 BuilderFn = TypeVar("BuilderFn", bound="Callable[..., nn.Module]")
 

@@ -21,14 +21,11 @@ import numpy as np
 from pneumoview.errors import ModelError, ModelNotInstalledError
 from pneumoview.inference.manifest import Manifest, ModelSpec, load_manifest, models_dirs
 from pneumoview.inference.weights import build_and_load, find_weights, verified_weights
-from pneumoview.postprocess import xyxy_to_xywh
 from pneumoview.preprocess import FrameMap, prepare
-from pneumoview.types import STAGES, AnalysisResult, ModelRef, XrayImage
+from pneumoview.types import DEFAULT_SELECTION, STAGES, AnalysisResult, ModelRef, XrayImage
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-DEFAULT_SELECTION = {"classify": "rsna3-classifier", "segment": "seg-ensemble", "detect": "detector"}
 
 
 def resolve_device(requested: str | None = None) -> str:
@@ -153,7 +150,7 @@ class Engine:
                 (self.manifest.model(m), w / total) for m, w in zip(ens.members, ens.weights, strict=True)
             ]
         if ident not in self.manifest.models:
-            task = {"classify": "classify", "segment": "segment", "detect": "detect"}[stage]
+            task = stage
             known = [m.id for m in self.manifest.by_task(task)] + [
                 e.id for e in self.manifest.ensembles.values() if e.task == task
             ]
@@ -350,6 +347,9 @@ class Engine:
 
     def _detect(self, images, partial, models, batch_size):
         from pneumoview.inference import tta
+        from pneumoview.postprocess import (
+            xyxy_to_xywh,  # lazy: scikit-image; importing the engine stays light
+        )
 
         spec, _, model = models[0]
         out = list(partial)

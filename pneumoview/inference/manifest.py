@@ -22,9 +22,10 @@ import platformdirs
 from pneumoview.atomic import atomic_write_text
 from pneumoview.errors import ManifestError
 from pneumoview.preprocess import InputSpec
+from pneumoview.types import STAGES
 
 MANIFEST_NAME = "manifest.toml"
-TASKS = ("classify", "detect", "segment")
+TASKS = STAGES  # a manifest task is the stage it serves
 APP_NAME = "PneumoView"
 
 _MODEL_KEYS = {

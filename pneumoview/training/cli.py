@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumoview import RESEARCH_USE_NOTICE
+from pneumoview.types import DEVICE_HELP
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 FAMILY_COMMANDS = ("classifier", "detector", "segmenter", "ensemble")
@@ -131,7 +132,7 @@ def _add_options(p: argparse.ArgumentParser, family: str) -> None:
     s.add_argument("--seed", type=int, help="seed of initialisation, shuffling and augmentation")
 
     r = p.add_argument_group("running")
-    r.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    r.add_argument("--device", help=DEVICE_HELP)
     r.add_argument("--workers", type=int, help="DataLoader workers (default 2)")
     r.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), help="mixed precision on CUDA")
     r.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
