@@ -25,7 +25,14 @@ from pneumoview.preprocess import FrameMap, prepare
 from pneumoview.types import DEFAULT_SELECTION, STAGES, AnalysisResult, ModelRef, XrayImage
 
 if TYPE_CHECKING:
+    import contextlib
     from pathlib import Path
+
+    import torch
+    from torch import nn
+
+    #: The models of one stage as the engine runs them: (spec, ensemble weight, loaded model).
+    Loaded = list[tuple[ModelSpec, float, nn.Module]]
 
 
 def resolve_device(requested: str | None = None) -> str:
@@ -67,9 +74,11 @@ class _ModelCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._models: dict[tuple[str, str, str], Any] = {}
+        self._models: dict[tuple[str, str, str, str], nn.Module] = {}
 
-    def get(self, spec: ModelSpec, device: str, dirs: Sequence[Path] | None, random_weights: bool) -> Any:
+    def get(
+        self, spec: ModelSpec, device: str, dirs: Sequence[Path] | None, random_weights: bool
+    ) -> nn.Module:
         # The file's location is part of the key, so a model is never served from the cache after its weights
         # file disappeared or another folder took precedence; the checksum is verified on every real load.
         where = "" if random_weights else str(find_weights(spec, dirs))
@@ -162,7 +171,9 @@ class Engine:
             )
         return [(self.manifest.model(ident), 1.0)]
 
-    def _model(self, spec: ModelSpec) -> Any:
+    def model_for(self, spec: ModelSpec) -> nn.Module:
+        """The loaded model of ``spec`` on this engine's device, in eval mode (from the process-wide cache: each
+        model is loaded once, whoever asks first). For callers that run a model themselves (Grad-CAM)."""
         return MODEL_CACHE.get(spec, self.device, self.dirs, self.random_weights)
 
     def load(self) -> list[str]:
@@ -171,7 +182,7 @@ class Engine:
         for stage in STAGES:
             try:
                 for spec, _ in self.stage_specs(stage):
-                    self._model(spec)
+                    self.model_for(spec)
             except ModelError as exc:
                 problems.append(f"{stage}: {exc}")
         return problems
@@ -241,7 +252,7 @@ class Engine:
             t0 = time.perf_counter()
             try:
                 specs = self.stage_specs(stage)
-                models = [(spec, w, self._model(spec)) for spec, w in specs]
+                models = [(spec, w, self.model_for(spec)) for spec, w in specs]
             except ModelError as exc:  # not installed, unknown id, damaged file: skip the stage, say why
                 partial = [replace(r, notes=(*r.notes, f"{stage} skipped: {exc}")) for r in partial]
                 if ran_any:  # the note must reach the caller even when this was the last stage
@@ -255,7 +266,7 @@ class Engine:
                     partial = run(images, partial, models, batch_size)
             except torch.OutOfMemoryError:
                 self._fallback_to_cpu()
-                models = [(spec, w, self._model(spec)) for spec, w in specs]
+                models = [(spec, w, self.model_for(spec)) for spec, w in specs]
                 with torch.inference_mode():
                     partial = run(images, partial, models, batch_size)
                 partial = [
@@ -289,7 +300,7 @@ class Engine:
         torch.cuda.empty_cache()
         self.device = "cpu"
 
-    def _autocast(self) -> Any:
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         import contextlib
 
         import torch
@@ -300,7 +311,7 @@ class Engine:
 
     def _batches(
         self, images: Sequence[XrayImage], spec: ModelSpec, batch_size: int
-    ) -> Iterator[tuple[range, Any, list[FrameMap]]]:
+    ) -> Iterator[tuple[range, torch.Tensor, list[FrameMap]]]:
         import torch
 
         for start in range(0, len(images), batch_size):
@@ -311,7 +322,9 @@ class Engine:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield idx, x, list(frames)
 
-    def _classify(self, images, partial, models, batch_size):
+    def _classify(
+        self, images: Sequence[XrayImage], partial: list[AnalysisResult], models: Loaded, batch_size: int
+    ) -> list[AnalysisResult]:
         from pneumoview.inference import tta
 
         spec, _, model = models[0]
@@ -328,7 +341,9 @@ class Engine:
                 )  # fmt: skip
         return out
 
-    def _segment(self, images, partial, models, batch_size):
+    def _segment(
+        self, images: Sequence[XrayImage], partial: list[AnalysisResult], models: Loaded, batch_size: int
+    ) -> list[AnalysisResult]:
         from pneumoview.inference import tta
 
         sums = [np.zeros(im.shape, dtype=np.float32) for im in images]
@@ -345,7 +360,9 @@ class Engine:
             for r, s, m in zip(partial, sums, members, strict=True)
         ]
 
-    def _detect(self, images, partial, models, batch_size):
+    def _detect(
+        self, images: Sequence[XrayImage], partial: list[AnalysisResult], models: Loaded, batch_size: int
+    ) -> list[AnalysisResult]:
         from pneumoview.inference import tta
         from pneumoview.postprocess import (
             xyxy_to_xywh,  # lazy: scikit-image; importing the engine stays light

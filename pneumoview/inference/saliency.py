@@ -23,6 +23,8 @@ from pneumoview.types import XrayImage
 if TYPE_CHECKING:
     from torch import nn
 
+    from pneumoview.inference.engine import Engine
+
 __all__ = ["gradcam", "target_layer"]
 
 
@@ -45,18 +47,17 @@ def target_layer(model: nn.Module) -> nn.Module:
     return convs[-1]
 
 
-def _classifier_from_engine(engine: Any) -> tuple[nn.Module, InputSpec, int | None, str]:
+def _classifier_from_engine(engine: Engine) -> tuple[nn.Module, InputSpec, int | None, str]:
     specs = engine.stage_specs("classify")
     if not specs:
         raise ValueError("no classifier is selected, so there is no saliency map to compute")
     spec = specs[0][0]
-    # The engine's shared model cache: the model is loaded once whoever asks first.
-    model = engine._model(spec)
+    model = engine.model_for(spec)
     return model, spec.input, spec.positive_index, engine.device
 
 
 def gradcam(
-    engine_or_model: Any,
+    engine_or_model: Engine | nn.Module,
     image: XrayImage,
     *,
     input_spec: InputSpec | None = None,
