@@ -22,7 +22,7 @@ import platform
 import re
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,7 +217,7 @@ def iter_batch(
     run_info: dict[str, Any] | None = None,
     dicom: DicomOptions | None = None,
     overlap: bool = True,
-) -> Iterator[BatchProgress]:
+) -> Generator[BatchProgress, None, None]:
     """Analyse ``inputs`` and yield progress after each one.
 
     Closing the generator early (``.close()``, or stopping a ``for`` loop) cancels the run: the inputs finished so far

@@ -654,13 +654,13 @@ def deflated_dicom_bomb(inflated_bytes: int) -> bytes:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_dataset, write_file_meta_info
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
+    from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    meta.MediaStorageSOPInstanceUID = "2.25.2"
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.1")
+    meta.MediaStorageSOPInstanceUID = UID("2.25.2")
     meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    head = io.BytesIO()
+    head = DicomBytesIO()
     head.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(head, meta, enforce_standard=True)
     small = Dataset()

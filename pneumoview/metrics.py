@@ -7,7 +7,7 @@ Boxes are ``(N, 4)`` ``[x, y, w, h]`` in pixels (x, y = top-left corner), as in 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,14 +128,14 @@ class MapResult:
     """
 
     map: float
-    per_image: dict[Hashable, float | None]
+    per_image: dict[Any, float | None]
     n_scored: int
     n_skipped: int
 
 
 def rsna_map(
-    gt: Mapping[Hashable, Any],
-    preds: Mapping[Hashable, tuple[Any, Any]],
+    gt: Mapping[Any, Any],
+    preds: Mapping[Any, tuple[Any, Any]],
     *,
     thresholds: Sequence[float] = RSNA_IOU_THRESHOLDS,
     inclusive: bool = True,
@@ -156,7 +156,7 @@ def rsna_map(
     if unknown:
         shown = ", ".join(map(str, unknown[:5]))
         raise ValueError(f"{len(unknown)} predicted image(s) have no ground-truth entry (e.g. {shown})")
-    per_image: dict[Hashable, float | None] = {}
+    per_image: dict[Any, float | None] = {}
     for image_id, gt_boxes in gt.items():
         boxes, scores = preds.get(image_id, (None, None))
         per_image[image_id] = rsna_image_score(

@@ -342,7 +342,8 @@ def seed001_boxes(
         integer-valued boxes (stored as float32) in label order, labelled ``"segmentation"``.
     """
     mask = _nearest_resize(
-        foreground_mask(_check_prob_map(prob_map), threshold).astype(np.uint8), tuple(out_shape)
+        foreground_mask(_check_prob_map(prob_map), threshold).astype(np.uint8),
+        (int(out_shape[0]), int(out_shape[1])),
     )
     mask = mask > 0.5
     labels = sk_label(mask, connectivity=2)
@@ -424,15 +425,16 @@ def _wbf(det: BoxSet, seg: BoxSet, iou_threshold: float) -> BoxSet:
                 continue
         members.append([i])
         fused = np.vstack([fused, xyxy[i]])
-    scores, sources = [], []
+    scores: list[float] = []
+    sources: list[str] = []
     for idx in members:
-        per_source = {}
+        per_source: dict[str, float] = {}
         for i in idx:
             src = allb.sources[i]
             per_source[src] = max(per_source.get(src, 0.0), float(allb.scores[i]))
         scores.append(sum(per_source.values()) / 2.0)
         sources.append("fused" if len(per_source) == 2 else next(iter(per_source)))
-    return BoxSet(xyxy_to_xywh(fused), scores, tuple(sources)).sorted_by_score()
+    return BoxSet(xyxy_to_xywh(fused), np.asarray(scores, dtype=np.float32), tuple(sources)).sorted_by_score()
 
 
 def fuse(det: BoxSet | None, seg: BoxSet | None, thresholds: Thresholds | None = None) -> BoxSet:
@@ -498,10 +500,14 @@ class ResultLike(Protocol):
     (or ``xyxy`` with ``det_box_format="xyxy"``) in the original frame; ``det_scores``: ``(N,)``;
     ``p_opacity``: the classifier's P(opacity)."""
 
-    prob_map: np.ndarray | None
-    det_boxes: np.ndarray | None
-    det_scores: np.ndarray | None
-    p_opacity: float | None
+    @property
+    def prob_map(self) -> np.ndarray | None: ...
+    @property
+    def det_boxes(self) -> np.ndarray | None: ...
+    @property
+    def det_scores(self) -> np.ndarray | None: ...
+    @property
+    def p_opacity(self) -> float | None: ...
 
 
 @dataclass(frozen=True, eq=False)

@@ -115,7 +115,7 @@ class FrameMap:
         fw = max(1, round(self.input_shape[1] * self.scale_x))
         fh = max(1, round(self.input_shape[0] * self.scale_y))
         resized = np.asarray(
-            Image.fromarray(prob, mode="F").resize((fw, fh), Image.BILINEAR), dtype=np.float32
+            Image.fromarray(prob, mode="F").resize((fw, fh), Image.Resampling.BILINEAR), dtype=np.float32
         )
         if (fh, fw) == (h_orig, w_orig) and self.offset_x == 0 and self.offset_y == 0:
             return resized
@@ -131,7 +131,7 @@ def resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a uint8 ``(H, W)`` image to ``size = (h, w)`` with Pillow's antialiased bilinear filter."""
     if image.shape[:2] == tuple(size):
         return image
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
 def fit_to_input(display: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, FrameMap]:

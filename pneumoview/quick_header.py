@@ -99,6 +99,7 @@ def _read(
 ) -> QuickHeader:
     fh.seek(132)
     values: dict[str, Any] = {}
+    vr: str | None
     # File meta: explicit VR little endian, all group 0002.
     while True:
         start = fh.tell()

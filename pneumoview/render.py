@@ -328,10 +328,10 @@ def render_annotated(
     """
     img, prob = _checked_inputs(display_uint8, prob_map, heat_opacity, show_sources)
     width = img.shape[1]
-    colour_for = dict(BOX_SET_COLOURS)
+    colour_for: dict[str, Colour] = dict(BOX_SET_COLOURS)
     colour_for["outline"] = MASK_OUTLINE_COLOUR
     if colours:
-        colour_for.update({k: tuple(int(c) for c in v) for k, v in colours.items()})
+        colour_for.update({k: (int(v[0]), int(v[1]), int(v[2])) for k, v in colours.items()})
 
     lw = line_width_for(width)
     text_size = max(10, int(round(width / 64)))

@@ -24,7 +24,7 @@ from pydicom import config as dcm_config
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage
+from pydicom.uid import UID, JPEGBaseline8Bit, SecondaryCaptureImageStorage
 
 from pneumoview import __version__
 
@@ -47,9 +47,10 @@ def _grey8(png_path: Path) -> np.ndarray:
             lo, hi = float(arr.min()), float(arr.max())
             scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
             return np.rint(scaled).astype(np.uint8)
-        if im.mode != "L":
-            im = (im.convert("RGB") if im.mode not in ("RGB", "RGBA", "P", "LA") else im).convert("L")
-        return np.asarray(im, dtype=np.uint8)
+        if im.mode == "L":
+            return np.asarray(im, dtype=np.uint8)
+        grey = (im.convert("RGB") if im.mode not in ("RGB", "RGBA", "P", "LA") else im).convert("L")
+        return np.asarray(grey, dtype=np.uint8)
 
 
 def _strip_jfif(jpeg: bytes) -> bytes:
@@ -116,7 +117,7 @@ def write_rsna_dicom(
     sop_uid, study_uid, series_uid = (_uid(patient_id, w) for w in ("instance", "study", "series"))
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = JPEGBaseline8Bit
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
 

@@ -1001,7 +1001,8 @@ logging.getLogger("pydicom").addHandler(_NOTES)
 def _reader_notes() -> Iterator[list[str]]:
     """Collect the pydicom warnings of this thread while the block runs."""
     previous = getattr(_NOTES.local, "notes", None)
-    _NOTES.local.notes = notes = []
+    notes: list[str] = []
+    _NOTES.local.notes = notes
     try:
         yield notes
     finally:

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"RSNA mAP@[.40:.75]: {result.map:.4f}")
     positives = [k for k, v in gt.items() if len(v)]
     if positives:
-        pos = [result.per_image[k] for k in positives]
+        pos = [v for k in positives if (v := result.per_image[k]) is not None]  # a positive is always scored
         print(f"  on the {len(positives)} images with opacity: {np.mean(pos):.4f}")
     neg_scored = [k for k, v in gt.items() if not len(v) and result.per_image[k] is not None]
     print(f"  false-positive images (no truth, some box): {len(neg_scored)}")

@@ -7,6 +7,7 @@ import json
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,24 +38,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"pneumoview models: {exc}", file=sys.stderr)
         return 2
     statuses = {m.id: model_status(m, dirs, try_load=args.check_load) for m in manifest.models.values()}
-    models = []
-    for m in manifest.models.values():
-        st = statuses[m.id]
+    models: list[dict[str, Any]] = []
+    for spec in manifest.models.values():
+        st = statuses[spec.id]
         models.append(
             {
-                "id": m.id,
-                "task": m.task,
-                "version": m.version,
-                "builder": m.builder,
+                "id": spec.id,
+                "task": spec.task,
+                "version": spec.version,
+                "builder": spec.builder,
                 "status": st.status,
                 "file": None if st.path is None else str(st.path),
                 "sha256_prefix": st.sha256_prefix,
                 "size_bytes": st.size_bytes,
-                "metrics": dict(m.metrics),
+                "metrics": dict(spec.metrics),
                 "message": st.message,
             }
         )
-    ensembles = []
+    ensembles: list[dict[str, Any]] = []
     for e in manifest.ensembles.values():
         member_status = [statuses[mid].status for mid in e.members]
         ensembles.append(
@@ -90,11 +91,11 @@ def run(args: argparse.Namespace) -> int:
         if line:
             pad = " " * 27
             print(textwrap.fill(line, 118, initial_indent=pad, subsequent_indent=pad + "  "))
-    for e in ensembles:
-        members = ", ".join(f"{mid}×{w:g}" for mid, w in zip(e["members"], e["weights"], strict=True))
+    for ens in ensembles:
+        members = ", ".join(f"{mid}×{w:g}" for mid, w in zip(ens["members"], ens["weights"], strict=True))
         # No file and no hash of its own: those columns stay empty, the members go in the file column.
         print(
-            f"{e['id']:26s} {e['task']:9s} {e['version']:8s} {e['status']:18s} {'-':12s} {'':>9s}  "
+            f"{ens['id']:26s} {ens['task']:9s} {ens['version']:8s} {ens['status']:18s} {'-':12s} {'':>9s}  "
             f"ensemble of {members}"
         )
     for m in models:

@@ -171,9 +171,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"pneumoview predict: {conflict}", file=sys.stderr)
             return 2
     if args.merge_only:
-        summary = finalize(out, inputs, None, thresholds, run_info=run_info)
-        print(f"merged {summary.done} done, {len(summary.failed)} failed of {summary.total} into {out}")
-        return summary.exit_status
+        merged = finalize(out, inputs, None, thresholds, run_info=run_info)
+        print(f"merged {merged.done} done, {len(merged.failed)} failed of {merged.total} into {out}")
+        return merged.exit_status
 
     rank, world = _distributed()
     mine = inputs

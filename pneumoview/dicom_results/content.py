@@ -11,6 +11,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 from highdicom.sr import CodedConcept
 
@@ -72,7 +73,7 @@ def provenance_key(result: AnalysisResult, thresholds: Thresholds) -> str:
 
 def instance_identity(
     series_instance_uid: str, series_number: int, sop_instance_uid: str, instance_number: int
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """The keyword arguments naming a SEG or GSPS instance and the device that made it (highdicom constructors)."""
     return {
         "series_instance_uid": series_instance_uid,

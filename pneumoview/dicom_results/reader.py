@@ -143,8 +143,8 @@ def _read_sr(path: Path, ds: Dataset) -> StoredSR:
         for group in report.get_image_measurement_groups():
             for m in group.get_measurements():
                 probabilities[str(m.name.meaning)] = float(m.value)
-        for group in report.get_planar_roi_measurement_groups():
-            regions.append(_region(group))
+        for roi_group in report.get_planar_roi_measurement_groups():
+            regions.append(_region(roi_group))
     refs = _evidence_uids(ds)
     params = _texts(ds, ("111002", "DCM"))
     return StoredSR(

@@ -44,7 +44,9 @@ def build_review_sr(source: Dataset, image: XrayImage, review: ImageReview) -> D
 
     clean = clean_header(source).dataset
     sop_uid = str(clean.SOPInstanceUID)
-    groups = []
+    groups: list[
+        hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    ] = []
     n_added = 0
     for box in review.boxes:
         f = box.finding

@@ -63,7 +63,7 @@ def make_seg(
     sop = str(source.SOPInstanceUID)
     mask = np.asarray(mask, dtype=bool)
     if probability is None:
-        pixels = mask[None, :, :, None].astype(np.uint8)
+        pixels: np.ndarray = mask[None, :, :, None].astype(np.uint8)
         kind = hd.seg.SegmentationTypeValues.BINARY
         descriptions = [_description(1, MASK_LABEL, sop, provenance, algorithm)]
     else:

@@ -121,7 +121,7 @@ class ScreenshotRun:
             return
         print(f"pneumoview: saved {self.out}")
         self.exit_code = 0
-        QtWidgets.QApplication.instance().exit(0)
+        QtWidgets.QApplication.exit(0)
 
     def _fail(self, message: str) -> None:
         if self.exit_code is not None and self.exit_code >= 0:
@@ -130,7 +130,7 @@ class ScreenshotRun:
 
         print(f"pneumoview: screenshot failed: {message}", file=sys.stderr)
         self.exit_code = 1
-        QtWidgets.QApplication.instance().exit(1)
+        QtWidgets.QApplication.exit(1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     window = MainWindow(settings, device=args.device, models_dir=args.models_dir)
     runner = None
-    if args.screenshot:
+    if args.screenshot and path is not None:  # --screenshot without a path was refused above
         window.auto_analyse = True
         runner = ScreenshotRun(window, path, Path(args.screenshot), args.timeout)
     window.show()

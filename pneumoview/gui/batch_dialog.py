@@ -157,6 +157,7 @@ class BatchDialog(QtWidgets.QDialog):
         self.progress.setRange(0, 0)
         self.status.setText("Collecting the input files…")
         self._set_running(True)
+        assert info is not None  # checked above
         self.job = workers.start(
             "batch",
             workers.batch_job,
@@ -178,7 +179,7 @@ class BatchDialog(QtWidgets.QDialog):
 
     def cancel(self) -> None:
         """Stop after the image being analysed; the outputs are written for the finished images."""
-        if self.running:
+        if self.running and self.job is not None:
             self.job.cancel(hard=False)
             self.status.setText("Cancelling after the current image…")
             self.cancel_button.setEnabled(False)

@@ -76,7 +76,9 @@ class FindingsPanel(QtWidgets.QWidget):
         self.table.setHorizontalHeaderLabels(COLUMNS)
         for c, name in enumerate(COLUMNS):
             if name in _TIPS:
-                self.table.horizontalHeaderItem(c).setToolTip(_TIPS[name])
+                header = self.table.horizontalHeaderItem(c)
+                if header is not None:  # set just above by setHorizontalHeaderLabels
+                    header.setToolTip(_TIPS[name])
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -173,6 +175,7 @@ class FindingsPanel(QtWidgets.QWidget):
                 self.probs_layout.addRow(self.gate_label)
         self.gate_label.setText(vm.gate_text(result, self.gate))
         for i, name in enumerate(names):
+            assert result is not None and result.class_probs is not None  # names is empty otherwise
             p = float(result.class_probs[i])
             self.prob_bars[name].setValue(int(round(p * 1000)))
             self.prob_bars[name].setFormat(f"{p * 100:.1f} %")

@@ -39,6 +39,8 @@ from pneumoview.types import STAGES
 if TYPE_CHECKING:
     import numpy as np
 
+    from pneumoview.gui.batch_dialog import BatchDialog
+
 log = logging.getLogger(__name__)
 
 
@@ -67,7 +69,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.engine_info: workers.EngineInfo | None = None
         self.folder: Path | None = None
         self.jobs: dict[str, workers.Job] = {}
-        self.batch_dialog = None
+        self.batch_dialog: BatchDialog | None = None
         self.error_dialog: QtWidgets.QMessageBox | None = None
         self.labels = ground_truth.LabelSources()
         self._settings_save_failed = False
@@ -184,9 +186,9 @@ class MainWindow(QtWidgets.QMainWindow):
             "invert": c.set_inverted,
             "flip_h": lambda on: c.set_flips(on, c.flipped_v),
             "flip_v": lambda on: c.set_flips(c.flipped_h, on),
-            "mode_pan": lambda on: on and c.set_mode("pan"),
-            "mode_window": lambda on: on and c.set_mode("window"),
-            "mode_measure": lambda on: on and c.set_mode("measure"),
+            "mode_pan": lambda on: c.set_mode("pan") if on else None,
+            "mode_window": lambda on: c.set_mode("window") if on else None,
+            "mode_measure": lambda on: c.set_mode("measure") if on else None,
             "clear_measure": c.clear_measurement,
             "hide_overlays": c.overlays.set_all_hidden,
             "saliency": lambda on: self._on_layer_visibility("saliency", on, sync_controls=True),
@@ -419,6 +421,8 @@ class MainWindow(QtWidgets.QMainWindow):
             s.result, s.findings, running, notes, self.canvas.orientation, truth, source
         )
         self.review.on_findings(s.findings)
+        if s.path is None:
+            return
         if running:
             self.browser.set_status(s.path, vm.RUNNING, "analysing")
         else:
@@ -463,7 +467,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.canvas.overlays.set_opacity(layer, opacity)
 
     def _start_saliency(self) -> None:
-        if "classify" not in self.engine_stages() or self.session.image is None:
+        if "classify" not in self.engine_stages() or self.session.image is None or self.engine_info is None:
             return
         gen = self.session.generation
 
@@ -523,7 +527,7 @@ class MainWindow(QtWidgets.QMainWindow):
         todo = [
             Path(p) for p in paths if self.session.cached(Path(p)) is None and Path(p) != self.session.path
         ]
-        if not self.engine_stages():
+        if not self.engine_stages() or self.engine_info is None:
             self.statusBar().showMessage("Cannot analyse: no model is ready.", 8000)
             return None
         self._cancel("many")
@@ -641,8 +645,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.restoreState(state)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
-        self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode("ascii")
-        self.settings.window_state = bytes(self.saveState().toBase64()).decode("ascii")
+        self.settings.window_geometry = bytes(self.saveGeometry().toBase64().data()).decode("ascii")
+        self.settings.window_state = bytes(self.saveState().toBase64().data()).decode("ascii")
         save_settings(self.settings)
         self.review.flush(wait=True)
         self.prefetcher.close()

@@ -54,7 +54,7 @@ class PacsActions(QtCore.QObject):
         by_key = self.window.actions_by_key
         for menu_action in self.window.menuBar().actions():
             menu = menu_action.menu()
-            if menu is None or by_key["open_folder"] not in menu.actions():
+            if not isinstance(menu, QtWidgets.QMenu) or by_key["open_folder"] not in menu.actions():
                 continue
             menu.insertAction(by_key["export_current"], self.open_action)
             menu.insertSeparator(by_key["export_current"])
@@ -62,7 +62,10 @@ class PacsActions(QtCore.QObject):
             menu.insertSeparator(by_key["batch"])
             actions = menu.actions()
             after = actions[actions.index(by_key["settings"]) + 1] if by_key["settings"] in actions else None
-            menu.insertAction(after, self.peers_action)
+            if after is not None:
+                menu.insertAction(after, self.peers_action)
+            else:
+                menu.addAction(self.peers_action)
             return
 
     def _say(self, text: str, warn: bool = False) -> None:

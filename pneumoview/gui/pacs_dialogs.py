@@ -4,7 +4,9 @@ slow or down; each dialog emits a signal when its job ends (tests wait on them).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
+from typing import cast
 
 from PySide6 import QtCore, QtWidgets
 
@@ -302,8 +304,8 @@ class OpenFromPacsDialog(QtWidgets.QDialog):
         return StudyQuery(
             patient_name=self.patient_name.text(),
             patient_id=self.patient_id.text(),
-            date_from=self.date_from.date().toPython() if dated else None,
-            date_to=self.date_to.date().toPython() if dated else None,
+            date_from=cast(dt.date, self.date_from.date().toPython()) if dated else None,
+            date_to=cast(dt.date, self.date_to.date().toPython()) if dated else None,
             modality=self.modality.text(),
             accession=self.accession.text(),
         )
@@ -358,7 +360,8 @@ class OpenFromPacsDialog(QtWidgets.QDialog):
 
     def chosen_study_uids(self) -> list[str]:
         rows = sorted({i.row() for i in self.table.selectedIndexes()})
-        return [self.table.item(r, 0).data(QtCore.Qt.ItemDataRole.UserRole) for r in rows]
+        items = [self.table.item(r, 0) for r in rows]
+        return [i.data(QtCore.Qt.ItemDataRole.UserRole) for i in items if i is not None]
 
     def done(self, result: int) -> None:
         if self._job is not None and not self._job.done:

@@ -18,7 +18,7 @@ import logging
 from dataclasses import replace as dc_replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -37,7 +37,7 @@ from pneumoview.settings import save_settings
 
 if TYPE_CHECKING:
     from pneumoview.gui.main_window import MainWindow
-    from pneumoview.types import XrayImage
+    from pneumoview.types import AnalysisResult, XrayImage
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class ReviewController(QtCore.QObject):
         self.review: ImageReview | None = None
         self.image: XrayImage | None = None
         self.refs: list[FindingRef] = []
-        self.result = None  # AnalysisResult of the image under review, when analysed
+        self.result: AnalysisResult | None = None  # of the image under review, when analysed
         self.findings = None  # its post-processed Findings (the boxes on screen)
         self.selected: tuple[int | None, int | None] | None = None
         self.sr_pending = False
@@ -113,7 +113,10 @@ class ReviewController(QtCore.QObject):
             actions[key] = a
             w.actions_by_key[f"review_{key}"] = a  # so Help ▸ Keyboard shortcuts lists them
         help_menu = next((m for m in w.menuBar().actions() if m.text() == "&Help"), None)
-        w.menuBar().insertMenu(help_menu, menu)
+        if help_menu is not None:
+            w.menuBar().insertMenu(help_menu, menu)
+        else:
+            w.menuBar().addMenu(menu)
         for key in ("mode_pan", "mode_window", "mode_measure"):
             if key in w.actions_by_key:
                 w.actions_by_key[key].triggered.connect(lambda _=False: actions["draw"].setChecked(False))
@@ -136,8 +139,9 @@ class ReviewController(QtCore.QObject):
         panel = self.window.findings_panel
         panel.table.setContextMenuPolicy(QtCore.Qt.ContextMenuPolicy.ActionsContextMenu)
         panel.table.addActions([self.actions[k] for k in ("accept", "reject", "undo")])
-        panel.layout().insertWidget(panel.layout().indexOf(panel.table) + 1, bar)
-        panel.layout().insertWidget(panel.layout().indexOf(bar) + 1, self.status_label)
+        layout = cast(QtWidgets.QBoxLayout, panel.layout())
+        layout.insertWidget(layout.indexOf(panel.table) + 1, bar)
+        layout.insertWidget(layout.indexOf(bar) + 1, self.status_label)
         self.bar = bar
 
     # -- the current image --------------------------------------------------------------------------------------
@@ -229,7 +233,7 @@ class ReviewController(QtCore.QObject):
             return False
         review = self._base(reader).with_decision(ReviewedBox.add(box, reader))
         ok = self._commit(review)
-        if ok:
+        if ok and self.review is not None:
             self.select(None, len(self.review.added) - 1)
         return ok
 
@@ -342,6 +346,7 @@ class ReviewController(QtCore.QObject):
         if self.review is not None:
             return self.review
         image = self.image
+        assert image is not None  # a review is only made for the shown image
         return ImageReview(
             image_id=image.image_id, reader=reader,
             source_sop_instance_uid=image.identifiers.get("SOPInstanceUID") or None,
@@ -484,7 +489,7 @@ def _with_tracking(review: ImageReview, refs: list[FindingRef]) -> ImageReview:
     boxes = []
     for b in review.boxes:
         ref = by_index.get(b.finding.index) if b.finding is not None else None
-        if ref is not None and box_matches(b.finding.box_xyxy, ref.box_xyxy):
+        if ref is not None and b.finding is not None and box_matches(b.finding.box_xyxy, ref.box_xyxy):
             b = dc_replace(b, finding=ref)
         boxes.append(b)
     return dc_replace(review, boxes=tuple(boxes))
@@ -495,9 +500,11 @@ def _review_sr(
 ) -> Path:
     """Write ``review`` as a review SR into ``out``, tied to the regions of ``algorithm_sr`` when given."""
     from pneumoview.dicom_results import read_result, write_review_sr
+    from pneumoview.dicom_results.reader import StoredSR
 
     if algorithm_sr is not None and findings is not None:
         sr = read_result(algorithm_sr)
+        assert isinstance(sr, StoredSR), algorithm_sr  # the caller passes the algorithm SR
         tracking = {_box_number(r.tracking_id, i): r.tracking_uid for i, r in enumerate(sr.regions)}
         review = _with_tracking(review, finding_refs(findings, tracking, sr.sop_instance_uid))
         review = dc_replace(review, algorithm_sr_uid=sr.sop_instance_uid)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyqtgraph as pg
@@ -96,7 +96,8 @@ class StoredResultsLayer(QtCore.QObject):
         self.summary.setWordWrap(True)
         self.summary.setStyleSheet("color: #7fd8ff;")
         panel = window.findings_panel
-        panel.layout().insertWidget(panel.layout().indexOf(panel.provenance), self.summary)
+        layout = cast(QtWidgets.QBoxLayout, panel.layout())
+        layout.insertWidget(layout.indexOf(panel.provenance), self.summary)
         self.overlays.layersChanged.connect(self._sync)
 
     def show_for(self, image: XrayImage | None, paths: Sequence[Path]) -> None:

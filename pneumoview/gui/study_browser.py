@@ -51,7 +51,7 @@ class _Filter(QtCore.QSortFilterProxyModel):
         self.setFilterFixedString("" if self.status else text)
         self.invalidate()  # the status may change while the fixed string stays ""
 
-    def filterAcceptsRow(self, row: int, parent: QtCore.QModelIndex) -> bool:  # noqa: N802 - Qt override
+    def filterAcceptsRow(self, row: int, parent: QtCore.QModelIndex | QtCore.QPersistentModelIndex) -> bool:  # noqa: N802 - Qt override
         if self.status is None:
             return super().filterAcceptsRow(row, parent)
         item = self.sourceModel().index(row, 1, parent)
@@ -185,7 +185,7 @@ class StudyBrowser(QtWidgets.QWidget):
 
     def _attach_result(self, name: QtGui.QStandardItem, image: QtGui.QStandardItem) -> None:
         """Move a result's row under the image it is about."""
-        parent = name.parent()
+        parent: QtGui.QStandardItem | None = name.parent()
         if parent is None or parent is image:
             return
         row = parent.takeRow(name.row())
@@ -239,6 +239,7 @@ class StudyBrowser(QtWidgets.QWidget):
         name.setData(str(e.path), PATH_ROLE)
         name.setData(e.kind, KIND_ROLE)
         status = QtGui.QStandardItem("")
+        assert self._other_node is not None  # made above when missing
         self._other_node.appendRow([name, status])
         self._paint_status(name, status, vm.NON_IMAGE, "\n".join([e.object_kind, *e.notes]), e.object_kind)
 

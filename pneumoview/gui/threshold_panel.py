@@ -90,18 +90,19 @@ class ThresholdPanel(QtWidgets.QWidget):
         for name in _ORDER:
             if name in _SLIDERS:
                 label, lo, hi, step, decimals, tip = _SLIDERS[name]
-                w = QLabeledDoubleSlider(QtCore.Qt.Orientation.Horizontal)
-                w.setRange(lo, hi)
-                w.setDecimals(decimals)
-                w.setSingleStep(step)
-                w.valueChanged.connect(lambda v, n=name: self._on_changed(n, _from_widget(n, float(v))))
-                self.sliders[name] = w
+                slider = QLabeledDoubleSlider(QtCore.Qt.Orientation.Horizontal)
+                slider.setRange(lo, hi)
+                slider.setDecimals(decimals)
+                slider.setSingleStep(step)  # type: ignore[arg-type]  # superqt's stub says int; a double slider takes float
+                slider.valueChanged.connect(lambda v, n=name: self._on_changed(n, _from_widget(n, float(v))))
+                self.sliders[name] = slider
+                w: QtWidgets.QWidget = slider
             else:
                 label, choices, tip = _COMBOS[name]
-                w = QtWidgets.QComboBox()
-                w.addItems(list(choices))
-                w.currentTextChanged.connect(lambda text, n=name: self._on_changed(n, text))
-                self.combos[name] = w
+                combo = QtWidgets.QComboBox()
+                combo.addItems(list(choices))
+                combo.currentTextChanged.connect(lambda text, n=name: self._on_changed(n, text))
+                self.combos[name] = w = combo
             w.setToolTip(tip)
             w.setAccessibleName(label)
             if name == "min_area_fraction":
@@ -144,10 +145,10 @@ class ThresholdPanel(QtWidgets.QWidget):
             w.blockSignals(True)
             w.setValue(_to_widget(name, getattr(thresholds, name)))
             w.blockSignals(False)
-        for name, w in self.combos.items():
-            w.blockSignals(True)
-            w.setCurrentText(getattr(thresholds, name))
-            w.blockSignals(False)
+        for name, combo in self.combos.items():
+            combo.blockSignals(True)
+            combo.setCurrentText(getattr(thresholds, name))
+            combo.blockSignals(False)
         self._current = thresholds
         self._update_area_label()
         self._update_gate_box_score()

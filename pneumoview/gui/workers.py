@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,7 +329,7 @@ def batch_job(
     include_identifiers: bool = False,
     dicom: Any = None,
     cancelled: Cancelled,
-) -> Iterator[tuple[str, Any]]:
+) -> Generator[tuple[str, Any], None, Any]:
     """``pneumoview predict``'s code path: yields ``("inputs", n)`` then ``("progress", BatchProgress)``; returns
     the :class:`~pneumoview.batch.BatchSummary`. On cancel the batch generator is closed here, in the worker
     thread, so ``run.json`` and the CSVs are written for the images finished so far."""

@@ -108,7 +108,7 @@ def _licence(distribution: str, fallback: str) -> str:
         meta = metadata.metadata(distribution)
     except metadata.PackageNotFoundError:
         return fallback
-    text = meta.get("License-Expression") or meta.get("License") or ""
+    text = meta["License-Expression"] or meta["License"] or ""
     return text if text and len(text) < 40 else fallback
 
 

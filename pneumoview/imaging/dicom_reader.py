@@ -207,6 +207,7 @@ def _floats(ds: Dataset, keyword: str, notes: list[str]) -> list[float]:
         value = ds.get(keyword)
         if value is None or value == "":
             return []
+        items: list[Any]
         if isinstance(value, str):
             items = value.split("\\")
         elif isinstance(value, (int, float)):

@@ -24,7 +24,7 @@ import struct
 import subprocess
 import sys
 import threading
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 #: The argument that makes a frozen PneumoView executable run as the decoder worker.
 WORKER_FLAG = "--pneumoview-decoder-worker"
@@ -35,13 +35,13 @@ class DecoderCrashed(RuntimeError):
     """The worker process died or stopped answering while decoding one file."""
 
 
-def _write(stream: BinaryIO, obj: Any) -> None:
+def _write(stream: IO[bytes], obj: Any) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_HEADER.pack(len(data)) + data)
     stream.flush()
 
 
-def _read(stream: BinaryIO) -> Any:
+def _read(stream: IO[bytes]) -> Any:
     head = stream.read(_HEADER.size)
     if len(head) < _HEADER.size:
         raise EOFError
@@ -52,7 +52,7 @@ def _read(stream: BinaryIO) -> Any:
     return pickle.loads(data)  # noqa: S301 - the peer is our own child/parent process
 
 
-def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
+def serve(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int:
     """The worker's loop: decode frame 1 of each requested data set until stdin closes."""
     import warnings
 

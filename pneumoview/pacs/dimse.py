@@ -56,9 +56,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for each DIMSE answer once associated (a big instance can take a while to arrive).
 DIMSE_TIMEOUT_S = 60.0
-FIND = sc.StudyRootQueryRetrieveInformationModelFind
-GET = sc.StudyRootQueryRetrieveInformationModelGet
-MOVE = sc.StudyRootQueryRetrieveInformationModelMove
+# pynetdicom makes these SOP class UIDs at import time, so its type information does not list them.
+FIND: str = sc.StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+GET: str = sc.StudyRootQueryRetrieveInformationModelGet  # type: ignore[attr-defined]
+MOVE: str = sc.StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
 
 #: Storage classes we accept in a retrieve: radiographs and other images, and the results that travel with them.
 RETRIEVE_CLASSES = tuple(
@@ -166,7 +167,7 @@ def _status(ds: Dataset | None) -> int | None:
 def echo(peer: DimsePeer) -> None:
     """C-ECHO; returns when the PACS answered with success, raises :class:`PacsError` otherwise."""
     ae = _ae(peer)
-    ae.add_requested_context(sc.Verification)
+    ae.add_requested_context(sc.Verification)  # type: ignore[attr-defined]  # made at import time
     with _association(peer, ae) as assoc:
         status = _status(assoc.send_c_echo())
     if status != 0x0000:
@@ -417,7 +418,8 @@ def _move(
                 if result.cancelled:
                     return
     finally:
-        server.shutdown()
+        if server is not None:  # start_server(block=False) always returns it; the type says Optional
+            server.shutdown()
 
 
 def send_files(

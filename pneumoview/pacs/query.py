@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 __all__ = ["StudyQuery", "StudyRecord", "date_range"]
 
@@ -81,7 +84,7 @@ class StudyRecord:
     n_instances: int | None = None
 
     @classmethod
-    def from_attributes(cls, values: Mapping[str, Any]) -> StudyRecord:
+    def from_attributes(cls, values: Mapping[str, Any] | Dataset) -> StudyRecord:
         """From keyword → value (a pydicom Dataset or a dict)."""
 
         def text(key: str) -> str:

@@ -78,7 +78,7 @@ def _warp(array: np.ndarray, matrix: np.ndarray, resample: int) -> np.ndarray:
     inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
     h, w = array.shape
     out = Image.fromarray(array).transform(
-        (w, h), Image.AFFINE, data=tuple(inverse.reshape(-1)), resample=resample, fillcolor=0
+        (w, h), Image.Transform.AFFINE, data=tuple(inverse.reshape(-1)), resample=resample, fillcolor=0
     )
     return np.asarray(out)
 
@@ -131,9 +131,9 @@ def augment(
         return image, mask, boxes_xyxy
     size = (int(image.shape[0]), int(image.shape[1]))
     matrix = random_affine(rng, cfg, size)
-    image = _warp(image, matrix, Image.BILINEAR)
+    image = _warp(image, matrix, Image.Resampling.BILINEAR)
     if mask is not None:
-        mask = _warp(mask, matrix, Image.NEAREST)
+        mask = _warp(mask, matrix, Image.Resampling.NEAREST)
     if boxes_xyxy is not None:
         boxes_xyxy = transform_boxes(boxes_xyxy, matrix, size)
     image = adjust_intensity(image, rng, cfg)

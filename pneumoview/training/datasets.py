@@ -380,11 +380,11 @@ def read_display(path: str | Path) -> np.ndarray:
         ImageReadError: the file is not a readable radiograph.
     """
     try:
-        from pneumoview.imaging import load_image
+        from pneumoview.imaging import load_image as loader
     except ImportError:
-        load_image = None
-    if load_image is not None:
-        return np.ascontiguousarray(load_image(path).display)
+        loader = None  # type: ignore[assignment]  # the fallback below reads the file with Pillow
+    if loader is not None:
+        return np.ascontiguousarray(loader(path).display)
     p = Path(path)
     if p.suffix.lower() in (".dcm", ".dicom"):
         raise ImageReadError(p, "header", "DICOM support is not installed (pip install pydicom)")

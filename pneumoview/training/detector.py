@@ -111,7 +111,8 @@ class DetectorFamily(Family):
         for t in SCORE_THRESHOLDS:
             preds = {}
             for r in rows:
-                kept = filter_detections(*outputs[r], Thresholds(det_score=t), box_format="xyxy")
+                boxes, scores = outputs[r]
+                kept = filter_detections(boxes, scores, Thresholds(det_score=t), box_format="xyxy")
                 preds[r] = (kept.boxes, kept.scores)
             maps[t] = rsna_map(gt, preds).map
         best_t = max(SCORE_THRESHOLDS, key=lambda t: (np.nan_to_num(maps[t], nan=-1.0), -abs(t - 0.5)))

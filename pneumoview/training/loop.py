@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -153,14 +153,15 @@ class CachedImages(Dataset):
         row = self.rows[position]
         image = self.cache.images[row]
         boxes = self.cache.boxes[row]
-        mask = None
+        mask: np.ndarray | None = None
         if self.with_mask:
             from pneumoview.training.augment import box_mask
 
             mask = box_mask(boxes, image.shape)
         if epoch is not None and self.augment_cfg.enabled:
             rng = np.random.default_rng([self.seed, epoch, row])
-            image, mask, boxes = augment(image, rng, self.augment_cfg, mask=mask, boxes_xyxy=boxes)
+            image, mask, moved = augment(image, rng, self.augment_cfg, mask=mask, boxes_xyxy=boxes)
+            boxes = boxes if moved is None else moved  # given boxes come back moved
         return self.make(row, image, mask, boxes)
 
 
@@ -269,7 +270,8 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     """Weight decay on weights only (not on biases and normalisation parameters)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
@@ -543,7 +545,7 @@ def fit(
                 if i >= micro_per_epoch:
                     break
                 last = (i + 1) % cfg.accumulate == 0 or i + 1 == micro_per_epoch
-                sync = model.no_sync() if info.enabled and not last else contextlib.nullcontext()
+                sync = cast(Any, model).no_sync() if info.enabled and not last else contextlib.nullcontext()
                 with sync:
                     with autocast:
                         loss, n = family.train_loss(model, batch, device)
@@ -591,7 +593,7 @@ def fit(
             history.append(row)
             if _improved(value, best) or best_state is None:
                 if _improved(value, best):
-                    best = float(value)
+                    best = float(cast(float, value))
                     bad_epochs = 0
                 best_epoch, best_metrics = epoch, dict(metrics)
                 best_state = to_cpu_state(model)
@@ -604,7 +606,7 @@ def fit(
                 f"{seconds:.1f} s"
             )
             elapsed = elapsed_before + time.perf_counter() - t_start
-            decision = None
+            decision: tuple[str, Any] | None = None
             if main:
                 if cfg.patience and bad_epochs >= cfg.patience and epoch < plan.epochs:
                     decision = ("stop", f"early stop: no better {family.metric} for {cfg.patience} epochs")

@@ -124,7 +124,7 @@ def resize_map(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     prob = np.asarray(prob, dtype=np.float32)
     if prob.shape == tuple(size):
         return prob
-    return np.asarray(Image.fromarray(prob, mode="F").resize((size[1], size[0]), Image.BILINEAR))
+    return np.asarray(Image.fromarray(prob, mode="F").resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
 def ensemble_metrics(members: Sequence[TrainResult]) -> dict[str, Any]:
