@@ -65,59 +65,85 @@ def pipelined(
     """
     if chunk < 1 or depth < 1:
         raise ValueError("chunk and depth must be at least 1")
-    prepared: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    # One chunk ahead of the writer at most: a cancel then throws away little computed work.
-    to_write: queue.Queue[Any] = queue.Queue(maxsize=chunk)
-    written: queue.Queue[Any] = queue.Queue()  # bounded in effect by to_write
-    stop = threading.Event()
+    run = _Pipeline(prepare, compute, write, chunk, depth)
+    run.start(inputs)
+    try:
+        yield from run.compute_all()
+        yield from run.rest_written()
+    finally:
+        run.close()
 
-    def read() -> None:
+
+class _Pipeline(Generic[T, W, R, O]):
+    """The queues and threads of one :func:`pipelined` run."""
+
+    def __init__(
+        self,
+        prepare: Callable[[T], Finished[O] | W],
+        compute: Callable[[Sequence[W]], Sequence[R]],
+        write: Callable[[W, R, float], O],
+        chunk: int,
+        depth: int,
+    ) -> None:
+        self.prepare, self.compute, self.write, self.chunk = prepare, compute, write, chunk
+        self.prepared: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        # One chunk ahead of the writer at most: a cancel then throws away little computed work.
+        self.to_write: queue.Queue[Any] = queue.Queue(maxsize=chunk)
+        self.written: queue.Queue[Any] = queue.Queue()  # bounded in effect by to_write
+        self.stop = threading.Event()
+        self.reader: threading.Thread | None = None
+        self.writer = threading.Thread(target=self._write_all, name="pneumoview-batch-writer", daemon=True)
+
+    def start(self, inputs: Iterable[T]) -> None:
+        self.reader = threading.Thread(
+            target=self._read, args=(inputs,), name="pneumoview-batch-reader", daemon=True
+        )
+        self.reader.start()
+        self.writer.start()
+
+    def _read(self, inputs: Iterable[T]) -> None:
         try:
             for inp in inputs:
-                if stop.is_set():
+                if self.stop.is_set():
                     return
-                if not _put(prepared, prepare(inp), stop):
+                if not _put(self.prepared, self.prepare(inp), self.stop):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            _put(prepared, _Failure(exc), stop)
+            _put(self.prepared, _Failure(exc), self.stop)
             return
-        _put(prepared, _END, stop)
+        _put(self.prepared, _END, self.stop)
 
-    def write_all() -> None:
+    def _write_all(self) -> None:
         while True:
-            job = to_write.get()
+            job = self.to_write.get()
             if job is _END:
                 return
             try:
-                written.put(write(*job))
+                self.written.put(self.write(*job))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                written.put(_Failure(exc))
-                stop.set()
-                _drain(to_write)  # so that the caller never blocks on a full queue again
+                self.written.put(_Failure(exc))
+                self.stop.set()
+                _drain(self.to_write)  # so that the caller never blocks on a full queue again
                 return
 
-    reader = threading.Thread(target=read, name="pneumoview-batch-reader", daemon=True)
-    writer = threading.Thread(target=write_all, name="pneumoview-batch-writer", daemon=True)
-    reader.start()
-    writer.start()
-    pending: list[Any] = []
-
-    def send(works: list[Any]) -> None:
-        results, share = _timed(compute, works)
+    def _send(self, works: list[Any]) -> None:
+        results, share = _timed(self.compute, works)
         if len(results) != len(works):
             raise RuntimeError(f"compute returned {len(results)} results for {len(works)} inputs")
         for work, result in zip(works, results, strict=True):
-            while writer.is_alive():
+            while self.writer.is_alive():
                 try:
-                    to_write.put((work, result, share), timeout=_POLL_S)
+                    self.to_write.put((work, result, share), timeout=_POLL_S)
                     break
                 except queue.Full:
                     continue
 
-    try:
+    def compute_all(self) -> Iterator[O]:
+        """Run the models on the prepared works, yielding what is finished (early items, written outputs)."""
+        pending: list[Any] = []
         while True:
-            item = prepared.get()
-            yield from _ready(written)
+            item = self.prepared.get()
+            yield from _ready(self.written)
             if item is _END:
                 break
             if isinstance(item, _Failure):
@@ -126,31 +152,35 @@ def pipelined(
                 yield item.value
                 continue
             pending.append(item)
-            if len(pending) >= chunk:
+            if len(pending) >= self.chunk:
                 works, pending = pending, []
-                send(works)
+                self._send(works)
         if pending:
-            works, pending = pending, []
-            send(works)
-        to_write.put(_END)
-        while writer.is_alive() or not written.empty():
+            self._send(pending)
+        self.to_write.put(_END)
+
+    def rest_written(self) -> Iterator[O]:
+        """The outputs the writer finishes after the last compute."""
+        while self.writer.is_alive() or not self.written.empty():
             try:
-                out = written.get(timeout=_POLL_S)
+                out = self.written.get(timeout=_POLL_S)
             except queue.Empty:
                 continue
             if isinstance(out, _Failure):
                 raise out.error
             yield out
-    finally:
-        stop.set()
-        _drain(prepared)  # unblocks a reader waiting on a full queue
+
+    def close(self) -> None:
+        self.stop.set()
+        _drain(self.prepared)  # unblocks a reader waiting on a full queue
         # Cancelled or failed: results not yet being written are dropped, as the sequential path drops the rest of
         # its chunk; their inputs have no journal record, so a re-run does them.
-        _drain(to_write)
-        if writer.is_alive():
-            to_write.put(_END)
-        writer.join()
-        reader.join()
+        _drain(self.to_write)
+        if self.writer.is_alive():
+            self.to_write.put(_END)
+        self.writer.join()
+        if self.reader is not None:
+            self.reader.join()
 
 
 def sequential(

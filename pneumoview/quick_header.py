@@ -97,10 +97,20 @@ def read_quick_header(
 def _read(
     fh: BinaryIO, wanted: Mapping[int, str], stop_tags: frozenset[int], give_up_tags: frozenset[int]
 ) -> QuickHeader:
+    values = _read_meta(fh)
+    syntax = values.get("TransferSyntaxUID")
+    if not syntax or syntax in _NOT_PLAIN or values.get("MediaStorageSOPClassUID") == _DICOMDIR_CLASS:
+        raise _NeedsPydicom
+    implicit = syntax == _IMPLICIT_LE
+    if not (implicit or syntax == _EXPLICIT_LE or syntax.startswith(_ENCAPSULATED)):
+        raise _NeedsPydicom  # a private or unknown syntax: pydicom decides how to read it
+    return _read_dataset(fh, implicit, values, wanted, stop_tags, give_up_tags)
+
+
+def _read_meta(fh: BinaryIO) -> dict[str, Any]:
+    """The file meta keywords (explicit VR little endian, all group 0002); ``fh`` is left at the data set."""
     fh.seek(132)
     values: dict[str, Any] = {}
-    vr: str | None
-    # File meta: explicit VR little endian, all group 0002.
     while True:
         start = fh.tell()
         raw = fh.read(8)
@@ -108,37 +118,42 @@ def _read(
             raise _NeedsPydicom
         if raw[:2] != b"\x02\x00":
             fh.seek(start)
-            break
-        tag, vr, length = _explicit(fh, raw)
+            return values
+        tag, _, length = _explicit(fh, raw)
         if length == _UNDEFINED:
             raise _NeedsPydicom
         data = _read_exact(fh, length)
         keyword = _META_KEYWORDS.get(tag)
         if keyword is not None:
             values[keyword] = _text_value("UI", data)
-    syntax = values.get("TransferSyntaxUID")
-    if not syntax or syntax in _NOT_PLAIN or values.get("MediaStorageSOPClassUID") == _DICOMDIR_CLASS:
-        raise _NeedsPydicom
-    implicit = syntax == _IMPLICIT_LE
-    if not (implicit or syntax == _EXPLICIT_LE or syntax.startswith(_ENCAPSULATED)):
-        raise _NeedsPydicom  # a private or unknown syntax: pydicom decides how to read it
 
-    pixel_tag = pixel_length = pixel_position = None
+
+def _element_header(fh: BinaryIO, raw: bytes, implicit: bool) -> tuple[int, str | None, int]:
+    """``(tag, VR or None when implicit, value length)`` of the element whose first 8 bytes are ``raw``."""
+    if implicit:
+        group, element, length = struct.unpack("<HHI", raw)
+        return group << 16 | element, None, length
+    return _explicit(fh, raw)
+
+
+def _read_dataset(
+    fh: BinaryIO,
+    implicit: bool,
+    values: dict[str, Any],
+    wanted: Mapping[int, str],
+    stop_tags: frozenset[int],
+    give_up_tags: frozenset[int],
+) -> QuickHeader:
+    """Add the ``wanted`` elements of the data set to ``values``, up to the first tag of ``stop_tags``."""
     while True:
         raw = fh.read(8)
         if not raw:
-            break
+            return QuickHeader(values, None, None, None)
         if len(raw) < 8:
             raise _NeedsPydicom  # a file cut inside an element header: let pydicom report it
-        if implicit:
-            group, element, length = struct.unpack("<HHI", raw)
-            tag = group << 16 | element
-            vr = None
-        else:
-            tag, vr, length = _explicit(fh, raw)
+        tag, vr, length = _element_header(fh, raw, implicit)
         if tag in stop_tags:
-            pixel_tag, pixel_length, pixel_position = tag, length, fh.tell()
-            break
+            return QuickHeader(values, tag, length, fh.tell())
         if tag in give_up_tags or tag >> 16 == 0x0004 or tag >> 16 == 0x0002:
             raise _NeedsPydicom
         if length == _UNDEFINED:
@@ -154,7 +169,6 @@ def _read(
         if tag == _SPECIFIC_CHARACTER_SET:
             continue  # the values are checked to be ASCII, which every character set starts with
         values[keyword] = _value(vr or dictionary_VR(tag), data)
-    return QuickHeader(values, pixel_tag, pixel_length, pixel_position)
 
 
 def _explicit(fh: BinaryIO, raw: bytes) -> tuple[int, str, int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom import config
@@ -161,37 +162,57 @@ def clean_source(ds: Dataset) -> CleanSource:
         if keyword not in ds:
             continue
         elem = ds[keyword]
-        value = elem.value
         if elem.VR == "SQ":
-            out.add_new(elem.tag, "SQ", Sequence([Dataset(item) for item in value]))
+            out.add_new(elem.tag, "SQ", Sequence([Dataset(item) for item in elem.value]))
             continue
-        if value is None or value == "":
+        value = _clean_value(keyword, elem.VR, elem.value, notes)
+        if value is not _LEAVE_OUT:
             out.add_new(elem.tag, elem.VR, value)
-            continue
-        if keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-            try:
-                ok = len(value) == 2 and all(float(v) > 0 for v in value)
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                notes.append(f"{keyword} left out: its values are not two positive numbers")
-                continue
-        if not _valid(elem.VR, value):
-            fixed = _corrected(keyword, elem.VR, value)
-            if fixed is not None and _valid(elem.VR, fixed):
-                notes.append(f"{keyword} corrected to the {elem.VR} format")
-                value = fixed
-            elif keyword in _TYPE1:
-                raise ValueError(
-                    f"the source's {keyword} is not a valid {elem.VR} value; it cannot be referenced"
-                )
-            elif keyword in PATIENT_TYPE2 or keyword in STUDY_TYPE2:
-                notes.append(f"{keyword} emptied: its value is not a valid {elem.VR}")
-                value = None
-            else:
-                notes.append(f"{keyword} left out: its value is not a valid {elem.VR}")
-                continue
-        out.add_new(elem.tag, elem.VR, value)
+    _check_patient_frame(out, notes)
+    for keyword in (*PATIENT_TYPE2, *STUDY_TYPE2):
+        if keyword not in out:
+            setattr(out, keyword, None)
+            notes.append(f"{keyword} (Type 2) was missing and is written empty")
+    return CleanSource(out, tuple(notes))
+
+
+_LEAVE_OUT = object()
+
+
+def _clean_value(keyword: str, vr: str, value: Any, notes: list[str]) -> Any:
+    """The value to copy for ``keyword`` (corrected or emptied, with a note), or :data:`_LEAVE_OUT`.
+
+    Raises:
+        ValueError: a Type 1 attribute (one the results must reference) is invalid and cannot be corrected.
+    """
+    if value is None or value == "":
+        return value
+    if keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        try:
+            ok = len(value) == 2 and all(float(v) > 0 for v in value)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            notes.append(f"{keyword} left out: its values are not two positive numbers")
+            return _LEAVE_OUT
+    if _valid(vr, value):
+        return value
+    fixed = _corrected(keyword, vr, value)
+    if fixed is not None and _valid(vr, fixed):
+        notes.append(f"{keyword} corrected to the {vr} format")
+        return fixed
+    if keyword in _TYPE1:
+        raise ValueError(f"the source's {keyword} is not a valid {vr} value; it cannot be referenced")
+    if keyword in PATIENT_TYPE2 or keyword in STUDY_TYPE2:
+        notes.append(f"{keyword} emptied: its value is not a valid {vr}")
+        return None
+    notes.append(f"{keyword} left out: its value is not a valid {vr}")
+    return _LEAVE_OUT
+
+
+def _check_patient_frame(out: Dataset, notes: list[str]) -> None:
+    """Leave out a patient frame (Frame of Reference, orientation, position) that is incomplete or reuses the
+    Study Instance UID, and the geometry that has no Frame of Reference to belong to."""
     frame = [k for k in PATIENT_FRAME if out.get(k) not in (None, "")]
     reused = "FrameOfReferenceUID" in frame and out.FrameOfReferenceUID == out.get("StudyInstanceUID")
     if "FrameOfReferenceUID" in frame and (len(frame) < len(PATIENT_FRAME) or reused):
@@ -206,8 +227,3 @@ def clean_source(ds: Dataset) -> CleanSource:
         for k in ("ImageOrientationPatient", "ImagePositionPatient", "SliceThickness"):
             if k in out:
                 del out[k]
-    for keyword in (*PATIENT_TYPE2, *STUDY_TYPE2):
-        if keyword not in out:
-            setattr(out, keyword, None)
-            notes.append(f"{keyword} (Type 2) was missing and is written empty")
-    return CleanSource(out, tuple(notes))
