@@ -16,12 +16,14 @@ _CLI_OPTIONS = frozenset({"-h", "--help", "--version"})
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to the CLI or the viewer; returns the exit code."""
+    # lazy: `pneumoview` with no command starts the viewer without loading the CLI's commands
     from pneumoview import cli
 
     args = list(sys.argv[1:] if argv is None else argv)
     if args and (args[0] in _CLI_OPTIONS or args[0] in cli.command_names()):
         return cli.main(args)
     try:
+        # lazy: the viewer (Qt) is loaded only when it starts
         from pneumoview.gui.app import main as gui_main
     except ImportError as exc:
         print(

@@ -9,6 +9,7 @@ passed in, so this module imports no torch; files that cannot be read are listed
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from pneumoview.errors import PneumoViewError
+from pneumoview.errors import ModelError, PneumoViewError
+from pneumoview.export import atomic_write_text, class_column
+from pneumoview.imaging import load_image
 from pneumoview.metrics import ClassificationReport, classification_report, roc_auc
 
 IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
@@ -64,9 +67,6 @@ class ClassifiedFiles:
 
     def write_csv(self, path: str | Path) -> Path:
         """Per-file probabilities: ``file,label,predicted,p_<class>...``."""
-        import io
-
-        from pneumoview.export import atomic_write_text, class_column
 
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -111,9 +111,6 @@ def classify_files(
     Raises:
         pneumoview.errors.ModelError: no classifier is selected or installed.
     """
-    from pneumoview.errors import ModelError
-    from pneumoview.imaging import load_image
-
     specs = engine.stage_specs("classify")
     if not specs:
         raise ModelError("no classifier is selected; choose one with --classifier ID")

@@ -53,6 +53,8 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pneumoview import __version__
+from pneumoview.export import atomic_write_bytes
+from pneumoview.study_index import ScanError, scan
 
 __all__ = [
     "BASIC_PROFILE_CODE",
@@ -398,9 +400,6 @@ def deidentify_tree(
         ValueError: ``out_dir`` is one of the inputs or inside one (inputs are never written to).
         FileNotFoundError: an input does not exist.
     """
-    from pneumoview.export import atomic_write_bytes
-    from pneumoview.study_index import ScanError, scan
-
     out = Path(out_dir)
     for p in map(Path, inputs):
         if not p.exists():

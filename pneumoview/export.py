@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pneumoview import __version__
+from pneumoview.anatomy import describe_boxes, orientation_of
 from pneumoview.atomic import atomic_write_bytes, atomic_write_text
 from pneumoview.postprocess import Findings
 from pneumoview.render import render_annotated, save_png
@@ -303,8 +304,6 @@ def _add_places(rows: list[dict[str, str]], image: XrayImage, findings: Findings
     """Add ``side`` (the patient's ``right``/``left``), ``zone`` (``upper``/``middle``/``lower``) and ``area_cm2`` to
     the rows of the final boxes (same order), from :mod:`pneumoview.anatomy`: DICOM PatientOrientation /
     ImageLaterality, or the standard PA/AP display (image left = patient right) when the file gives neither."""
-    from pneumoview.anatomy import describe_boxes, orientation_of
-
     orientation = orientation_of(image.metadata, image.view)
     places = describe_boxes(findings.fused.boxes, image.shape, orientation, image.spacing_mm)
     for row, place in zip(rows, places, strict=True):

@@ -308,6 +308,7 @@ def _nearest_resize(mask: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
     if oh % h == 0 and ow % w == 0:
         # For an integer factor f, resize(order=0) samples input index round((i + 0.5) / f - 0.5) = i // f.
         return np.repeat(np.repeat(mask, oh // h, axis=0), ow // w, axis=1)
+    # lazy: skimage is heavy and this path is rarely taken
     from skimage.transform import resize
 
     out = resize(mask.astype(np.uint8), out_shape, order=0, anti_aliasing=False, preserve_range=True)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from pneumoview.imaging import load_image
 from pneumoview.types import XrayImage
 
 __all__ = ["ImagePrefetcher", "neighbours"]
@@ -58,8 +59,6 @@ class ImagePrefetcher:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         if loader is None:
-            from pneumoview.imaging import load_image
-
             loader = load_image
         self.capacity = capacity
         self._loader = loader

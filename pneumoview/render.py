@@ -11,8 +11,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from pneumoview import RESEARCH_USE_NOTICE, masks
+from pneumoview.atomic import atomic_write
 from pneumoview.postprocess import BoxSet, Findings
 
 __all__ = [
@@ -102,7 +104,6 @@ _ASCII_FOR = {"—": "-", "–": "-", "−": "-", "²": "^2", "³": "^3", "×": 
 
 @functools.cache
 def _font(size: int):  # -> PIL.ImageFont.FreeTypeFont | ImageFont
-    from PIL import ImageFont
 
     try:
         return ImageFont.load_default(size=size)
@@ -146,8 +147,6 @@ def _line_height(size: int) -> int:
 
 def _text_alpha(text: str, size: int) -> np.ndarray:
     """uint8 coverage ``(line_height, width)`` of ``text`` drawn with its baseline box at the top-left."""
-    from PIL import Image, ImageDraw
-
     text = _printable(text, size)
     w = max(1, _text_width(text, size))
     h = _line_height(size)
@@ -442,8 +441,6 @@ def save_png(array: np.ndarray, path: str | Path, *, text: Mapping[str, str] | N
     Returns:
         the destination path.
     """
-    from PIL import Image, PngImagePlugin
-
     arr = np.asarray(array)
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
         raise ValueError(
@@ -455,7 +452,6 @@ def save_png(array: np.ndarray, path: str | Path, *, text: Mapping[str, str] | N
         info = PngImagePlugin.PngInfo()
         for k, v in text.items():
             info.add_itxt(str(k), str(v))
-    from pneumoview.atomic import atomic_write
 
     def write(fh) -> None:
         Image.fromarray(np.ascontiguousarray(arr)).save(fh, format="PNG", pnginfo=info, compress_level=1)

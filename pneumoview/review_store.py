@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
+from pneumoview.export import write_json
 from pneumoview.review import ADDED, FindingRef, ImageReview, ReviewedBox
 
 if TYPE_CHECKING:
@@ -182,8 +183,6 @@ class ReviewStore:
 
     def save(self, review: ImageReview) -> Path:
         """Write ``review`` atomically to its ``review.json`` (replacing the earlier state)."""
-        from pneumoview.export import write_json
-
         path = self.json_path(review.image_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         return write_json(path, review_to_json(review))

@@ -95,6 +95,7 @@ def saved_thresholds() -> Thresholds:
     Raises:
         ValueError: the saved thresholds are not valid.
     """
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.settings import load_settings
 
     return Thresholds.from_dict(load_settings().thresholds)
@@ -124,6 +125,7 @@ def base_thresholds(args: argparse.Namespace) -> tuple[Thresholds, str]:
             saved = {k: v for k, v in saved.items() if k not in TUNE_REPORT_KEYS}
         return Thresholds.from_dict(saved), f"file {Path(file).expanduser().absolute()}"
     if profile == "viewer":
+        # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
         from pneumoview.settings import settings_path
 
         return saved_thresholds(), f"profile 'viewer' (saved in {settings_path()})"
@@ -154,6 +156,7 @@ def thresholds_line(thresholds: Thresholds, source: str) -> str:
 
 def engine_from_args(args: argparse.Namespace):
     """An Engine for the selected models (imports torch)."""
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.inference.engine import Engine, StageSelection
 
     def pick(v: str | None) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import textwrap
 from pathlib import Path
@@ -78,8 +79,8 @@ def _key(path: Path | None) -> bytes | None:
         if len(key) < 16:
             raise ValueError(f"{path}: the key file holds {len(key)} bytes; it needs at least 16")
         return key
-    import secrets
 
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.export import atomic_write_bytes
 
     key = secrets.token_hex(32).encode("ascii")
@@ -88,6 +89,7 @@ def _key(path: Path | None) -> bytes | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.deidentify import DeidentifyOptions, deidentify_tree
 
     try:

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pneumoview.errors import ModelError
 from pneumoview.types import DEFAULT_SELECTION, DEVICE_HELP
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -37,8 +38,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 def run_class_folders(args: argparse.Namespace) -> int:
     """Run the classifier on ``args.class_folders`` and print the report; returns the exit code."""
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.class_eval import classify_files, folder_items, report_lines
-    from pneumoview.errors import ModelError
 
     try:
         items = folder_items(args.class_folders)
@@ -46,6 +47,7 @@ def run_class_folders(args: argparse.Namespace) -> int:
         print(f"pneumoview evaluate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
         from pneumoview.inference.engine import Engine, StageSelection
 
         engine = Engine(

@@ -9,6 +9,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from pneumoview.errors import ManifestError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -27,8 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pneumoview.errors import ManifestError
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.inference.manifest import load_manifest, models_dirs
+
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.inference.weights import STATUS_OK, model_status
 
     dirs = models_dirs(args.models_dir)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from pneumoview import RESEARCH_USE_NOTICE
+from pneumoview.cli import UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -107,10 +108,11 @@ def _date(text: str) -> dt.date:
 
 def peer_from_args(args: argparse.Namespace):
     """The peer the options name; raises UsageError saying what is missing."""
-    from pneumoview.cli import UsageError
+    # lazy: the PACS stack (pynetdicom, DICOMweb) is loaded only when PACS is used
     from pneumoview.pacs import DimsePeer, WebPeer
 
     if args.peer:
+        # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
         from pneumoview.settings import load_settings
 
         peers = {p.name: p for p in load_settings().get_peers()}
@@ -143,8 +145,8 @@ def peer_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: the PACS stack (pynetdicom, DICOMweb) is loaded only when PACS is used
     from pneumoview import pacs
-    from pneumoview.cli import UsageError
 
     peer = peer_from_args(args)
     try:
@@ -160,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _echo(args: argparse.Namespace, peer) -> int:
+    # lazy: the PACS stack (pynetdicom, DICOMweb) is loaded only when PACS is used
     from pneumoview import pacs
 
     pacs.echo(peer)
@@ -168,6 +171,7 @@ def _echo(args: argparse.Namespace, peer) -> int:
 
 
 def _find(args: argparse.Namespace, peer) -> int:
+    # lazy: the PACS stack (pynetdicom, DICOMweb) is loaded only when PACS is used
     from pneumoview import pacs
 
     query = pacs.StudyQuery(
@@ -195,6 +199,7 @@ def _find(args: argparse.Namespace, peer) -> int:
 
 
 def _get(args: argparse.Namespace, peer) -> int:
+    # lazy: the PACS stack (pynetdicom, DICOMweb) is loaded only when PACS is used
     from pneumoview import pacs
 
     root = args.out if args.out is not None else pacs.cache_root()
@@ -222,6 +227,7 @@ def _get(args: argparse.Namespace, peer) -> int:
 
 
 def _send(args: argparse.Namespace, peer) -> int:
+    # lazy: the PACS stack (pynetdicom, DICOMweb) is loaded only when PACS is used
     from pneumoview import pacs
 
     result = pacs.send_files(peer, args.paths)

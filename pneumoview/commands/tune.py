@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ from pneumoview.commands.common import (
     engine_from_args,
     thresholds_line,
 )
+from pneumoview.errors import ImageReadError, PneumoViewError
+from pneumoview.metrics import rsna_map
+from pneumoview.rsna_labels import read_labels, scale_boxes
 from pneumoview.thresholds import FUSION_MODES, GATE_MODES, Thresholds
 
 # Values tried for each threshold (one at a time, coordinate descent from the current defaults).
@@ -91,12 +95,14 @@ class _Case:
 
 
 def _collect(args: argparse.Namespace, engine) -> list[_Case]:
+    # lazy: only the command-line progress bar needs it
     from tqdm import tqdm
 
+    # lazy: batch analysis is a cold path here
     from pneumoview.batch import collect_inputs
-    from pneumoview.errors import ImageReadError
+
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.imaging import load_image
-    from pneumoview.rsna_labels import read_labels, scale_boxes
 
     labels = read_labels(args.labels)
     only = None
@@ -135,7 +141,7 @@ def _collect(args: argparse.Namespace, engine) -> list[_Case]:
 
 def evaluate(cases: list[_Case], t: Thresholds) -> float:
     """RSNA mAP of ``cases`` post-processed with ``t``."""
-    from pneumoview.metrics import rsna_map
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.postprocess import postprocess
 
     preds = {}
@@ -174,8 +180,6 @@ def sweep(cases: list[_Case], start: Thresholds, stages: set[str], rounds: int =
 
 
 def run(args: argparse.Namespace) -> int:
-    from pneumoview.errors import PneumoViewError
-
     try:
         engine = engine_from_args(args)
     except PneumoViewError as exc:
@@ -215,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         mark = "  (changed)" if getattr(start, k) != v else ""
         print(f"  {k:18s} {v}{mark}")
     if args.out:
+        # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
         from pneumoview.export import atomic_write_text, write_json
 
         lines = ["round,threshold,value,map"] + [f"{r},{k},{v},{m:.6f}" for r, k, v, m in rows]
@@ -226,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
             f"sweep written to {args.out / 'tune.csv'}, best settings to {args.out / 'best_thresholds.json'}"
         )
     if args.save:
+        # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
         from pneumoview.settings import load_settings, save_settings
 
         s = load_settings()
@@ -238,8 +244,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _with(settings: Any, best: Thresholds) -> Any:
-    import dataclasses
-
     return dataclasses.replace(settings, thresholds=best.to_dict())
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import highdicom as hd
@@ -21,6 +21,7 @@ from pydicom.sr.codedict import codes
 from pneumoview.dicom_results import content as c
 from pneumoview.dicom_results.sr import make_sr, region_group
 from pneumoview.dicom_results.stored import StoredSR
+from pneumoview.dicom_results.writer import clean_header, dataset_bytes, finish, source_header
 from pneumoview.export import atomic_write_bytes, export_stem
 from pneumoview.review import ADDED, FindingRef, ImageReview, ReviewedBox
 from pneumoview.types import XrayImage
@@ -40,8 +41,6 @@ def build_review_sr(source: Dataset, image: XrayImage, review: ImageReview) -> D
     box after the decision as a closed 5-point POLYLINE in ``(column, row)`` source pixels, the decision as a
     qualitative evaluation, the algorithm finding's Tracking UID when there is one; the reader as PERSON observer.
     Its SOP Instance UID is derived from the source, the reader and the review time."""
-    from pneumoview.dicom_results.writer import clean_header, finish
-
     clean = clean_header(source).dataset
     sop_uid = str(clean.SOPInstanceUID)
     groups: list[
@@ -111,8 +110,6 @@ def write_review_sr(
     Raises:
         DicomResultsError: the source is not DICOM or its header cannot be read.
     """
-    from pneumoview.dicom_results.writer import dataset_bytes, source_header
-
     ds = build_review_sr(source_header(image), image, review)
     stamp = review.time.astimezone(UTC).strftime("%Y%m%dT%H%M%S")
     name = f"{export_stem(image, include_identifiers)}_REVIEW_{stamp}.dcm"
@@ -133,8 +130,6 @@ def review_from_sr(stored: StoredSR, image_id: str, algorithm: StoredSR | None =
     Raises:
         ValueError: ``stored`` is not a review SR (no person observer) or a region has no decision.
     """
-    from datetime import datetime
-
     if not stored.is_review:
         raise ValueError(f"{stored.path}: this SR was made by a device, not a reader's review")
     text = stored.content_datetime.split(".")[0]

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 from pneumoview import RESEARCH_USE_NOTICE, __version__
+from pneumoview.gui.platform_check import startup_problem
+from pneumoview.settings import load_settings, save_settings
 from pneumoview.types import DEVICES
 
 _T0 = time.perf_counter()
@@ -45,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _dark_palette(app) -> None:
+    # lazy: Qt is loaded only when the viewer starts
     from PySide6 import QtGui
 
     app.setStyle("Fusion")
@@ -69,6 +72,7 @@ class ScreenshotRun:
     then saves the window; ``exit_code`` is 0 on success."""
 
     def __init__(self, window, path: Path, out: Path, timeout_s: float) -> None:
+        # lazy: Qt is loaded only when the viewer starts
         from PySide6 import QtCore
 
         self.window, self.path, self.out = window, path, out
@@ -107,12 +111,14 @@ class ScreenshotRun:
             )
         elif not self._analysed:
             return
+        # lazy: Qt is loaded only when the viewer starts
         from PySide6 import QtCore
 
         self.exit_code = -1  # pending: let the last repaint happen first
         QtCore.QTimer.singleShot(400, self._save)
 
     def _save(self) -> None:
+        # lazy: Qt is loaded only when the viewer starts
         from PySide6 import QtWidgets
 
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +132,7 @@ class ScreenshotRun:
     def _fail(self, message: str) -> None:
         if self.exit_code is not None and self.exit_code >= 0:
             return
+        # lazy: Qt is loaded only when the viewer starts
         from PySide6 import QtWidgets
 
         print(f"pneumoview: screenshot failed: {message}", file=sys.stderr)
@@ -145,18 +152,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pneumoview: {path} does not exist", file=sys.stderr)
         return 2
 
-    from pneumoview.gui.platform_check import startup_problem
-
     problem = startup_problem()  # before Qt: a missing system library must not end in Qt's abort (status 134)
     if problem is not None:
         print(f"pneumoview: {problem}", file=sys.stderr)
         return 2
 
+    # lazy: Qt is loaded only when the viewer starts
     import pyqtgraph as pg
+
+    # lazy: Qt is loaded only when the viewer starts
     from PySide6 import QtCore, QtWidgets
 
+    # lazy: Qt is imported only after the platform check, so a missing system library gives a message
     from pneumoview.gui.main_window import MainWindow
-    from pneumoview.settings import load_settings, save_settings
 
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["pneumoview"])

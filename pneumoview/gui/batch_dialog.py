@@ -101,6 +101,7 @@ class BatchDialog(QtWidgets.QDialog):
         """The :class:`~pneumoview.dicom_results.batch_outputs.DicomOptions` chosen, None when DICOM is off."""
         if not self.write_dicom.isChecked():
             return None
+        # lazy: highdicom is heavy; DICOM results are written on request only
         from pneumoview.dicom_results.batch_outputs import DicomOptions
 
         return DicomOptions(

@@ -7,10 +7,15 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import numpy
+import pydicom
 from PySide6 import QtCore, QtWidgets
 
 from pneumoview import RESEARCH_USE_NOTICE, __version__
+from pneumoview.errors import ModelError
 from pneumoview.gui import viewmodel as vm
+from pneumoview.inference.manifest import load_manifest, models_dirs
+from pneumoview.inference.weights import find_weights
 from pneumoview.settings import DEVICES, Settings, settings_path
 
 MOUSE_GESTURES = (
@@ -130,9 +135,10 @@ class ShortcutsDialog(QtWidgets.QDialog):
 
 def versions() -> dict[str, str]:
     """Versions of PneumoView and its main libraries; torch only when it is already loaded (never imported here)."""
-    import numpy
-    import pydicom
+    # lazy: Qt is loaded only when the viewer starts
     import pyqtgraph
+
+    # lazy: Qt is loaded only when the viewer starts
     import PySide6
 
     out = {
@@ -152,10 +158,6 @@ def versions() -> dict[str, str]:
 def model_cards_html(models_dir: str | None, available: Mapping[str, str | None] | None = None) -> str:
     """HTML model cards from the manifests (no torch): id, task, version, hash, status, intended use,
     limitations and metrics."""
-    from pneumoview.errors import ModelError
-    from pneumoview.inference.manifest import load_manifest, models_dirs
-    from pneumoview.inference.weights import find_weights
-
     dirs = models_dirs(models_dir or None)
     try:
         manifest = load_manifest(dirs, check_builders=False)

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6 import QtCore, QtWidgets
 
+from pneumoview.export import export_stem
 from pneumoview.gui import workers
+from pneumoview.postprocess import postprocess
 
 if TYPE_CHECKING:
     from pneumoview.gui.main_window import MainWindow
@@ -36,8 +38,6 @@ def _dicom_refusal(image: XrayImage) -> str | None:
 
 def result_targets(image: XrayImage, out: Path, include_identifiers: bool) -> list[Path]:
     """The files :func:`write_results` may write for ``image`` in ``out`` (to ask before replacing them)."""
-    from pneumoview.export import export_stem
-
     stem = export_stem(image, include_identifiers)
     return [out / f"{stem}_{k}.dcm" for k in _KINDS]
 
@@ -56,8 +56,8 @@ def dicom_study_job(
     cancelled,
 ) -> workers.ExportOutcome:
     """Write the DICOM results of every image of a study, analysing those not in ``cache`` (worker thread)."""
+    # lazy: highdicom is heavy; DICOM results are written on request only
     from pneumoview.dicom_results import DicomResultsError, write_results
-    from pneumoview.postprocess import postprocess
 
     written: list[Path] = []
     failed: list[tuple[str, str]] = []
@@ -148,6 +148,7 @@ class DicomExporter(QtCore.QObject):
     ) -> list[Path]:
         """Write the current image's DICOM results into ``folder``; returns the files ([] when none, with the
         reason shown)."""
+        # lazy: highdicom is heavy; DICOM results are written on request only
         from pneumoview.dicom_results import DicomResultsError, write_results
 
         w, s = self.window, self.window.session

@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING
 
 from PySide6 import QtWidgets
 
+from pneumoview import export
+from pneumoview.file_bundle import check_writable, write_together
 from pneumoview.gui import viewmodel as vm
 from pneumoview.gui import workers
+from pneumoview.gui.dialogs import ask_overwrite
 
 if TYPE_CHECKING:
     from pneumoview.gui.main_window import MainWindow
@@ -39,8 +42,6 @@ class Exporter:
 
     def confirm_overwrite(self, paths: list[Path]) -> bool:
         """Ask before replacing files (tests replace this)."""
-        from pneumoview.gui.dialogs import ask_overwrite
-
         return ask_overwrite(self.window, paths)
 
     def _folder(self, folder: str | Path | None) -> Path | None:
@@ -68,9 +69,6 @@ class Exporter:
     def export_current(self, folder: str | Path | None = None) -> list[Path]:
         """``<id>_annotated.png``, ``<id>_findings.csv`` and ``<id>_submission.csv`` of the current image in
         ``folder`` (asked for when None); returns the files written ([] when nothing was written)."""
-        from pneumoview import export
-        from pneumoview.file_bundle import write_together
-
         s = self.window.session
         if s.image is None or s.result is None or s.findings is None:
             self._message("Nothing to export: analyse an image first.")
@@ -119,7 +117,6 @@ class Exporter:
         out = self._folder(folder)
         if out is None:
             return None
-        from pneumoview.file_bundle import check_writable
 
         key = hashlib.sha256("\n".join(map(str, paths)).encode("utf-8", "surrogateescape")).hexdigest()[:10]
         targets = [out / f"study-{key}_findings.csv", out / f"study-{key}_submission.csv"]

@@ -16,6 +16,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from pneumoview import pacs
 from pneumoview.gui import pacs_jobs, workers
 from pneumoview.gui.pacs_dialogs import OpenFromPacsDialog, PeersDialog, SendDialog
+from pneumoview.postprocess import postprocess
 from pneumoview.settings import save_settings
 
 if TYPE_CHECKING:
@@ -183,8 +184,6 @@ class PacsActions(QtCore.QObject):
     # -- send ---------------------------------------------------------------------------------------------------
 
     def _analysed(self, scope: str) -> list[tuple[Any, Any, Any]]:
-        from pneumoview.postprocess import postprocess
-
         w, s = self.window, self.window.session
         if scope == "image":
             if s.image is None or s.result is None or s.findings is None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from pneumoview import pacs
 from pneumoview.pacs import Peer, StudyQuery
+from pneumoview.study_index import scan
 
 Cancelled = Callable[[], bool]
 
@@ -75,8 +76,6 @@ def retrieve_job(
     """Retrieve the studies into ``root/<StudyInstanceUID>/``. Yields ``("items", [ScanEntry | ScanError])`` for
     files already there and for each one as it arrives, ``("progress", (study index, studies, done, total))``,
     and finally ``("summary", RetrieveSummary)``."""
-    from pneumoview.study_index import scan
-
     summary = RetrieveSummary(root=Path(root))
     for i, uid in enumerate(study_uids):
         if cancelled():
@@ -135,6 +134,7 @@ def send_results_job(
     into a temporary folder, then send them. Their SOP Instance UIDs derive from the source and the models, so
     sending the same results again stores nothing twice. Yields like :func:`send_job`, plus ``("notes",
     [sentences])`` for images that could not be written (PNG/JPEG input has no study to join)."""
+    # lazy: highdicom is heavy; DICOM results are written on request only
     from pneumoview.dicom_results import DicomResultsError, write_results
 
     notes: list[str] = []

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, cast
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from pneumoview.gui import workers
 from pneumoview.gui.review_layer import DECISION_COLOURS, ReviewLayer
+from pneumoview.imaging import sniff_kind
 from pneumoview.review import FindingRef, ImageReview, ReviewedBox
 from pneumoview.review_store import (
     ReviewStore,
@@ -176,7 +178,6 @@ class ReviewController(QtCore.QObject):
         if wait or not _is_dicom(self.image.source) or not (self.review and self.review.boxes):
             self.save_sr(quiet=True)
             return
-        from pneumoview.gui import workers
 
         image, name = self.image, self.image.source.name
         args = (self.review, image, self.result, self.findings, self.store.dicom_dir(image.image_id))
@@ -309,6 +310,7 @@ class ReviewController(QtCore.QObject):
                     f"is kept in {self.store.json_path(image.image_id)}."
                 )
             return None
+        # lazy: highdicom is heavy; DICOM results are written on request only
         from pneumoview.dicom_results import DicomResultsError
 
         ids = self.window.settings.include_identifiers_in_exports
@@ -468,8 +470,6 @@ class ReviewController(QtCore.QObject):
 
 
 def _is_dicom(path: Path) -> bool:
-    from pneumoview.imaging import sniff_kind
-
     try:
         return sniff_kind(path) == "dicom"
     except OSError:
@@ -499,7 +499,10 @@ def _review_sr(
     review: ImageReview, image: XrayImage, findings, out: Path, algorithm_sr: Path | None, ids: bool
 ) -> Path:
     """Write ``review`` as a review SR into ``out``, tied to the regions of ``algorithm_sr`` when given."""
+    # lazy: highdicom is heavy; DICOM results are written on request only
     from pneumoview.dicom_results import read_result, write_review_sr
+
+    # lazy: highdicom is heavy; DICOM results are written on request only
     from pneumoview.dicom_results.reader import StoredSR
 
     if algorithm_sr is not None and findings is not None:
@@ -523,6 +526,7 @@ def _write_review_files(
 ) -> Path:
     """The algorithm SR (and SEG) of the boxes on screen, then the review SR beside it; returns the review SR's
     path. Touches no widget, so it runs in a worker thread too (``**_`` takes the job's ``cancelled``)."""
+    # lazy: highdicom is heavy; DICOM results are written on request only
     from pneumoview.dicom_results import write_results
 
     algorithm_sr = None

@@ -38,6 +38,7 @@ _Z = 24
 def read_results_job(paths: Sequence[Path], *, cancelled) -> tuple[list[Any], list[str]]:
     """Read the result files of one image (worker thread): the objects read and, for each file that could not be
     read, a sentence naming it."""
+    # lazy: highdicom is heavy; DICOM results are written on request only
     from pneumoview.dicom_results import read_result
 
     objects, problems = [], []
@@ -203,6 +204,7 @@ class StoredResultsLayer(QtCore.QObject):
 
 def _group(uid: str, objects: Sequence[Any]) -> ImageResults | None:
     """The objects read for one image as :class:`ImageResults` (None when none could be read)."""
+    # lazy: highdicom is heavy; DICOM results are written on request only
     from pneumoview.dicom_results import ImageResults, StoredSEG, StoredSR
 
     if not objects:

@@ -17,6 +17,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from pneumoview.gui import viewmodel as vm
 from pneumoview.gui.icons import icon, status_icon
+from pneumoview.study_index import ScanError
 
 if TYPE_CHECKING:  # the scan runs in a worker, which imports the module (and pydicom) off the start-up path
     from pneumoview.study_index import ScanEntry, ScanError
@@ -126,8 +127,6 @@ class StudyBrowser(QtWidgets.QWidget):
 
     def add_items(self, items: Iterable[ScanEntry | ScanError]) -> None:
         """Add scan results (in scan order) to the tree."""
-        from pneumoview.study_index import ScanError
-
         for item in items:
             if isinstance(item, ScanError) and item.is_document:
                 self._add_document(item)

@@ -16,6 +16,8 @@ import numpy as np
 from pneumoview.anatomy import Orientation, describe_boxes
 from pneumoview.export import submission_id  # re-exported for the GUI's callers; export.py owns it
 from pneumoview.ground_truth import match_hits
+from pneumoview.inference.manifest import load_manifest, models_dirs
+from pneumoview.metrics import iou_xywh
 from pneumoview.types import DEFAULT_SELECTION, AnalysisResult, Window, XrayImage
 
 if TYPE_CHECKING:
@@ -174,8 +176,6 @@ def gate_text(result: AnalysisResult | None, gate: float) -> str:
 def classifier_choices(models_dir: str | None, current: str) -> list[tuple[str, str]]:
     """``(id, label)`` for every installed classifier (label: id, classes and validation AUC when known); the
     ``current`` id is kept even when it is not installed (labelled so)."""
-    from pneumoview.inference.manifest import load_manifest, models_dirs
-
     try:
         specs = load_manifest(models_dirs(models_dir), check_builders=False).by_task("classify")
     except Exception:  # noqa: BLE001 - a broken manifest is reported elsewhere; the choice stays usable
@@ -263,8 +263,6 @@ def source_scores(findings: Findings) -> list[tuple[tuple[str, float | None], ..
     """Each model's own confidence for every final box, in ``findings.fused`` order: for every source that found
     the box (its ``sources`` label), the score of that source's box overlapping it most; None for a source that
     did not find it."""
-    from pneumoview.metrics import iou_xywh
-
     fused = findings.fused
     per_source: list[tuple[str, list[float | None]]] = []
     for name in ("detector", "segmentation"):

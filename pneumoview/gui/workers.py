@@ -19,7 +19,14 @@ from typing import Any
 
 from superqt.utils import create_worker
 
+from pneumoview.errors import ImageReadError, ModelError
+from pneumoview.export import findings_rows, write_findings_csv, write_submission_csv
+from pneumoview.file_bundle import write_together
 from pneumoview.gui import viewmodel as vm
+from pneumoview.imaging import load_image
+from pneumoview.postprocess import postprocess
+from pneumoview.review_store import ReviewStore
+from pneumoview.study_index import scan
 from pneumoview.types import STAGES, AnalysisResult, XrayImage
 
 log = logging.getLogger(__name__)
@@ -104,8 +111,6 @@ def running_jobs() -> list[Job]:
 
 
 def _log_error(name: str) -> Callable[[BaseException], None]:
-    import logging
-
     def log(exc: BaseException) -> None:
         logging.getLogger(__name__).error("background job %s failed: %s", name, exc, exc_info=exc)
 
@@ -119,8 +124,6 @@ def _log_error(name: str) -> Callable[[BaseException], None]:
 
 def scan_job(folder: Path, *, cancelled: Cancelled, flush_s: float = 0.05) -> Iterator[list[Any]]:
     """Scan a folder (or one file) and yield its entries in chunks, at least every ``flush_s`` seconds."""
-    from pneumoview.study_index import scan
-
     chunk: list[Any] = []
     last = time.perf_counter()
     for item in scan(folder):
@@ -153,7 +156,7 @@ def load_engine_job(
 ) -> EngineInfo:
     """Make the engine (with ``classifier`` as its classifier, default rsna3) and load every installed model once
     (this is where torch is imported)."""
-    from pneumoview.errors import ModelError
+    # lazy: the model stack (torch) is loaded only when models run
     from pneumoview.inference.engine import DEFAULT_SELECTION, Engine, StageSelection
 
     selection = StageSelection(classify=classifier or DEFAULT_SELECTION["classify"])
@@ -188,8 +191,6 @@ def analyse_job(
     so far. Raises :class:`~pneumoview.errors.ImageReadError` for unreadable files.
     """
     if image is None:
-        from pneumoview.imaging import load_image
-
         image = load_image(path)
         yield ("image", image)
     if engine is None or not stages:
@@ -206,9 +207,6 @@ def analyse_many_job(
     paths: Sequence[Path], engine: Any, stages: Sequence[str], *, cancelled: Cancelled
 ) -> Iterator[tuple[Path, XrayImage | None, AnalysisResult | None, str]]:
     """Analyse images one after another; yields ``(path, image, result, error message)`` per image."""
-    from pneumoview.errors import ImageReadError
-    from pneumoview.imaging import load_image
-
     for path in paths:
         if cancelled():
             return
@@ -222,6 +220,7 @@ def analyse_many_job(
 
 def gradcam_job(engine: Any, image: XrayImage, *, cancelled: Cancelled) -> Any:
     """The classifier's Grad-CAM map of ``image`` (float32 ``(H, W)`` in ``[0, 1]``)."""
+    # lazy: the model stack (torch) is loaded only when models run
     from pneumoview.inference.saliency import gradcam
 
     return gradcam(engine, image)
@@ -229,8 +228,6 @@ def gradcam_job(engine: Any, image: XrayImage, *, cancelled: Cancelled) -> Any:
 
 def _review(image: XrayImage):
     """The reader's saved review of ``image`` (None when none or unreadable: the export goes on without it)."""
-    from pneumoview.review_store import ReviewStore
-
     try:
         return ReviewStore().load(image.image_id)
     except ValueError as exc:
@@ -255,9 +252,6 @@ def cached_or_analysed(
 
     ``check(image)`` may refuse an image with a reason; a loaded image is checked before it is analysed.
     """
-    from pneumoview.errors import ImageReadError
-    from pneumoview.imaging import load_image
-
     hit = cache.get(path)
     if hit is not None:
         image, result = hit
@@ -290,9 +284,6 @@ def export_study_job(
     cancelled: Cancelled,
 ) -> ExportOutcome:
     """Write the study's ``findings.csv`` and RSNA ``submission.csv``, analysing the images not in ``cache``."""
-    from pneumoview.export import findings_rows, write_findings_csv, write_submission_csv
-    from pneumoview.postprocess import postprocess
-
     rows: list[dict[str, str]] = []
     submission: list[tuple[str, str]] = []
     failed: list[tuple[str, str]] = []
@@ -307,7 +298,6 @@ def export_study_job(
         findings = postprocess(result, thresholds, spacing_mm=image.spacing_mm)
         rows.extend(findings_rows(image, result, findings, include_identifiers, review=_review(image)))
         submission.append((vm.submission_id(image, include_identifiers), findings.prediction_string()))
-    from pneumoview.file_bundle import write_together
 
     def write(stage: Path) -> None:
         write_findings_csv(rows, stage / findings_csv.name)
@@ -333,6 +323,7 @@ def batch_job(
     """``pneumoview predict``'s code path: yields ``("inputs", n)`` then ``("progress", BatchProgress)``; returns
     the :class:`~pneumoview.batch.BatchSummary`. On cancel the batch generator is closed here, in the worker
     thread, so ``run.json`` and the CSVs are written for the images finished so far."""
+    # lazy: batch analysis is a cold path here
     from pneumoview.batch import collect_inputs, iter_batch, read_summary
 
     inputs = collect_inputs(paths)

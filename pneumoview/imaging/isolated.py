@@ -24,7 +24,11 @@ import struct
 import subprocess
 import sys
 import threading
+import warnings
 from typing import IO, Any
+
+from pydicom import uid as dcm_uid
+from pydicom.pixels import get_decoder
 
 #: The argument that makes a frozen PneumoView executable run as the decoder worker.
 WORKER_FLAG = "--pneumoview-decoder-worker"
@@ -54,10 +58,6 @@ def _read(stream: IO[bytes]) -> Any:
 
 def serve(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int:
     """The worker's loop: decode frame 1 of each requested data set until stdin closes."""
-    import warnings
-
-    from pydicom import uid as dcm_uid
-    from pydicom.pixels import get_decoder
 
     warnings.simplefilter("ignore")
     src = stdin or sys.stdin.buffer
@@ -189,8 +189,6 @@ def decode_isolated(ds: Any, plugin: str) -> tuple[Any, dict[str, Any]]:
                 "abort it)",
                 plugin,
             )
-    from pydicom import uid as dcm_uid
-    from pydicom.pixels import get_decoder
 
     arr, props = get_decoder(dcm_uid.UID(str(ds.file_meta.TransferSyntaxUID))).as_array(
         ds, index=0, decoding_plugin=plugin

@@ -283,6 +283,7 @@ def parse_manifest(text: str, source: Path | None = None) -> tuple[list[ModelSpe
 def validate(manifest: Manifest, check_builders: bool = True) -> None:
     """Cross-check: builders exist, ensemble members exist and share the ensemble's task."""
     if check_builders:
+        # lazy: imports torch/torchvision; importing this module stays light
         from pneumoview.inference.builders import builder_names
 
         valid = builder_names()

@@ -34,6 +34,7 @@ def target_layer(model: nn.Module) -> nn.Module:
     Raises:
         ValueError: when the model has no convolutional layer (no spatial map to explain).
     """
+    # lazy: torch takes seconds to import; only this path runs a model
     from torch import nn
 
     block = getattr(model, "layer4", None)
@@ -79,7 +80,10 @@ def gradcam(
         float32 ``(H, W)`` map in ``[0, 1]`` on the original image's pixel grid (all zeros when no region raised
         the score).
     """
+    # lazy: torch takes seconds to import; only this path runs a model
     import torch
+
+    # lazy: torch takes seconds to import; only this path runs a model
     from torch import nn
 
     if isinstance(engine_or_model, nn.Module):

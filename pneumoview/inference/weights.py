@@ -8,6 +8,7 @@ manifest first and then uses ``torch.load(..., weights_only=True)`` so a file ca
 from __future__ import annotations
 
 import hashlib
+import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +66,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
     Accepts a bare state dict or a training checkpoint dict with a ``"model"`` state dict inside.
     """
-    import pickle
-
+    # lazy: torch takes seconds to import; only this path runs a model
     import torch
 
     try:
@@ -85,6 +85,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 def build_and_load(spec: ModelSpec, weights_path: str | Path | None) -> torch.nn.Module:
     """Build ``spec``'s architecture and load ``weights_path`` strictly (``None`` leaves random weights)."""
+    # lazy: imports torch/torchvision; importing this module stays light
     from pneumoview.inference.builders import build
 
     model = build(spec.builder, **dict(spec.builder_args))

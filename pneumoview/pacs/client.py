@@ -15,9 +15,11 @@ __all__ = ["echo", "find_studies", "retrieve_study", "send_files"]
 def _backend(peer: Peer):
     # Imported here: pynetdicom and requests load only when a PACS is actually used.
     if isinstance(peer, DimsePeer):
+        # lazy: pynetdicom or dicomweb-client load only for the kind of peer in use
         from pneumoview.pacs import dimse
 
         return dimse
+    # lazy: pynetdicom or dicomweb-client load only for the kind of peer in use
     from pneumoview.pacs import dicomweb
 
     return dicomweb

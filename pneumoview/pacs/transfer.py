@@ -20,6 +20,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from pneumoview.atomic import atomic_write_bytes
+from pneumoview.pacs.peers import PacsError
 
 __all__ = [
     "CACHE_ENV",
@@ -175,10 +176,6 @@ def read_headers(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, str, str
     """``([(file, SOP Class UID, Transfer Syntax UID)], result)`` for the DICOM files among ``paths`` (see
     :func:`dicom_files`); ``result`` starts a :class:`SendResult` with what cannot be sent. Raises
     :class:`PacsError` when nothing at all can be sent."""
-    from pneumoview.pacs.peers import (
-        PacsError,  # here: peers imports nothing from this module, keep it that way
-    )
-
     paths = list(paths)
     files, problems = dicom_files(paths)
     result = SendResult(failed=list(problems))

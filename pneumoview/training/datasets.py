@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from pneumoview.errors import ImageReadError
 from pneumoview.preprocess import FrameMap, InputSpec, fit_to_input
@@ -380,6 +381,7 @@ def read_display(path: str | Path) -> np.ndarray:
         ImageReadError: the file is not a readable radiograph.
     """
     try:
+        # lazy: falls back to Pillow when the DICOM stack cannot be imported
         from pneumoview.imaging import load_image as loader
     except ImportError:
         loader = None  # type: ignore[assignment]  # the fallback below reads the file with Pillow
@@ -388,7 +390,6 @@ def read_display(path: str | Path) -> np.ndarray:
     p = Path(path)
     if p.suffix.lower() in (".dcm", ".dicom"):
         raise ImageReadError(p, "header", "DICOM support is not installed (pip install pydicom)")
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(p) as im:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pneumoview.inference.detector import IMAGENET_MEAN, IMAGENET_STD
 from pneumoview.metrics import rsna_map
 from pneumoview.postprocess import filter_detections, xyxy_to_xywh
 from pneumoview.thresholds import Thresholds
@@ -49,7 +50,6 @@ class DetectorFamily(Family):
         args = super().manifest_builder_args(used_pretrained)
         if used_pretrained:
             # Trained from ImageNet: frozen batch norm and ImageNet normalisation (see inference/detector.py).
-            from pneumoview.inference.detector import IMAGENET_MEAN, IMAGENET_STD
 
             args.setdefault("frozen_batchnorm", True)
             args.setdefault("image_mean", list(IMAGENET_MEAN))

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pneumoview.training.datasets import load_rsna, patient_strata
+from pneumoview.training.splits import patient_split
+
 __all__ = ["Overlap", "training_overlap"]
 
 _FOLDER = re.compile(r"images from (\S+?)/")
@@ -53,9 +56,6 @@ def _split_config(training: Mapping[str, Any]) -> tuple[str, float, int] | None:
 
 
 def _training_patients(data_dir: Path, folder: str, fraction: float, seed: int, expected: tuple[int, int]):
-    from pneumoview.training.datasets import load_rsna, patient_strata
-    from pneumoview.training.splits import patient_split
-
     index = data_dir / "index.csv"
     classes = data_dir / "stage_2_detailed_class_info.csv"
     src = load_rsna(

@@ -25,6 +25,8 @@ from pneumoview.inference.manifest import ensemble_entry_toml, upsert_entries
 from pneumoview.metrics import rsna_map
 from pneumoview.postprocess import boxes_from_probability, xyxy_to_xywh
 from pneumoview.thresholds import Thresholds
+from pneumoview.training import distributed as ddp
+from pneumoview.training.augment import box_mask
 from pneumoview.training.checkpoint import INTENDED_USE, LIMITATIONS, clean_metrics
 from pneumoview.training.datasets import DataSource, ImageCache
 from pneumoview.training.loop import Family, Log, TrainResult, model_input, train_model
@@ -56,8 +58,6 @@ def prob_map_metrics(
 ) -> dict[str, Any]:
     """RSNA mAP of the boxes post-processing finds in each map (default thresholds, and the best of a sweep of
     ``seg_threshold``), and the mean Dice of ``prob > 0.5`` against the box masks of positive images."""
-    from pneumoview.training.augment import box_mask
-
     rows = [r for r in rows if r in prob_maps]
     gt = {r: gt_boxes_xywh(cache, r) for r in rows}
     per_t: dict[float, dict[int, tuple[np.ndarray, np.ndarray]]] = {t: {} for t in SEG_THRESHOLDS}
@@ -166,8 +166,6 @@ def train_ensemble(
 
     ``base`` holds the :class:`TrainConfig` overrides shared by every member (epochs, size, seed …).
     """
-    from pneumoview.training import distributed as ddp
-
     results: list[TrainResult] = []
     caches: dict[int, ImageCache] = {}
     ids = []

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 
 from pneumoview.errors import ModelLoadError
+from pneumoview.inference.manifest import load_manifest
+from pneumoview.inference.weights import load_state_dict_file, sha256_file, verified_weights
 
 _PREFIXES = ("backbone.body.", "encoder.body.", "")
 _STAGE = re.compile(r"^(conv1|bn1|layer[1-4])\.")
@@ -140,9 +142,6 @@ def load_init_source(name: str, model_dirs: Iterable[Path]) -> InitSource:
         ModelLoadError / ModelNotInstalledError / ChecksumError: the file is missing, damaged or not weights.
         ValueError: ``name`` is neither an existing file nor a known model id.
     """
-    from pneumoview.inference.manifest import load_manifest
-    from pneumoview.inference.weights import load_state_dict_file, sha256_file, verified_weights
-
     path = Path(name).expanduser()
     if path.suffix in (".pt", ".pth") or path.is_file():
         if not path.is_file():
