@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from superqt.utils import create_worker
 
@@ -28,6 +28,9 @@ from pneumoview.postprocess import postprocess
 from pneumoview.review_store import ReviewStore
 from pneumoview.study_index import scan
 from pneumoview.types import STAGES, AnalysisResult, XrayImage
+
+if TYPE_CHECKING:
+    from pneumoview.inference.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +144,7 @@ def scan_job(folder: Path, *, cancelled: Cancelled, flush_s: float = 0.05) -> It
 class EngineInfo:
     """The loaded engine (None when it could not be made), which stages can run, and messages for the user."""
 
-    engine: Any
+    engine: Engine | None
     available: Mapping[str, str | None]
     device: str
     notes: tuple[str, ...] = ()
@@ -179,7 +182,7 @@ def load_engine_job(
 
 def analyse_job(
     path: Path,
-    engine: Any,
+    engine: Engine,
     stages: Sequence[str],
     image: XrayImage | None = None,
     *,
@@ -204,7 +207,7 @@ def analyse_job(
 
 
 def analyse_many_job(
-    paths: Sequence[Path], engine: Any, stages: Sequence[str], *, cancelled: Cancelled
+    paths: Sequence[Path], engine: Engine, stages: Sequence[str], *, cancelled: Cancelled
 ) -> Iterator[tuple[Path, XrayImage | None, AnalysisResult | None, str]]:
     """Analyse images one after another; yields ``(path, image, result, error message)`` per image."""
     for path in paths:
@@ -218,7 +221,7 @@ def analyse_many_job(
         yield (path, image, engine.analyze(image, stages=tuple(stages)), "")
 
 
-def gradcam_job(engine: Any, image: XrayImage, *, cancelled: Cancelled) -> Any:
+def gradcam_job(engine: Engine, image: XrayImage, *, cancelled: Cancelled) -> Any:
     """The classifier's Grad-CAM map of ``image`` (float32 ``(H, W)`` in ``[0, 1]``)."""
     # lazy: the model stack (torch) is loaded only when models run
     from pneumoview.inference.saliency import gradcam
@@ -244,7 +247,7 @@ class ExportOutcome:
 def cached_or_analysed(
     path: Path,
     cache: Mapping[Path, tuple[XrayImage, AnalysisResult]],
-    engine: Any,
+    engine: Engine,
     stages: Sequence[str],
     check: Callable[[XrayImage], str | None] | None = None,
 ) -> tuple[XrayImage, AnalysisResult] | str:
@@ -274,7 +277,7 @@ def cached_or_analysed(
 def export_study_job(
     paths: Sequence[Path],
     cache: Mapping[Path, tuple[XrayImage, AnalysisResult]],
-    engine: Any,
+    engine: Engine,
     stages: Sequence[str],
     thresholds: Any,
     include_identifiers: bool,
@@ -311,7 +314,7 @@ def export_study_job(
 def batch_job(
     paths: Sequence[Path],
     out_dir: Path,
-    engine: Any,
+    engine: Engine,
     thresholds: Any,
     *,
     force: bool = False,
