@@ -13,7 +13,7 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from pneumoview.errors import ModelError, PneumoViewError
 from pneumoview.export import atomic_write_text, class_column
 from pneumoview.imaging import load_image
 from pneumoview.metrics import ClassificationReport, classification_report, roc_auc
+
+if TYPE_CHECKING:
+    from pneumoview.inference.engine import Engine
 
 IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
 
@@ -100,7 +103,7 @@ def folder_items(root: str | Path) -> list[tuple[Path, str]]:
 
 
 def classify_files(
-    engine: Any,
+    engine: Engine,
     items: Sequence[tuple[Path, str]],
     *,
     batch_size: int = 16,
@@ -115,7 +118,7 @@ def classify_files(
     if not specs:
         raise ModelError("no classifier is selected; choose one with --classifier ID")
     spec = specs[0][0]
-    engine._model(spec)  # load (and verify) once, before any file is read
+    engine.model_for(spec)  # load (and verify) once, before any file is read
     paths: list[Path] = []
     labels: list[str] = []
     rows: list[np.ndarray] = []
