@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         engine = engine_from_args(args)
         if world > 1 and engine.device.startswith("cuda"):
-            engine.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+            engine.use_device(f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}")
     except (PneumoViewError, ModelError) as exc:
         print(f"pneumoview predict: cannot set up the models: {exc}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ from pneumoview.anatomy import Orientation, corner_lines, edge_markers, orientat
 from pneumoview.gui import viewmodel as vm
 from pneumoview.gui.overlays import OverlayLayers
 from pneumoview.types import Window, XrayImage
+from pneumoview.viewer_state import ViewerState
 
 MODES = ("pan", "window", "measure", "draw")
 _GREY = {"mode": "rgb", "ticks": [(0.0, (0, 0, 0, 255)), (1.0, (255, 255, 255, 255))]}
@@ -73,7 +74,7 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
     windowChanged = QtCore.Signal(object)
     measured = QtCore.Signal(str)
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, state: ViewerState | None = None, parent=None) -> None:
         super().__init__(parent)
         self.setBackground((12, 12, 14))
         self.view = CanvasViewBox()
@@ -83,7 +84,7 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.hist = pg.HistogramLUTItem()
         self.hist.setImageItem(self.image_item)
         self.addItem(self.hist, row=0, col=1)
-        self.overlays = OverlayLayers(self.view)
+        self.overlays = OverlayLayers(self.view, state if state is not None else ViewerState())
         self.addItem(self.overlays.colour_bar, row=0, col=2)
         self.addItem(self.overlays.saliency_bar, row=0, col=3)
         self.image: XrayImage | None = None
