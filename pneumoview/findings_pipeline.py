@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pneumoview.thresholds import Thresholds
 from pneumoview.types import STAGES, AnalysisResult, XrayImage
@@ -107,7 +107,8 @@ def findings_for(
         postprocess,  # lazy: scipy and skimage stay off the viewer's start-up path
     )
 
-    findings = postprocess(result, thresholds, spacing_mm=spacing_mm)
+    # cast: ResultLike's members are settable and the frozen result's are not, which mypy's protocol rule refuses.
+    findings = postprocess(cast(Any, result), thresholds, spacing_mm=spacing_mm)
     _MEMO.put(key, result, findings)
     return findings
 

@@ -285,7 +285,7 @@ def test_settings_survive_and_corrupt_file_does_not_block(qtbot, make_window, co
     (config_dir / "settings.json").write_text("{this is not json")
     w = make_window(wait_engine=False)
     assert w.isVisible()
-    w.threshold_panel.set_thresholds(w.session.thresholds.replace(gate=0.6), emit=True)
+    w.threshold_panel.set_thresholds(w.session.thresholds.replace(gate=0.6))
     qtbot.waitUntil(lambda: w.session.thresholds.gate == pytest.approx(0.6), timeout=2000)
     w.close()
     saved = json.loads((config_dir / "settings.json").read_text())

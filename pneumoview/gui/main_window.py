@@ -34,6 +34,13 @@ from pneumoview.viewer_state import ViewerState
 if TYPE_CHECKING:
     import numpy as np
 
+    from pneumoview.gui.canvas import ImageCanvas
+    from pneumoview.gui.findings_panel import FindingsPanel
+    from pneumoview.gui.overlays import OverlayControls
+    from pneumoview.gui.study_browser import StudyBrowser
+    from pneumoview.gui.threshold_panel import ThresholdPanel
+    from pneumoview.gui.welcome import WelcomePage
+
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +55,19 @@ class MainWindow(QtWidgets.QMainWindow):
     engineReady = QtCore.Signal(object)
     scanFinished = QtCore.Signal(int)
     exportFinished = QtCore.Signal(object)
+
+    # Made by pneumoview.gui.window_layout.
+    canvas: ImageCanvas
+    welcome: WelcomePage
+    stack: QtWidgets.QStackedWidget
+    browser: StudyBrowser
+    findings_panel: FindingsPanel
+    threshold_panel: ThresholdPanel
+    layer_controls: OverlayControls
+    readout: QtWidgets.QLabel
+    window_label: QtWidgets.QLabel
+    models_label: QtWidgets.QLabel
+    notice: QtWidgets.QLabel
 
     def __init__(
         self, settings: Settings, *, device: str | None = None, models_dir: str | None = None
@@ -370,16 +390,20 @@ class MainWindow(QtWidgets.QMainWindow):
         if "classify" not in self.engine_stages() or self.session.image is None:
             return
         gen = self.session.generation
+
+        def done(cam) -> None:
+            self.session.set_saliency(cam, generation=gen)  # dropped when the user moved on
+
         self.jobs["saliency"] = workers.start(
-            "saliency", workers.gradcam_job, self.engine_info.engine, self.session.image,
-            on_return=lambda cam: self.session.set_saliency(cam, generation=gen),
+            "saliency", workers.gradcam_job, self.engine_info.engine, self.session.image, on_return=done,
             on_error=lambda e: self.statusBar().showMessage(f"Grad-CAM is not available: {e}", 10000),
         )  # fmt: skip
 
     def _on_box_selected(self, set_name: str, index: int) -> None:
-        if self.session.findings is None:
+        boxes = vm.boxset_of(self.session.findings, set_name) if self.session.findings is not None else None
+        if boxes is None:
             return
-        box = vm.boxset_of(self.session.findings, set_name).boxes[index]
+        box = boxes.boxes[index]
         self.canvas.overlays.highlight(box)
         self.canvas.centre_on(box)
 
