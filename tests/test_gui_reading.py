@@ -293,10 +293,10 @@ def test_gradcam_colour_bar_and_o_keeps_the_zoom(qtbot, make_window, small_study
     open_and_wait(qtbot, w, small_study)
     ov, c = w.canvas.overlays, w.canvas
     assert ov.saliency_bar.opacity() == 0.0
-    ov.set_visible("saliency", True)
+    w.session.set_layer_visible("saliency", True)  # the state owns the layers; the canvas renders them
     ov.set_saliency(np.linspace(0, 1, 512 * 512, dtype=np.float32).reshape(512, 512))
     assert ov.saliency_bar.opacity() == 1.0 and "Grad-CAM" in ov.saliency_bar.toolTip()
-    ov.set_visible("saliency", False)
+    w.session.set_layer_visible("saliency", False)
     assert ov.saliency_bar.opacity() == 0.0
 
     assert ov.colour_bar.opacity() == 1.0  # the heat map's bar is shown
