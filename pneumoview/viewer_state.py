@@ -47,8 +47,8 @@ class ViewerState:
 
     Signals (each fires once per actual change, never for a value set again):
         current_changed(path): another image became current (its pixels are not loaded yet).
-        findings_changed(findings): the current image's findings (None: no result) changed, after a new result or
-            a threshold change.
+        findings_changed(findings): the current image's findings (None: no result) changed, after a new result
+            (partial or complete) or a threshold change.
         thresholds_changed(thresholds): the post-processing thresholds changed.
         status_changed(path, status, reason): an image's status in the browser changed.
         layer_changed(layer): a layer's visibility or opacity changed; ``""`` for the hide-all switch.
@@ -138,7 +138,7 @@ class ViewerState:
             return False
         self.result, self.complete = result, complete
         self._announce_device()
-        self._refresh()
+        self._refresh(new_result=True)
         if complete and self.path is not None and self.image is not None:
             self.remember(self.path, self.image, result)
         return True
@@ -156,12 +156,14 @@ class ViewerState:
         """The current image has a partial result: its analysis is still going."""
         return self.result is not None and not self.complete
 
-    def _refresh(self) -> None:
-        """Post-process the current result with the current thresholds (memoised) and update its status."""
+    def _refresh(self, new_result: bool = False) -> None:
+        """Post-process the current result with the current thresholds (memoised) and update its status.
+        ``new_result``: announce the findings even when they are the same object (the last stage's result is
+        sent again, complete; the memo gives the same findings, but "analysing…" must go)."""
         if self.result is None or self.image is None:
             self._set_findings(None)
             return
-        self._set_findings(findings_for(self.result, self.thresholds, self.image.spacing_mm))
+        self._set_findings(findings_for(self.result, self.thresholds, self.image.spacing_mm), new_result)
         if self.path is None:
             return
         if self.running:
@@ -169,8 +171,8 @@ class ViewerState:
         elif self.result.stages_done:
             self.set_status(self.path, *image_status(self.findings, self.result))
 
-    def _set_findings(self, findings: Findings | None) -> None:
-        if findings is self.findings:
+    def _set_findings(self, findings: Findings | None, force: bool = False) -> None:
+        if findings is self.findings and not force:
             return
         self.findings = findings
         self.findings_changed.emit(findings)

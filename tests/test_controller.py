@@ -239,3 +239,20 @@ def test_state_modules_are_qt_and_torch_free():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_complete_result_is_announced_even_when_its_findings_are_the_same(
+    analysed: list[fp.Analysed], sample_paths: list[Path]
+):
+    """The engine sends the last stage's result twice (partial, then marked complete): the memo gives the same
+    findings object, yet the viewer must hear of it to drop "analysing…"."""
+    a = analysed[0]
+    s = ViewerState()
+    gen = s.select(sample_paths[0])
+    s.set_image(a.image)
+    rec = Recorder(s)
+    s.set_result(a.result, complete=False, generation=gen)
+    partial = s.findings
+    s.set_result(a.result, complete=True, generation=gen)
+    assert s.findings is partial and not s.running
+    assert rec.names().count("findings_changed") == 2

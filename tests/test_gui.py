@@ -43,6 +43,8 @@ def test_open_folder_analyse_and_move_thresholds(qtbot, make_window, small_study
     status, tip = w.browser.status_of(first)
     assert status in (vm.FINDING, vm.NO_FINDING)
     assert "P(opacity)" in tip
+    # The complete result is on screen, not the last partial one (the engine sends it again, marked complete).
+    assert "analysing" not in w.findings_panel.headline.text()
 
     rows = _rows(w)
     assert any(r.set == "detector" for r in rows), "the bright-box test detector finds one box"
