@@ -294,6 +294,8 @@ def test_gradcam_colour_bar_and_o_keeps_the_zoom(qtbot, make_window, small_study
     ov, c = w.canvas.overlays, w.canvas
     assert ov.saliency_bar.opacity() == 0.0
     w.session.set_layer_visible("saliency", True)  # the state owns the layers; the canvas renders them
+    # Showing the layer starts the classifier's Grad-CAM; let it end here, not during the next test.
+    qtbot.waitUntil(lambda: "saliency" not in w.jobs or w.jobs["saliency"].done, timeout=60_000)
     ov.set_saliency(np.linspace(0, 1, 512 * 512, dtype=np.float32).reshape(512, 512))
     assert ov.saliency_bar.opacity() == 1.0 and "Grad-CAM" in ov.saliency_bar.toolTip()
     w.session.set_layer_visible("saliency", False)

@@ -567,6 +567,9 @@ class MainWindow(QtWidgets.QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode("ascii")
         self.settings.window_state = bytes(self.saveState().toBase64()).decode("ascii")
+        # Saved here, at once: a pending debounced save must not fire later from a closed window.
+        for later in (self._save_settings_later, self._restatus_later, self._render_findings):
+            later.cancel()
         save_settings(self.settings)
         self.review.flush(wait=True)
         self.prefetcher.close()
