@@ -3,7 +3,8 @@
 
 The source is a Philips CR chest PA, 1955 × 1841, 15-bit MONOCHROME1, JPEG 2000 lossy. It is resized to
 2048 × 2048 (bilinear) and encoded lossless (JPEG 2000 Lossless, pylibjpeg-openjpeg: 5/3 wavelet, 5 decomposition
-levels) — a typical size and encoding for a CR/DX image from a PACS.
+levels) — a typical size and encoding for a CR/DX image from a PACS. The source has no pixel spacing; the copy
+gets a Pixel Spacing of 0.175 mm (made up, in the usual range for CR) so that lengths can be checked.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def make_2k_j2k(dest: Path, copies: int = 1) -> list[Path]:
     src = ds.pixel_array.astype(np.int32)
     big = np.asarray(Image.fromarray(src, mode="I").resize((SIDE, SIDE), Image.Resampling.BILINEAR))
     ds.Rows, ds.Columns = SIDE, SIDE
+    ds.PixelSpacing = [0.175, 0.175]
     ds.compress(dcm_uid.JPEG2000Lossless, big.astype(np.uint16), encoding_plugin="pylibjpeg")
     out = []
     for i in range(copies):

@@ -25,6 +25,7 @@ from pneumoview.gui.findings_panel import FindingsPanel
 from pneumoview.gui.icons import icon
 from pneumoview.gui.overlays import OverlayControls
 from pneumoview.gui.pacs_actions import PacsActions
+from pneumoview.gui.progressive import ProgressiveDisplay
 from pneumoview.gui.review_controller import ReviewController
 from pneumoview.gui.session import Session
 from pneumoview.gui.stored_results import StoredResultsLayer
@@ -73,6 +74,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setWindowIcon(icon("app"))
         self.setAcceptDrops(True)
         self._build_widgets()
+        self.progressive = ProgressiveDisplay(self.canvas)  # large JPEG 2000: reduced decode first
         self.exporter = Exporter(self)
         self.pacs = PacsActions(self)  # File ▸ Open from PACS…, Send results to PACS…, PACS peers…
         self.dicom_exporter = DicomExporter(self)
@@ -360,7 +362,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _start_analysis(self, gen: int, path: Path, stages, image) -> None:
         engine = self.engine_info.engine if self.engine_info is not None else None
         self.jobs["analyse"] = workers.start(
-            "analyse", workers.analyse_job, path, engine, stages, image,
+            "analyse", workers.analyse_job, path, engine, stages, image, preview=self.progressive.enabled,
             on_yield=functools.partial(self._on_analysis_yield, gen),
             on_error=functools.partial(self._on_analysis_error, gen, path),
         )  # fmt: skip
@@ -370,6 +372,9 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         if value[0] == "image":
             self._show_image(value[1])
+            return
+        if value[0] == "preview":
+            self.progressive.show_preview(self.session.path, *value[1:])
             return
         _, result, last = value
         self.session.set_result(result, complete=last)
@@ -390,7 +395,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _show_image(self, image) -> None:
         self.session.set_image(image)
-        self.canvas.set_image(image)
+        self.progressive.show_image(image)
         self.threshold_panel.set_image_geometry(image.shape, image.spacing_mm)
         self.canvas.overlays.set_truth(self.truth_boxes())
         self._set_title(image.source.name)
