@@ -78,12 +78,12 @@ class ProgressiveDisplay(QtCore.QObject):
         self.preview: ReducedImage | None = None
 
     def show_preview(self, path: Path | None, preview: ReducedImage, painted: threading.Event) -> None:
-        """Paint ``preview`` now (before the event loop runs again), then tell the loading job."""
+        """Paint ``preview`` now (before the event loop runs again), tell the listeners, then the loading job."""
         self.preview = preview
         self.canvas.set_image(preview.image, factor=preview.factor)
         self.canvas.viewport().repaint()
-        painted.set()
         self.previewShown.emit(path)
+        painted.set()  # last: once the full decode starts, this thread waits for the GIL until it ends
 
     def show_image(self, image: XrayImage) -> None:
         """Show a full image: in place of its preview when that is on the canvas, else afresh (fitted)."""
