@@ -32,7 +32,9 @@ def _record(w) -> list[tuple]:
     return events
 
 
-def test_reduced_first_then_full_then_one_analysis_of_the_full_image(shared_data, qtbot, make_window, j2k_study):
+def test_reduced_first_then_full_then_one_analysis_of_the_full_image(
+    shared_data, qtbot, make_window, j2k_study
+):
     w = make_window()
     events = _record(w)
     with qtbot.waitSignals([w.scanFinished, w.analysisFinished], timeout=60_000):
@@ -52,7 +54,9 @@ def test_reduced_first_then_full_then_one_analysis_of_the_full_image(shared_data
     assert events == [("image", 1, (2048, 2048)), ("result", (2048, 2048))]
 
 
-def test_the_full_image_keeps_the_zoom_pan_and_window_set_on_the_preview(shared_data, qtbot, make_window, j2k_study):
+def test_the_full_image_keeps_the_zoom_pan_and_window_set_on_the_preview(
+    shared_data, qtbot, make_window, j2k_study
+):
     w = make_window(wait_engine=False)  # viewing only: no analysis
     seen: dict[str, object] = {}
     user_window = Window(center=12000.0, width=9000.0)
@@ -75,7 +79,9 @@ def test_the_full_image_keeps_the_zoom_pan_and_window_set_on_the_preview(shared_
     assert (x0, x1) == pytest.approx((sx0, sx1)) and (y0 + y1) / 2 == pytest.approx((sy0 + sy1) / 2)
     window = w.canvas.window()
     assert window is not None
-    assert window.center == pytest.approx(user_window.center) and window.width == pytest.approx(user_window.width)
+    assert window.center == pytest.approx(user_window.center) and window.width == pytest.approx(
+        user_window.width
+    )
     # The preview covered the same frame as the full image: 512 px × 4 = 2048 view units.
     assert seen["pixel"].width() == pytest.approx(2048.0) and seen["pixel"].height() == pytest.approx(2048.0)
     full = w.canvas.image_item.mapRectToView(w.canvas.image_item.boundingRect())
