@@ -96,6 +96,7 @@ def test_signed_samples_keep_their_sign(make_dicom, tmp_path):
     np.testing.assert_array_equal(arr, values)
     half, _, _ = decode_reduced(ds, 1)
     assert half.shape == (48, 40) and half.min() < 0
+    assert preview_reduction(ds) == 0  # small enough to decode in full at once
 
 
 def test_coordinate_mapping_between_the_frames():
