@@ -110,3 +110,27 @@ def test_the_preview_can_be_switched_off(shared_data, qtbot, make_window, j2k_st
     with qtbot.waitSignals([w.scanFinished, w.imageShown], timeout=60_000):
         assert w.open_path(j2k_study)
     assert previews == [] and w.canvas.image.shape == (2048, 2048)
+
+
+def test_the_loading_job_waits_for_the_paint_and_stops_when_the_reader_moves_on(shared_data, j2k_study):
+    from pneumoview.gui.progressive import load_steps
+    from pneumoview.imaging.progressive import ReducedImage
+
+    path = sorted(j2k_study.glob("*.dcm"))[0]
+    moved_on = {"yes": False}
+    steps = load_steps(path, lambda: moved_on["yes"])
+    kind, reduced, painted = next(steps)
+    assert kind == "preview" and isinstance(reduced, ReducedImage)
+    painted.set()
+    kind, full = next(steps)
+    assert kind == "image" and full.shape == (2048, 2048)
+    with pytest.raises(StopIteration) as end:
+        next(steps)
+    assert end.value.value is full
+    # The reader moves on while the preview is up: no full decode of an image nobody looks at any more.
+    steps = load_steps(path, lambda: moved_on["yes"])
+    next(steps)
+    moved_on["yes"] = True
+    with pytest.raises(StopIteration) as end:
+        next(steps)
+    assert end.value.value is None

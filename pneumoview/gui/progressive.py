@@ -32,12 +32,13 @@ PAINT_WAIT_S = 1.0
 
 def load_steps(
     path: Path, cancelled: Callable[[], bool], preview: bool = True
-) -> Generator[tuple[Any, ...], None, XrayImage]:
+) -> Generator[tuple[Any, ...], None, XrayImage | None]:
     """Load ``path`` for the viewer (no Qt here: this runs in a worker thread).
 
     Yields ``("preview", ReducedImage, painted)`` for a large JPEG 2000 image when ``preview`` is on, then waits
     until the GUI sets the ``painted`` event (or :data:`PAINT_WAIT_S`, or a cancel); then yields ``("image",
-    XrayImage)`` and returns that full image. Raises :class:`~pneumoview.errors.ImageReadError` like
+    XrayImage)`` and returns that full image. Returns None without the full decode when cancelled after the
+    preview (the reader has moved on). Raises :class:`~pneumoview.errors.ImageReadError` like
     :func:`~pneumoview.imaging.load_image`.
     """
     if not preview:
@@ -56,6 +57,8 @@ def load_steps(
         deadline = time.monotonic() + PAINT_WAIT_S
         while not painted.wait(0.01) and not cancelled() and time.monotonic() < deadline:
             pass
+        if cancelled():
+            return None
     raise AssertionError("load_progressive ended without the full image")  # pragma: no cover
 
 

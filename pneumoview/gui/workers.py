@@ -194,7 +194,7 @@ def analyse_job(
         from pneumoview.gui.progressive import load_steps
 
         image = yield from load_steps(path, cancelled, preview)
-    if engine is None or not stages:
+    if image is None or engine is None or not stages:
         return
     # Show each stage as soon as it lands; the final result is sent once more, marked as the last.
     latest: AnalysisResult | None = None
