@@ -82,10 +82,13 @@ def test_the_full_image_keeps_the_zoom_pan_and_window_set_on_the_preview(
     assert window.center == pytest.approx(user_window.center) and window.width == pytest.approx(
         user_window.width
     )
-    # The preview covered the same frame as the full image: 512 px × 4 = 2048 view units.
-    assert seen["pixel"].width() == pytest.approx(2048.0) and seen["pixel"].height() == pytest.approx(2048.0)
+    # The preview covered the full image's frame: 512 px × 4 = 2048 view units, each preview pixel centred on
+    # full pixel 4i (so its corner is at -1.5).
+    preview_rect = seen["pixel"]
+    assert (preview_rect.left(), preview_rect.top()) == pytest.approx((-1.5, -1.5))
+    assert (preview_rect.width(), preview_rect.height()) == pytest.approx((2048.0, 2048.0))
     full = w.canvas.image_item.mapRectToView(w.canvas.image_item.boundingRect())
-    assert (full.width(), full.height()) == (2048.0, 2048.0)
+    assert (full.left(), full.top(), full.width(), full.height()) == (0.0, 0.0, 2048.0, 2048.0)
     # Lengths measured on the preview are in the full frame's pixels and the file's spacing (0.175 mm).
     assert seen["length"] == "87.5 mm" == w.canvas.measure((1300.0, 400.0), (1600.0, 800.0))
 

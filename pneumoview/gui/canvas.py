@@ -152,7 +152,9 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         # Levels in the same call as the data (a later setLevels can break when the shape changes).
         self.image_item.setImage(image.modality, levels=(window.low, window.high), autoLevels=False)
         rows, cols = image.shape
-        self.image_item.setRect(QtCore.QRectF(0, 0, cols * self.factor, rows * self.factor))
+        # A preview pixel is centred on full pixel ``i * factor`` (pneumoview.imaging.progressive.ReducedImage).
+        corner = -(self.factor - 1) / 2.0
+        self.image_item.setRect(QtCore.QRectF(corner, corner, cols * self.factor, rows * self.factor))
         self.hist.setHistogramRange(lo, hi)
         self.hist.setLevels(window.low, window.high)
 

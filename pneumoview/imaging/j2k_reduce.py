@@ -96,8 +96,6 @@ def preview_reduction(ds: Dataset) -> int:
     reduce = 0
     while reduce < levels and _reduced_side(max(rows, cols), reduce) > PREVIEW_SIDE:
         reduce += 1
-    while reduce and not (_pillow_size_ok(rows, reduce) and _pillow_size_ok(cols, reduce)):
-        reduce -= 1
     return reduce
 
 
@@ -112,14 +110,40 @@ def _pillow_size_ok(side: int, reduce: int) -> bool:
     return (side + 2 ** (reduce - 1)) // 2**reduce == _reduced_side(side, reduce)
 
 
+def _set_reduce(im: Any, reduce: int) -> None:
+    """Ask Pillow's JPEG 2000 image ``im`` (opened, not loaded) for ``reduce`` levels down.
+
+    Where Pillow's rounding of the size is wrong (:func:`_pillow_size_ok`: about one size in four at 1/4), the
+    size and the decoder arguments are set here instead, the way Pillow's ``Jpeg2KImageFile.load`` sets them
+    (``args`` = codec, reduce, layers, fd, length). If a later Pillow changes those internals the decode fails,
+    and the viewer shows the full image only.
+    """
+    cols, rows = im.size
+    if _pillow_size_ok(rows, reduce) and _pillow_size_ok(cols, reduce):
+        im.reduce = reduce
+        return
+    size = (_reduced_side(cols, reduce), _reduced_side(rows, reduce))
+    (tile,) = im.tile
+    codec, _old_reduce, _layers, fd, length = tile[3]
+    args = (codec, reduce, im.layers, fd, length)
+    extents = (0, 0, *size)
+    im._size = size
+    # Pillow 11+ tiles are named tuples; earlier ones plain tuples (codec name, extents, offset, args).
+    im.tile = [
+        tile._replace(extents=extents, args=args)
+        if hasattr(tile, "_replace")
+        else (tile[0], extents, tile[2], args)
+    ]
+
+
 def decode_reduced(ds: Dataset, reduce: int) -> tuple[np.ndarray, dict[str, Any], str]:
     """Decode frame 1 of ``ds`` at ``1 / 2**reduce`` of its size in each direction.
 
     Returns ``(array, pixel_properties, plugin)`` like :func:`pneumoview.imaging.decoders.decode_first_frame`:
     ``array`` is ``(ceil(rows / 2**reduce), ceil(cols / 2**reduce))`` holding the stored values (the wavelet's
     low-pass band, on the same scale as the full-resolution values), its dtype that of the full decode. Reduced
-    pixel ``(r, c)`` covers full-resolution pixels ``[r * 2**reduce, (r + 1) * 2**reduce)`` (and likewise for
-    columns). Raises whatever Pillow raises on bad data.
+    pixel ``(r, c)`` is centred on full-resolution pixel ``(r * 2**reduce, c * 2**reduce)``. Raises whatever Pillow
+    raises on bad data.
     """
     from PIL import Image
 
@@ -129,7 +153,7 @@ def decode_reduced(ds: Dataset, reduce: int) -> tuple[np.ndarray, dict[str, Any]
         raise ValueError("not a JPEG 2000 codestream")
     _components, precision, signed, _levels = info
     with Image.open(io.BytesIO(frame), formats=("JPEG2000",)) as im:
-        im.reduce = reduce  # type: ignore[method-assign,assignment]  # Pillow's JPEG 2000 resolution setting
+        _set_reduce(im, reduce)
         im.load()
         arr = np.array(im)
     rows, cols = int(ds.Rows), int(ds.Columns)

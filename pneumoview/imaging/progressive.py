@@ -33,10 +33,11 @@ class ReducedImage:
     """A reduced-resolution decode of a radiograph, standing in for it until the full image is decoded.
 
     Coordinates: continuous pixel coordinates ``(x, y)`` with ``(0, 0)`` at the top-left corner of the top-left
-    pixel (pixel ``i`` spans ``[i, i + 1)``). A point ``(x, y)`` of ``image`` is the point
-    ``(x * factor, y * factor)`` of the full-resolution frame, so reduced pixel ``(r, c)`` covers full pixels
-    ``[r * factor, (r + 1) * factor)`` × ``[c * factor, (c + 1) * factor)``; the last row and column may reach up
-    to ``factor - 1`` pixels past the full frame's edge (``image.shape == ceil(full_shape / factor)``).
+    pixel (pixel ``i`` spans ``[i, i + 1)``, its centre is ``i + 0.5``). Reduced pixel ``(r, c)`` is the wavelet
+    low-pass sample centred on full-resolution pixel ``(r * factor, c * factor)`` (not on the middle of the
+    ``factor`` × ``factor`` block), so a point ``(x, y)`` of ``image`` is the point
+    ``(x * factor - (factor - 1) / 2, y * factor - (factor - 1) / 2)`` of the full-resolution frame
+    (:meth:`to_full`). ``image.shape == ceil(full_shape / factor)``.
 
     Attributes:
         image: the reduced pixels with the full image's conventions (``modality`` in file units, ``display``
@@ -50,13 +51,19 @@ class ReducedImage:
     factor: int
     full_shape: tuple[int, int]
 
+    @property
+    def offset(self) -> float:
+        """Where the reduced image's top-left corner lies in the full frame, in full pixels (each axis):
+        ``-(factor - 1) / 2``."""
+        return -(self.factor - 1) / 2.0
+
     def to_full(self, x: float, y: float) -> tuple[float, float]:
         """A point of the reduced image in the full-resolution frame (both in pixels, see the class docstring)."""
-        return x * self.factor, y * self.factor
+        return x * self.factor + self.offset, y * self.factor + self.offset
 
     def from_full(self, x: float, y: float) -> tuple[float, float]:
         """A point of the full-resolution frame in the reduced image (pixels)."""
-        return x / self.factor, y / self.factor
+        return (x - self.offset) / self.factor, (y - self.offset) / self.factor
 
 
 def load_progressive(
