@@ -13,7 +13,7 @@ from pneumoview.training.recipes import recipe
 COMMON = {
     "builder_args": {}, "mean": [0.5], "std": [0.25], "resize": "stretch", "scheme": None, "optimizer": "adamw",
     "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9, "scheduler": "cosine", "warmup_epochs": 1.0,
-    "warmup_factor": 0.01, "step_size": 3, "gamma": 0.1, "epochs": 40, "batch_size": 16, "eval_batch_size": None,
+    "warmup_factor": 0.01, "warmup_steps": None, "step_size": 3, "gamma": 0.1, "epochs": 40, "batch_size": 16, "eval_batch_size": None,
     "accumulate": 1, "patience": 0, "augment": "full", "balanced": False, "label_smoothing": 0.0, "dropout": 0.0,
     "seg_bce_weight": 0.5, "grad_clip": 0.0, "imagenet": False, "require_imagenet": False, "init_from": None,
     "amp": "auto", "channels_last": True, "val_fraction": 0.2, "folds": None, "fold": None, "split_seed": 0,
@@ -50,7 +50,7 @@ PINNED = {
     ("detector", "seed003"): {
         "model_id": "detector", "builder": "fasterrcnn_resnet50_fpn", "size": 800, "channels": 3, "mean": [0.0],
         "std": [1.0], "optimizer": "sgd", "lr": 0.005, "weight_decay": 5e-4, "scheduler": "step",
-        "warmup_epochs": 1, "warmup_factor": 1e-3, "epochs": 5, "batch_size": 8, "augment": "none",
+        "warmup_epochs": 1, "warmup_factor": 1e-3, "warmup_steps": 1000, "epochs": 5, "batch_size": 8, "augment": "none",
     },
     ("segmenter", "default"): {
         "model_id": "seg-unet-resnet18", "builder": "unet",
@@ -106,6 +106,13 @@ def test_model_overrides_and_command_line_values():
         [2, 3, 4],
         "d2",
     )
+
+
+def test_a_run_never_changes_the_recipe_table():
+    cfg = recipe("detector", "light")
+    cfg.builder_args["fpn_levels"].append(5)
+    cfg.builder_args["anchor_sizes"].clear()
+    assert recipe("detector", "light").builder_args == LIGHT_DETECTOR_ARGS
 
 
 @pytest.mark.parametrize(

@@ -251,7 +251,7 @@ def _run(args: argparse.Namespace) -> int:
     from pneumoview.inference.manifest import user_models_dir
     from pneumoview.training import distributed as ddp
     from pneumoview.training.loop import summary_text, train_model
-    from pneumoview.training.recipes import DEFAULT_MEMBERS, SEED001_MEMBERS, recipe
+    from pneumoview.training.recipes import find_recipe, recipe
     from pneumoview.training.segmenter import train_ensemble
 
     main = ddp.env_info().is_main
@@ -269,7 +269,7 @@ def _run(args: argparse.Namespace) -> int:
                 raise ValueError(
                     "--resume applies to one model: resume a member with `train segmenter --resume`"
                 )
-            default = SEED001_MEMBERS if args.recipe == "seed001" else DEFAULT_MEMBERS
+            default = find_recipe("segmenter", args.recipe).members
             members = [m.strip() for m in (args.members or ",".join(default)).split(",") if m.strip()]
             overrides.pop("model_id", None)
             results, entry = train_ensemble(

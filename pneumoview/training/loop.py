@@ -295,8 +295,10 @@ def lr_factor(cfg: TrainConfig, plan: Plan, step: int) -> float:
     """Learning-rate multiplier after ``step`` optimiser steps: linear warm-up, then cosine (to 1 %), step or
     constant."""
     warm = round(cfg.warmup_epochs * plan.steps_per_epoch)
-    if cfg.recipe == "seed003":
-        warm = min(1000, max(0, plan.steps_per_epoch - 1))  # torchvision's engine warm-up in epoch 0
+    if cfg.warmup_steps is not None:
+        warm = min(
+            cfg.warmup_steps, max(0, plan.steps_per_epoch - 1)
+        )  # torchvision's engine warm-up in epoch 0
     factor = 1.0
     if warm > 0 and step < warm:
         factor = cfg.warmup_factor + (1.0 - cfg.warmup_factor) * step / warm
