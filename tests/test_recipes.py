@@ -143,7 +143,7 @@ def test_unknown_recipes_name_the_valid_ones(family, name, message):
     ],
 )  # fmt: skip
 def test_learning_rate_schedules(family, name, factors):
-    from pneumoview.training.loop import Plan, lr_factor
+    from pneumoview.training.schedule import Plan, lr_factor
 
     cfg = recipe(family, name)
     plan = Plan(cfg.epochs, 50)
@@ -152,7 +152,7 @@ def test_learning_rate_schedules(family, name, factors):
 
 
 def test_seed003_warms_up_for_1000_steps_at_most():
-    from pneumoview.training.loop import Plan, lr_factor
+    from pneumoview.training.schedule import Plan, lr_factor
 
     cfg = recipe("detector", "seed003")
     long = Plan(cfg.epochs, 5000)
