@@ -254,6 +254,8 @@ def test_status_filter_is_exact(qtbot, make_window, tmp_path):
     a, b, c = w.browser.image_paths()
     w.browser.set_status(a, vm.FINDING, "1 box")
     w.browser.set_status(b, vm.NO_FINDING, "no box")
+    # The browser shows the state's statuses; it keeps none of its own.
+    assert w.session.status(a) == (vm.FINDING, "1 box") and w.browser.status_of(a)[0] == vm.FINDING
     w.browser.filter_edit.setText("finding")
     assert w.browser.visible_image_paths() == [a]
     w.browser.filter_edit.setText("No  Finding")

@@ -24,6 +24,7 @@ from pneumoview.gui.dicom_export import DicomExporter
 from pneumoview.gui.export_actions import Exporter
 from pneumoview.gui.icons import icon
 from pneumoview.gui.pacs_actions import PacsActions
+from pneumoview.gui.progressive import ProgressiveDisplay
 from pneumoview.gui.review_controller import ReviewController
 from pneumoview.gui.stored_results import StoredResultsLayer
 from pneumoview.prefetch import ImagePrefetcher, neighbours
@@ -88,6 +89,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setWindowIcon(icon("app"))
         self.setAcceptDrops(True)
         self._build_widgets()
+        self.progressive = ProgressiveDisplay(self.canvas)  # large JPEG 2000: reduced decode first
         self.exporter = Exporter(self)
         self.pacs = PacsActions(self)  # File ▸ Open from PACS…, Send results to PACS…, PACS peers…
         self.dicom_exporter = DicomExporter(self)
@@ -298,7 +300,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _start_analysis(self, gen: int, path: Path, stages, image) -> None:
         engine = self.engine_info.engine if self.engine_info is not None else None
         self.jobs["analyse"] = workers.start(
-            "analyse", workers.analyse_job, path, engine, stages, image,
+            "analyse", workers.analyse_job, path, engine, stages, image, preview=self.progressive.enabled,
             on_yield=functools.partial(self._on_analysis_yield, gen),
             on_error=functools.partial(self._on_analysis_error, gen, path),
         )  # fmt: skip
@@ -308,6 +310,9 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         if value[0] == "image":
             self._show_image(value[1])
+            return
+        if value[0] == "preview":
+            self.progressive.show_preview(self.session.path, *value[1:])
             return
         _, result, last = value
         self.session.set_result(result, complete=last, generation=gen)
@@ -327,7 +332,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.imageFailed.emit(path, message)
 
     def _show_image(self, image) -> None:
-        self.canvas.set_image(image)
+        self.progressive.show_image(image)
         self.threshold_panel.set_image_geometry(image.shape, image.spacing_mm)
         self.canvas.overlays.set_truth(self.truth_boxes(image))
         self._set_title(image.source.name)

@@ -186,19 +186,21 @@ def analyse_job(
     stages: Sequence[str],
     image: XrayImage | None = None,
     *,
+    preview: bool = True,
     cancelled: Cancelled,
 ) -> Iterator[tuple[Any, ...]]:
     """Load one image (unless given) and run the stages one at a time, classifier first.
 
-    Yields ``("image", XrayImage)`` and then ``("stage", AnalysisResult, last)`` after each stage with the result
-    so far. Raises :class:`~pneumoview.errors.ImageReadError` for unreadable files.
+    Yields ``("image", XrayImage)`` (after ``("preview", ReducedImage, painted)`` for a large JPEG 2000 image when
+    ``preview`` is on, see :func:`pneumoview.gui.progressive.load_steps`) and then ``("stage", AnalysisResult,
+    last)`` after each stage with the result so far. Only the full image is analysed. Raises
+    :class:`~pneumoview.errors.ImageReadError` for unreadable files.
     """
     if image is None:
-        from pneumoview.imaging import load_image
+        from pneumoview.gui.progressive import load_steps
 
-        image = load_image(path)
-        yield ("image", image)
-    if engine is None or not stages:
+        image = yield from load_steps(path, cancelled, preview)
+    if image is None or engine is None or not stages:
         return
     # Show each stage as soon as it lands; the final result is sent once more, marked as the last.
     latest: AnalysisResult | None = None
