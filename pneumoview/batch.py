@@ -41,12 +41,13 @@ from pneumoview.export import (
     write_json,
     write_submission_csv,
 )
+from pneumoview.findings_pipeline import findings_for
 from pneumoview.imaging import load_image
 from pneumoview.pipeline import Finished, pipelined, sequential
-from pneumoview.postprocess import postprocess
 from pneumoview.study_index import ScanEntry, ScanError, scan
 from pneumoview.suitability import suitability_warnings
 from pneumoview.thresholds import Thresholds
+from pneumoview.types import STAGES
 
 if TYPE_CHECKING:
     from pneumoview.dicom_results.batch_outputs import DicomOptions
@@ -354,8 +355,6 @@ def output_conflict(out_dir: str | Path, thresholds: Thresholds) -> str | None:
 
 def _model_hashes(engine: Engine) -> dict[str, str]:
     """Model id → sha256 of every model the engine would run; a journal record made by other models is stale."""
-    from pneumoview.types import STAGES
-
     out = {}
     for stage in STAGES:
         try:
@@ -394,7 +393,7 @@ def _write_result(
     """Post-process one model result and write its annotated PNG, DICOM results and journal record."""
     inp, image = work
     t1 = time.perf_counter()
-    findings = postprocess(result, t, spacing_mm=image.spacing_mm)
+    findings = findings_for(result, t, image.spacing_mm)
     patient_id = submission_id(image, include_identifiers)
     png = None
     if write_png:
@@ -420,6 +419,7 @@ def _write_result(
         "write_png": write_png,
     }
     if dicom is not None:
+        # lazy: highdicom is heavy; DICOM results are written on request only
         from pneumoview.dicom_results.batch_outputs import write_for_batch
 
         record |= write_for_batch(
@@ -478,6 +478,7 @@ def finalize(
     summary = BatchSummary(out, len(inputs), done, 0, tuple(failed), cancelled or pending > 0)
     dicom = None
     if any("dicom_options" in r for r in records):
+        # lazy: highdicom is heavy; DICOM results are written on request only
         from pneumoview.dicom_results.batch_outputs import DicomOptions, dicom_summary
 
         opts = next(r["dicom_options"] for r in records if "dicom_options" in r)

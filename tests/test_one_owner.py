@@ -11,12 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pneumoview"
-# TEMP(#14): being split in other branches; their imports are sorted out there.
-BEING_SPLIT = {
-    "fuzz.py", "rsna_dicom.py", "study_index.py", "batch.py", "training/loop.py", "training/cli.py",
-    "training/recipes.py", "commands/predict.py", "commands/evaluate.py", "gui/main_window.py", "gui/session.py",
-    "inference/engine.py",
-}  # fmt: skip
+# TEMP(#14): the ONNX Runtime backend rewrites the engine in another branch; its imports are sorted out there.
+BEING_SPLIT = {"inference/engine.py"}
 
 
 @cache
@@ -86,6 +82,7 @@ def test_imports_inside_functions_say_why():
             for node in ast.walk(fn):
                 if isinstance(node, ast.Import | ast.ImportFrom) and not getattr(node, "level", 0):
                     here, above = lines[node.lineno - 1], lines[node.lineno - 2]
-                    if "#" not in here and "# lazy:" not in above:
+                    said = any("#" in line for line in lines[node.lineno - 1 : node.end_lineno])
+                    if not said and "# lazy:" not in above:
                         missing.append(f"{rel}:{node.lineno}: {here.strip()}")
     assert not missing, "move these to the top, or say why they are lazy (# lazy: …):\n" + "\n".join(missing)

@@ -18,7 +18,6 @@ from PySide6 import QtCore, QtWidgets
 
 from pneumoview.export import export_stem
 from pneumoview.gui import workers
-from pneumoview.postprocess import postprocess
 
 if TYPE_CHECKING:
     from pneumoview.gui.main_window import MainWindow
@@ -64,12 +63,11 @@ def dicom_study_job(
     for path in paths:
         if cancelled():
             break
-        got = workers.cached_or_analysed(path, cache, engine, stages, check=_dicom_refusal)
+        got = workers.cached_or_analysed(path, cache, engine, stages, thresholds, check=_dicom_refusal)
         if isinstance(got, str):
             failed.append((str(path), got))
             continue
-        image, result = got
-        findings = postprocess(result, thresholds, spacing_mm=image.spacing_mm)
+        image, result, findings = got.image, got.result, got.findings
         try:
             written += write_results(
                 image, result, findings, out, gsps=gsps, probability_map=probability_map,

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from pneumoview import pacs
+from pneumoview.findings_pipeline import findings_for
 from pneumoview.gui import pacs_jobs, workers
 from pneumoview.gui.pacs_dialogs import OpenFromPacsDialog, PeersDialog, SendDialog
-from pneumoview.postprocess import postprocess
 from pneumoview.settings import save_settings
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ class PacsActions(QtCore.QObject):
         for path in w.browser.study_images():
             if path in cache:
                 image, result = cache[path]
-                out.append((image, result, postprocess(result, s.thresholds, spacing_mm=image.spacing_mm)))
+                out.append((image, result, findings_for(result, s.thresholds, image.spacing_mm)))
         return out
 
     def send_dialog(self) -> SendDialog:

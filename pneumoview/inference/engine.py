@@ -265,7 +265,7 @@ class Engine:
                 with torch.inference_mode():
                     partial = run(images, partial, models, batch_size)
             except torch.OutOfMemoryError:
-                self._fallback_to_cpu()
+                self.fall_back_to_cpu()
                 models = [(spec, w, self.model_for(spec)) for spec, w in specs]
                 with torch.inference_mode():
                     partial = run(images, partial, models, batch_size)
@@ -294,7 +294,14 @@ class Engine:
             total = (time.perf_counter() - t_all) * 1000.0 / max(1, len(images))
             yield [replace(r, timings_ms={**r.timings_ms, "total": total}) for r in partial]
 
-    def _fallback_to_cpu(self) -> None:
+    def use_device(self, device: str) -> None:
+        """Run on ``device`` from now on (as :func:`resolve_device` reads it, e.g. ``"cuda:1"`` for one rank of a
+        distributed run); the engine is the only writer of ``device``."""
+        self.device = resolve_device(device)
+
+    def fall_back_to_cpu(self) -> None:
+        """Free the GPU's cached memory and run on the CPU from now on (the GPU ran out of memory); every result
+        made afterwards says so in its ``device`` and notes."""
         import torch
 
         torch.cuda.empty_cache()

@@ -8,13 +8,16 @@ Importing this module is cheap: torch is imported inside :func:`run`.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from pneumoview import RESEARCH_USE_NOTICE
+from pneumoview.errors import PneumoViewError
 from pneumoview.types import DEVICE_HELP
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -32,6 +35,16 @@ _EPILOG = (
 
 
 def _add_options(p: argparse.ArgumentParser, family: str) -> None:
+    """The options of ``train <family>``, group by group (as ``--help`` lists them)."""
+    _add_data_options(p, family)
+    _add_output_options(p)
+    _add_model_options(p, family)
+    _add_hyperparameter_options(p)
+    _add_split_options(p)
+    _add_running_options(p)
+
+
+def _add_data_options(p: argparse.ArgumentParser, family: str) -> None:
     data = p.add_argument_group("data")
     data.add_argument("--images", type=Path, required=True, help="images folder (RSNA) or class-folder root")
     data.add_argument(
@@ -50,12 +63,16 @@ def _add_options(p: argparse.ArgumentParser, family: str) -> None:
         )
     data.add_argument("--limit", type=int, help="use only N images, drawn evenly per class (smoke tests)")
 
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, help="models folder to write into (default: the user models folder)")
     out.add_argument("--id", dest="model_id", help="model id (default from the family and builder)")
     out.add_argument("--version", default="1.0.0", help="model version written to the manifest")
     out.add_argument("--resume", type=Path, help="training checkpoint (runs/<id>/checkpoint.pt) to resume")
 
+
+def _add_model_options(p: argparse.ArgumentParser, family: str) -> None:
     m = p.add_argument_group("model and recipe")
     m.add_argument(
         "--recipe", default="default", help="preset: default, or seed001/seed002/seed003 per family"
@@ -99,6 +116,8 @@ def _add_options(p: argparse.ArgumentParser, family: str) -> None:
         help="stop if ImageNet weights are unavailable",
     )
 
+
+def _add_hyperparameter_options(p: argparse.ArgumentParser) -> None:
     h = p.add_argument_group("hyperparameters (override the recipe)")
     h.add_argument("--epochs", type=int)
     h.add_argument("--batch-size", type=int)
@@ -122,6 +141,8 @@ def _add_options(p: argparse.ArgumentParser, family: str) -> None:
     h.add_argument("--grad-clip", type=float, help="clip the gradient norm (0 = off)")
     h.add_argument("--patience", type=int, help="early stopping after N epochs without improvement (0 = off)")
 
+
+def _add_split_options(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("split")
     s.add_argument(
         "--val-fraction", type=float, help="share of patients held out for validation (default 0.2)"
@@ -131,6 +152,8 @@ def _add_options(p: argparse.ArgumentParser, family: str) -> None:
     s.add_argument("--split-seed", type=int, help="seed of the patient split (default 0)")
     s.add_argument("--seed", type=int, help="seed of initialisation, shuffling and augmentation")
 
+
+def _add_running_options(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("running")
     r.add_argument("--device", help=DEVICE_HELP)
     r.add_argument("--workers", type=int, help="DataLoader workers (default 2)")
@@ -167,8 +190,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _parse_value(text: str) -> Any:
-    import json
-
     try:
         return json.loads(text)
     except ValueError:
@@ -176,8 +197,7 @@ def _parse_value(text: str) -> Any:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from dataclasses import fields
-
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.training.recipes import TrainConfig
 
     # Every TrainConfig field that has an option of the same name; the recipe sets the rest.
@@ -208,6 +228,7 @@ def command_line(argv: Sequence[str] | None = None) -> str:
 
 
 def load_source(args: argparse.Namespace) -> Any:
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.training.datasets import load_image_folder, load_rsna
 
     if args.labels is not None:
@@ -222,6 +243,7 @@ def load_source(args: argparse.Namespace) -> Any:
         )
     source = load_image_folder(args.images, index_csv=args.index)
     if getattr(args, "val_images", None) is not None:
+        # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
         from pneumoview.training.datasets import with_validation_folder
 
         val = load_image_folder(args.val_images, class_order=source.classes, index_csv=args.index)
@@ -240,8 +262,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"pneumoview train: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
-        from pneumoview.errors import PneumoViewError
-
         if isinstance(exc, PneumoViewError):
             print(f"pneumoview train: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
@@ -249,10 +269,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.inference.manifest import user_models_dir
+
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.training import distributed as ddp
+
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.training.loop import summary_text, train_model
-    from pneumoview.training.recipes import DEFAULT_MEMBERS, SEED001_MEMBERS, recipe
+
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
+    from pneumoview.training.recipes import find_recipe, recipe
+
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.training.segmenter import train_ensemble
 
     main = ddp.env_info().is_main
@@ -270,7 +299,7 @@ def _run(args: argparse.Namespace) -> int:
                 raise ValueError(
                     "--resume applies to one model: resume a member with `train segmenter --resume`"
                 )
-            default = SEED001_MEMBERS if args.recipe == "seed001" else DEFAULT_MEMBERS
+            default = find_recipe("segmenter", args.recipe).members
             members = [m.strip() for m in (args.members or ",".join(default)).split(",") if m.strip()]
             overrides.pop("model_id", None)
             results, entry = train_ensemble(
