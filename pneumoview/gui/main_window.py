@@ -16,6 +16,7 @@ from PySide6 import QtCore, QtWidgets
 from superqt.utils import qdebounced, qthrottled
 
 from pneumoview import RESEARCH_USE_NOTICE, ground_truth
+from pneumoview.errors import torch_missing
 from pneumoview.gui import viewmodel as vm
 from pneumoview.gui import window_actions, workers
 from pneumoview.gui.canvas import ImageCanvas
@@ -148,8 +149,19 @@ class MainWindow(QtWidgets.QMainWindow):
             ov.set_opacity(layer, op)
         self.layer_controls.set_state(self.settings.overlay_visible, self.settings.overlay_opacity)
         a["saliency"].setChecked(self.settings.overlay_visible.get("saliency", False))
+        self._disable_gradcam_without_torch()
         a["info_overlay"].setChecked(self.settings.info_overlay)
         self.canvas.set_info_overlay(self.settings.info_overlay)
+
+    def _disable_gradcam_without_torch(self) -> None:
+        # Grad-CAM backpropagates through the classifier, which only PyTorch does; the desktop app has no torch.
+        self.gradcam_missing = torch_missing("Grad-CAM")
+        if self.gradcam_missing is None:
+            return
+        for widget in (self.actions_by_key["saliency"], self.layer_controls.checks["saliency"]):
+            widget.setEnabled(False)
+            widget.setToolTip(str(self.gradcam_missing))
+        self.actions_by_key["saliency"].setStatusTip(str(self.gradcam_missing))
 
     def _dock(self, title: str, widget: QtWidgets.QWidget, area) -> QtWidgets.QDockWidget:
         dock = QtWidgets.QDockWidget(title, self)
@@ -217,7 +229,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if info.stages:
             self.models_label.setText(f"Models: {', '.join(info.stages)} on {info.device}")
         else:
-            self.models_label.setText("Models: not installed (viewing only)")
+            self.models_label.setText("Models: analysis off (viewing only)")  # the tooltip says why
         reasons = [f"{s}: {r}" for s, r in info.available.items() if r]
         self.models_label.setToolTip("\n".join([*info.notes, *reasons]) or "All models are ready.")
         for note in info.notes:
@@ -349,7 +361,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         stages = self.engine_stages()
         if not stages:
-            why = "the models are still loading" if self.engine_info is None else "no model is installed"
+            why = "the models are still loading" if self.engine_info is None else self.engine_info.why_off()
             self.statusBar().showMessage(f"Cannot analyse: {why}.", 8000)
             return
         self._cancel("analyse")
@@ -397,7 +409,9 @@ class MainWindow(QtWidgets.QMainWindow):
         pending = bool(self.engine_stages()) and self.auto_analyse
         notes = list(image.notes)
         if self.engine_info is not None and not self.engine_info.stages:
-            notes.append("No model is installed, so analysis is off; Help ▸ About lists the models folders.")
+            notes.append(
+                f"Analysis is off: {self.engine_info.why_off()}. Help ▸ About lists the models folders."
+            )
         self.findings_panel.set_result(None, None, running=pending, extra_notes=notes)
         self.findings_panel.set_warnings(suitability_warnings(image))
         self.review.on_image(image)
@@ -464,7 +478,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.canvas.overlays.set_opacity(layer, opacity)
 
     def _start_saliency(self) -> None:
-        if "classify" not in self.engine_stages() or self.session.image is None:
+        if "classify" not in self.engine_stages() or self.session.image is None or self.gradcam_missing:
             return
         gen = self.session.generation
 
@@ -525,7 +539,8 @@ class MainWindow(QtWidgets.QMainWindow):
             Path(p) for p in paths if self.session.cached(Path(p)) is None and Path(p) != self.session.path
         ]
         if not self.engine_stages():
-            self.statusBar().showMessage("Cannot analyse: no model is ready.", 8000)
+            why = "the models are still loading" if self.engine_info is None else self.engine_info.why_off()
+            self.statusBar().showMessage(f"Cannot analyse: {why}.", 8000)
             return None
         self._cancel("many")
         for p in todo:

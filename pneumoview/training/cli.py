@@ -230,6 +230,12 @@ def load_source(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pneumoview train <family>``; returns the exit code."""
+    from pneumoview.errors import torch_missing
+
+    missing = torch_missing("training")
+    if missing is not None:
+        print(f"pneumoview train: error: {missing}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return _run(args)
     except KeyboardInterrupt:
