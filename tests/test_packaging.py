@@ -198,6 +198,9 @@ def test_pyinstaller_spec_collects_data_and_drops_torch(monkeypatch: pytest.Monk
     a = ns["a"]
     assert a.scripts_in == [str(PACKAGING / "pneumoview_entry.py")]
     ast.parse((PACKAGING / "pneumoview_entry.py").read_text())
+    from pneumoview.imaging.isolated import WORKER_FLAG
+
+    assert WORKER_FLAG.startswith("--pneumoview-")  # the entry point's cheap test before importing the worker
     datas = {Path(src).as_posix(): dest for src, dest in a.kwargs["datas"]}
     assert datas[(ROOT / "pneumoview/data/sample_study").as_posix()] == "pneumoview/data/sample_study"
     assert datas[(ROOT / "pneumoview/gui/resources").as_posix()] == "pneumoview/gui/resources"

@@ -62,6 +62,9 @@ t2=$(date +%s)
 
 # 3. Linux: desktop entry, icons, and an installer for them; then the archive.
 if [[ $(uname -s) == Linux ]]; then
+  # On Linux the two launchers differ only in name (a console matters on Windows only), and each carries its own
+  # copy of the Python archive (~20 MB): the viewer's becomes a link to the other.
+  ln -sfn pneumoview "$APP/pneumoview-gui"
   install -Dm644 packaging/pneumoview.desktop "$APP/share/applications/pneumoview.desktop"
   for n in 16 32 48 64 128 256; do
     install -Dm644 "resources/pneumoview-$n.png" "$APP/share/icons/hicolor/${n}x${n}/apps/pneumoview.png"
