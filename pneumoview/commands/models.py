@@ -1,4 +1,5 @@
-"""``pneumoview models``: every model and ensemble with its status (torch is imported only with ``--check-load``)."""
+"""``pneumoview models``: every model and ensemble with its status (torch is imported only with ``--check-load``);
+``pneumoview models export-onnx --out DIR``: the ONNX exports a models folder (or the desktop bundle) ships."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "setting, $PNEUMOVIEW_MODELS, the per-user data folder, the repository's models/). Status: ok, not "
         "installed (weights file missing), checksum mismatch (file damaged or replaced), load error.",
     )
+    p.add_argument(
+        "action", nargs="?", choices=("list", "export-onnx"), default="list",
+        help="list (default) or export-onnx: write every installed model's ONNX export to DIR/onnx/ (needs "
+        "PyTorch; copy DIR/onnx into a models folder to run without PyTorch)",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="export-onnx: the output folder")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--models-dir", type=Path, default=None, help="extra folder searched first")
     p.add_argument(
@@ -26,6 +33,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "export-onnx":
+        return export_onnx(args)
+    return list_models(args)
+
+
+def export_onnx(args: argparse.Namespace) -> int:
+    """Export every model whose weights are installed; exit 2 when nothing could be exported."""
+    from pneumoview.errors import ModelError
+    from pneumoview.inference.manifest import load_manifest, models_dirs
+    from pneumoview.inference.runtime import TORCH_INSTALL_HINT, torch_installed
+
+    if args.out is None:
+        print("pneumoview models export-onnx: give the output folder with --out DIR", file=sys.stderr)
+        return 2
+    if not torch_installed():
+        print(
+            f"pneumoview models export-onnx: exporting needs PyTorch; {TORCH_INSTALL_HINT}", file=sys.stderr
+        )
+        return 2
+    from pneumoview.inference.onnx_artifacts import shipped_path
+    from pneumoview.inference.onnx_export import export_to_file
+
+    dirs = models_dirs(args.models_dir)
+    try:
+        manifest = load_manifest(dirs)
+    except ModelError as exc:
+        print(f"pneumoview models export-onnx: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for spec in manifest.models.values():
+        try:
+            art = export_to_file(spec, dirs, shipped_path(spec, args.out))
+        except ModelError as exc:
+            failed += 1
+            print(f"{spec.id}: not exported: {exc}", file=sys.stderr)
+            continue
+        print(
+            f"{spec.id}: {art.path} ({art.path.stat().st_size / 1e6:.1f} MB, sha256 {art.onnx_sha256[:12]})"
+        )
+    return 2 if failed == len(manifest.models) else (1 if failed else 0)
+
+
+def list_models(args: argparse.Namespace) -> int:
     from pneumoview.errors import ManifestError
     from pneumoview.inference.manifest import load_manifest, models_dirs
     from pneumoview.inference.weights import STATUS_OK, model_status

@@ -51,7 +51,7 @@ def _classifier_from_engine(engine: Any) -> tuple[nn.Module, InputSpec, int | No
         raise ValueError("no classifier is selected, so there is no saliency map to compute")
     spec = specs[0][0]
     # The engine's shared model cache: the model is loaded once whoever asks first.
-    model = engine._model(spec)
+    model = engine.torch_model(spec)
     return model, spec.input, spec.positive_index, engine.device
 
 
