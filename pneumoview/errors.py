@@ -82,30 +82,3 @@ class ChecksumError(ModelError):
 
 class ModelLoadError(ModelError):
     """The weights file exists and matches its checksum but could not be loaded into the model."""
-
-
-#: How to install PyTorch, for the features that need it (training, Grad-CAM) in an install without it.
-TORCH_INSTALL_HINT = (
-    "pip install torch torchvision (CPU only: add --index-url https://download.pytorch.org/whl/cpu); "
-    "the desktop app has no PyTorch, use the pip install of PneumoView"
-)
-
-
-class TorchMissingError(PneumoViewError):
-    """A feature that needs PyTorch (training, Grad-CAM) was asked for in an install without it."""
-
-    def __init__(self, feature: str) -> None:
-        self.feature = feature
-        super().__init__(f"{feature} needs PyTorch: {TORCH_INSTALL_HINT}")
-
-
-def torch_missing(feature: str) -> TorchMissingError | None:
-    """The error to report when PyTorch cannot be found, else None. Only looks for the package (no import, so it
-    costs nothing); an installed torch that fails to load still fails where it is imported."""
-    import importlib.util
-
-    try:
-        found = importlib.util.find_spec("torch") is not None
-    except (ImportError, ValueError):  # a finder that refuses torch, or a half-removed torch
-        found = False
-    return None if found else TorchMissingError(feature)

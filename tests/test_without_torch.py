@@ -50,11 +50,17 @@ shown = []
 w.imageShown.connect(shown.append)
 w.start_engine()
 w.open_path(Path(sys.argv[2]))
+def settle(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.01)
 deadline = time.monotonic() + 120
-while (w.engine_info is None or not shown) and time.monotonic() < deadline:
-    app.processEvents()
-    time.sleep(0.01)
-app.processEvents()
+while (w.engine_info is None or not shown or w.session.image is None) and time.monotonic() < deadline:
+    settle(0.05)
+settle(1.0)  # the browser may select the first image again once the scan has finished
+while w.session.image is None and time.monotonic() < deadline:
+    settle(0.05)
 w.analyse_current()
 saliency = w.actions_by_key["saliency"]
 print(json.dumps({
@@ -84,7 +90,8 @@ def run_blocked(
         "XDG_DATA_HOME": str(tmp_path / "data"),  # no per-user models or ONNX cache
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
     }
-    env.pop("PNEUMOVIEW_MODELS", None)
+    for name in ("PNEUMOVIEW_MODELS", "PNEUMOVIEW_RUNTIME", "PNEUMOVIEW_DEVICE"):  # conftest pins the runtime
+        env.pop(name, None)
     return subprocess.run(
         [sys.executable, "-c", code, blocked, *args],
         capture_output=True,
@@ -109,11 +116,41 @@ def test_train_without_torch_is_one_line_naming_pytorch(tmp_path: Path):
     assert not (tmp_path / "data").exists()  # nothing was written
 
 
-@pytest.mark.gui
-def test_viewer_without_torch_disables_gradcam_and_says_why(tmp_path: Path):
-    r = run_blocked(VIEWER, NO_TORCH, str(tmp_path / "no-models"), str(SAMPLE), tmp_path=tmp_path)
+def _viewer(blocked: str, tmp_path: Path) -> dict:
+    r = run_blocked(VIEWER, blocked, str(tmp_path / "no-models"), str(SAMPLE), tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     seen = json.loads(r.stdout.strip().splitlines()[-1])
     assert seen["engine_ready"]
+    return seen
+
+
+@pytest.mark.gui
+def test_viewer_without_torch_disables_gradcam_and_says_why_analysis_is_off(tmp_path: Path):
+    seen = _viewer(NO_TORCH, tmp_path)
     assert not seen["saliency_enabled"] and not seen["saliency_check_enabled"]
     assert seen["saliency_tooltip"].startswith("Grad-CAM needs PyTorch: pip install torch")
+    # The repository's models folder has .pt weights but no ONNX export, and there is no torch to make one: the
+    # viewer names that, not "no model is installed".
+    assert seen["stages"] == []
+    for shown in (seen["notes"], seen["status"], seen["models_tooltip"]):
+        assert "no ONNX export of rsna3-classifier" in shown and "export-onnx" in shown, shown
+        assert "no model is installed" not in shown.lower()
+
+
+@pytest.mark.gui
+def test_viewer_without_any_runtime_names_the_missing_runtime(tmp_path: Path):
+    seen = _viewer(NO_RUNTIME, tmp_path)
+    assert seen["stages"] == [] and not seen["saliency_enabled"]
+    for shown in (seen["notes"], seen["status"], seen["models_tooltip"]):
+        assert "no model runtime is installed" in shown, shown
+        assert "onnxruntime" in shown and "pip install torch" in shown, shown
+
+
+def test_predict_without_any_runtime_names_the_missing_runtime(tmp_path: Path):
+    r = run_blocked(
+        CLI, NO_RUNTIME, "predict", str(SAMPLE), "--out", str(tmp_path / "out"), tmp_path=tmp_path
+    )
+    assert r.returncode == 2
+    assert "cannot set up the models: no model runtime is installed" in r.stderr, r.stderr
+    assert "onnxruntime" in r.stderr and "pip install torch" in r.stderr
+    assert "Traceback" not in r.stderr

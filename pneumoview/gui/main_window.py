@@ -16,7 +16,6 @@ from PySide6 import QtCore, QtWidgets
 from superqt.utils import qdebounced, qthrottled
 
 from pneumoview import RESEARCH_USE_NOTICE, ground_truth
-from pneumoview.errors import torch_missing
 from pneumoview.gui import viewmodel as vm
 from pneumoview.gui import window_actions, workers
 from pneumoview.gui.canvas import ImageCanvas
@@ -32,6 +31,7 @@ from pneumoview.gui.stored_results import StoredResultsLayer
 from pneumoview.gui.study_browser import StudyBrowser
 from pneumoview.gui.threshold_panel import ThresholdPanel
 from pneumoview.gui.welcome import WelcomePage
+from pneumoview.inference.runtime import needs_torch
 from pneumoview.prefetch import ImagePrefetcher, neighbours
 from pneumoview.settings import Settings, save_settings
 from pneumoview.suitability import suitability_warnings
@@ -155,13 +155,13 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _disable_gradcam_without_torch(self) -> None:
         # Grad-CAM backpropagates through the classifier, which only PyTorch does; the desktop app has no torch.
-        self.gradcam_missing = torch_missing("Grad-CAM")
+        self.gradcam_missing = needs_torch("Grad-CAM")
         if self.gradcam_missing is None:
             return
         for widget in (self.actions_by_key["saliency"], self.layer_controls.checks["saliency"]):
             widget.setEnabled(False)
-            widget.setToolTip(str(self.gradcam_missing))
-        self.actions_by_key["saliency"].setStatusTip(str(self.gradcam_missing))
+            widget.setToolTip(self.gradcam_missing)
+        self.actions_by_key["saliency"].setStatusTip(self.gradcam_missing)
 
     def _dock(self, title: str, widget: QtWidgets.QWidget, area) -> QtWidgets.QDockWidget:
         dock = QtWidgets.QDockWidget(title, self)
