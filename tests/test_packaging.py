@@ -155,8 +155,14 @@ class _Analysis:
                 "BINARY",
             ),
             ("libcurl.so.4", "/usr/lib/libcurl.so.4", "BINARY"),
+            (
+                "PySide6/Qt/plugins/platformthemes/libqgtk3.so",
+                "/venv/PySide6/Qt/plugins/platformthemes/libqgtk3.so",
+                "BINARY",
+            ),
         ]
         self.datas = [
+            ("PySide6/Qt/translations/qtbase_de.qm", "/venv/PySide6/Qt/translations/qtbase_de.qm", "DATA"),
             ("torch/include/ATen/ATen.h", "/venv/torch/include/ATen/ATen.h", "DATA"),
             ("torch-2.14.1.dist-info/METADATA", "/venv/torch-2.14.1.dist-info/METADATA", "DATA"),
             ("pneumoview/gui/resources/app.svg", "/src/pneumoview/gui/resources/app.svg", "DATA"),
