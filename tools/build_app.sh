@@ -81,5 +81,5 @@ t3=$(date +%s)
 echo
 echo "built $APP in $((t3 - t0)) s (models export $((t1 - t0)) s, PyInstaller $((t2 - t1)) s, desktop files and archive $((t3 - t2)) s)"
 "$PY" tools/bundle_sizes.py "$APP"
-[[ -n "${ARCHIVE:-}" ]] && echo "archive: $ARCHIVE ($(du -m "$ARCHIVE" | cut -f1) MB)"
+[[ -n "${ARCHIVE:-}" ]] && echo "archive: $ARCHIVE ($(( $(stat -c %s "$ARCHIVE") / 1000000 )) MB)"
 "$APP/pneumoview" --version
