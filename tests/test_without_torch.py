@@ -154,3 +154,35 @@ def test_predict_without_any_runtime_names_the_missing_runtime(tmp_path: Path):
     assert "cannot set up the models: no model runtime is installed" in r.stderr, r.stderr
     assert "onnxruntime" in r.stderr and "pip install torch" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_models_lists_a_model_shipped_as_its_onnx_export_only(tmp_path: Path, monkeypatch, capsys):
+    """The app's models folder: the manifest and verified ONNX exports, no .pt (the listing verifies, never loads)."""
+    from pneumoview.cli import main
+    from pneumoview.inference import manifest as manifest_module
+    from pneumoview.inference.manifest import load_manifest
+    from pneumoview.inference.onnx_artifacts import shipped_path, write_sidecar
+
+    empty = tmp_path / "empty"
+    monkeypatch.setattr(manifest_module, "repository_models_dir", lambda: empty)
+    monkeypatch.setattr(manifest_module, "user_models_dir", lambda: empty)
+    monkeypatch.delenv("PNEUMOVIEW_MODELS", raising=False)
+    monkeypatch.setenv("PNEUMOVIEW_CACHE_DIR", str(tmp_path / "cache"))  # no exports cached by earlier runs
+    models = tmp_path / "app-models"
+    models.mkdir()
+    (models / "manifest.toml").write_bytes((ROOT / "models" / "manifest.toml").read_bytes())
+    specs = load_manifest([models], check_builders=False).models
+    for ident in ("rsna3-classifier", "detector"):
+        path = shipped_path(specs[ident], models)
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"an ONNX file " + ident.encode())
+        write_sidecar(path, specs[ident], opset=17, torch_version="2.x")
+    # The detector's export is then replaced: its sidecar no longer matches the file.
+    shipped_path(specs["detector"], models).write_bytes(b"something else")
+
+    assert main(["models", "--json", "--models-dir", str(models)]) == 0
+    listed = {m["id"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert listed["rsna3-classifier"]["status"] == "ok"
+    assert listed["rsna3-classifier"]["file"] == str(shipped_path(specs["rsna3-classifier"], models))
+    assert listed["detector"]["status"] == "not installed"
+    assert listed["seg-unet-resnet18"]["status"] == "not installed"
