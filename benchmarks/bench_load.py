@@ -8,7 +8,7 @@ Builds ``--files`` files in a temporary folder (plain copies, nothing is linked 
   one in ten a real DICOM: the six RSNA-style CR files of the sample study, the SIIM-ACR JPEG-baseline CR, its
   MONOCHROME1 variant, the uncompressed NIH DX, the 10-bit no-preamble Fuji CR and, rarely, the 1955×1841 JPEG 2000
   and JPEG-LS CRs. Every copy gets a fresh RSNA-style UUID name, so every image has its own patientId;
-* broken files (20 %), made from the same real files by :data:`pneumoview.fuzz.BROKEN_MUTATORS` and a few more
+* broken files (20 %), made from the same real files by :data:`tests.fuzzing.BROKEN_MUTATORS` and a few more
   cuts that can never be read: a file cut inside its first 128 bytes, DICOM images whose Pixel Data is empty,
   DICOM headers claiming 65,535 × 65,535 pixels, JPEGs cut in the middle of their entropy-coded data, random bytes.
 
@@ -96,7 +96,7 @@ def _uuid_stem(rng: random.Random) -> str:
 
 
 def _broken_bytes(kind: str, rng: random.Random, dicoms: list[bytes], jpegs: list[Path]) -> tuple[bytes, str]:
-    from pneumoview.fuzz import BROKEN_MUTATORS
+    from tests.fuzzing import BROKEN_MUTATORS
 
     if kind == "cut-jpeg":
         data = rng.choice(jpegs).read_bytes()

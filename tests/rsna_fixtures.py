@@ -12,7 +12,7 @@ RSNA = DATA / "rsna"
 def write_rsna_dicoms(dest: Path, count: int = 2) -> None:
     """Write the first ``count`` RSNA training images as ``dest/<patientId>.dcm`` (Patient's Age, sex, view and
     pixel spacing as RSNA's headers give them)."""
-    from pneumoview.rsna_dicom import read_rsna_headers, write_rsna_dicom
+    from tools.rsna_dicom import read_rsna_headers, write_rsna_dicom
 
     pngs = sorted((RSNA / "images-1024").glob("*.png"))[:count]
     headers = read_rsna_headers(RSNA / "stage_2_train_dicom_headers.csv.gz", [p.stem for p in pngs])

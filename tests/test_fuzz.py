@@ -2,7 +2,7 @@
 them (truncations, bit flips, wrong lengths, huge Rows/Columns, deep sequences, junk after the data, wrong transfer
 syntaxes, empty pixel data …) go through ``scan``, ``load_image`` and, for a sample that loads, the engine.
 
-Each file is probed in a child process (``pneumoview.fuzz.run_probes``) so that a decoder that aborts the process
+Each file is probed in a child process (``tests.fuzzing.run_probes``) so that a decoder that aborts the process
 or loops forever is caught and attributed to its file instead of killing the test run. Decompression bombs are
 loaded in a fresh process whose peak RSS is measured.
 """
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pneumoview import fuzz
 from pneumoview.errors import ImageReadError, ImageTooLargeError
 from pneumoview.imaging import load_image, sniff_kind
 from pneumoview.study_index import ScanEntry, ScanError, scan
+from tests import fuzzing as fuzz
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -194,12 +194,14 @@ def test_runtime_choice_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_runs_without_torch(onnx_models: Path, tmp_path: Path) -> None:
     """predict on the sample study's DICOMs with torch/torchvision unimportable; no artefact → a clear note."""
     code = f"""
-    import csv, sys
+    import csv, json, sys
     from pneumoview.inference.engine import Engine
     from pneumoview.cli import main
     rc = main(["predict", {str(SAMPLE)!r}, "--out", {str(tmp_path / "out")!r}, "--runtime", "auto", "--models-dir",
                {str(onnx_models)!r}])
     rows = list(csv.DictReader(open({str(tmp_path / "out" / "findings.csv")!r})))
+    run = json.load(open({str(tmp_path / "out" / "run.json")!r}))
+    print("RUNJSON", run["runtime"], run["device"])
     bare = Engine(runtime="auto", models_dir={str(tmp_path / "empty")!r})
     print("RC", rc, "ROWS", len({{r["image_id"] for r in rows}}), "RUNTIME", bare.runtime)
     print("AVAILABLE", bare.available_stages()["classify"])
@@ -212,7 +214,7 @@ def test_runs_without_torch(onnx_models: Path, tmp_path: Path) -> None:
     proc = _python(code, ("torch", "torchvision"), {**empty_cache, "PNEUMOVIEW_RUNTIME": ""})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "RC 0 ROWS 6 RUNTIME onnx" in out, out
+    assert "RC 0 ROWS 6 RUNTIME onnx" in out and "RUNJSON onnx cpu" in out, out
     # The repository's models folder has the weights but no export, and torch cannot be imported to make one.
     assert "AVAILABLE no ONNX export of rsna3-classifier" in out and "`pneumoview models export-onnx`" in out
     line = out.split("AVAILABLE")[1].split("\n")[0]

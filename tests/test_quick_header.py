@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pneumoview import study_index
 from pneumoview.quick_header import read_quick_header
-from pneumoview.study_index import scan
+from pneumoview.study_index import files as one_file
+from pneumoview.study_index import headers, scan
 
 # The broken test files make pydicom warn (that is what the fallback is for).
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -23,24 +23,24 @@ def _quick(path: Path):
         return read_quick_header(
             fh,
             head,
-            study_index._QUICK_WANTED,
-            stop_tags=study_index._PIXEL_TAGS,
-            give_up_tags=study_index._QUICK_GIVE_UP,
+            headers.QUICK_WANTED,
+            stop_tags=headers.PIXEL_TAGS,
+            give_up_tags=headers.QUICK_GIVE_UP,
         )
 
 
 def test_scan_gives_the_same_entries_with_and_without_the_quick_reader(monkeypatch):
     used = []
-    real = study_index._quick_header
+    real = one_file.quick_header
 
     def counting(*args, **kwargs):
         header = real(*args, **kwargs)
         used.append(header is not None)
         return header
 
-    monkeypatch.setattr(study_index, "_quick_header", counting)
+    monkeypatch.setattr(one_file, "quick_header", counting)
     quick = [item.to_dict() for item in scan(DICOM)]
-    monkeypatch.setattr(study_index, "_quick_header", lambda *args, **kwargs: None)
+    monkeypatch.setattr(one_file, "quick_header", lambda *args, **kwargs: None)
     full = [item.to_dict() for item in scan(DICOM)]
     assert len(quick) == len(full) > 100
     for a, b in zip(quick, full, strict=True):

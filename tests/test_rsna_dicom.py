@@ -16,7 +16,7 @@ from PIL import Image
 
 from pneumoview.data import sample_study_dir
 from pneumoview.imaging import load_image
-from pneumoview.rsna_dicom import read_rsna_headers, write_rsna_dicom
+from tools.rsna_dicom import read_rsna_headers, write_rsna_dicom
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

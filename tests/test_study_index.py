@@ -16,9 +16,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from pneumoview import study_index
 from pneumoview.identity import image_id_for
 from pneumoview.study_index import DICOMDIR_KIND, ScanEntry, ScanError, build_tree, scan
+from pneumoview.study_index import files as one_file
+from pneumoview.study_index import walk as folder_walk
 
 # The broken test files make pydicom warn; the scan turns those warnings into notes, which are asserted below.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -327,7 +328,7 @@ def test_scan_is_lazy(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     # Every file is opened once (sniffed and read on the same handle), and only when the scan reaches it.
-    monkeypatch.setattr(study_index, "open", counting, raising=False)
+    monkeypatch.setattr(one_file, "open", counting, raising=False)
     items = scan(tmp_path)
     first = next(items)
     assert isinstance(first, ScanEntry) and first.path.name == "img0000.dcm"
@@ -492,14 +493,14 @@ def test_non_image_sop_classes_without_pixels(tmp_path):
 def test_a_failing_file_never_stops_the_scan(tmp_path, monkeypatch):
     for i in range(3):
         _write_dicom(tmp_path / f"{i}.dcm")
-    real = study_index._scan_file
+    real = folder_walk.scan_file
 
     def flaky(path, **kwargs):
         if path.name == "1.dcm":
             raise RuntimeError("disk on fire")
         return real(path, **kwargs)
 
-    monkeypatch.setattr(study_index, "_scan_file", flaky)
+    monkeypatch.setattr(folder_walk, "scan_file", flaky)
     items = list(scan(tmp_path))
     assert [type(i).__name__ for i in items] == ["ScanEntry", "ScanError", "ScanEntry"]
     assert "RuntimeError: disk on fire" in items[1].message

@@ -26,8 +26,10 @@ from pneumoview.training.datasets import (
     load_image_folder,
     load_rsna,
 )
-from pneumoview.training.loop import EpochSampler, Plan, lr_factor, subsample, train_model
+from pneumoview.training.loop import subsample, train_model
 from pneumoview.training.recipes import recipe
+from pneumoview.training.sampling import EpochSampler
+from pneumoview.training.schedule import Plan, lr_factor
 from pneumoview.training.segmenter import segmentation_loss
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ Usage::
 
 Takes 6 of the 60 full-resolution NIH-source images in ``<data>/rsna/images-1024`` (3 "Lung Opacity" with boxes,
 2 "No Lung Opacity / Not Normal", 1 "Normal"; the first ones by patientId, so the choice is stable), writes each as
-``<patientId>.dcm`` with :func:`pneumoview.rsna_dicom.write_rsna_dicom` using the patient's real RSNA header values,
+``<patientId>.dcm`` with :func:`tools.rsna_dicom.write_rsna_dicom` using the patient's real RSNA header values,
 then ``labels.csv`` (the ``stage_2_train_labels.csv`` rows of those patients plus a ``class`` column) and
 ``ATTRIBUTION.md``. The data folder is only read. Re-running gives byte-identical files.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pneumoview.rsna_dicom import read_rsna_headers, write_rsna_dicom  # noqa: E402
+from tools.rsna_dicom import read_rsna_headers, write_rsna_dicom  # noqa: E402
 
 DEFAULT_OUT = REPO / "pneumoview" / "data" / "sample_study"
 DEFAULT_DATA = REPO.parent / "shared" / "data"

@@ -8,6 +8,7 @@ import csv
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,8 +86,8 @@ def read_findings(path: Path) -> dict[str, dict[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pneumoview.metrics import classification_report, rsna_map
-    from pneumoview.rsna_labels import RSNA_CLASSES, read_classes, read_labels, scale_boxes
+    from pneumoview.metrics import rsna_map
+    from pneumoview.rsna_labels import read_classes, read_labels, scale_boxes
 
     if args.class_folders is not None:
         from pneumoview.commands.evaluate_classes import run_class_folders
@@ -111,23 +112,9 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"pneumoview evaluate: {exc}", file=sys.stderr)
         return 2
-    frameless = [k for k in preds if k not in findings]
-    if frameless and args.image_size is None:
-        where = f"{findings_path} has no row for" if findings_path else "no findings.csv gives the size of"
-        print(
-            f"pneumoview evaluate: {where} {len(frameless)} predicted image(s) (e.g. {frameless[0]}), so the "
-            "frame of their boxes is unknown; give --findings FINDINGS.csv (predict writes it beside "
-            "submission.csv) or --image-size N (1024 for the RSNA challenge's files)",
-            file=sys.stderr,
-        )
-        return 2
-    unknown = [k for k in preds if k not in labels]
-    if unknown:
-        print(
-            f"pneumoview evaluate: {len(unknown)} predicted image(s) are not in {args.labels} (e.g. {unknown[0]}); "
-            "the labels file must list every evaluated image",
-            file=sys.stderr,
-        )
+    problem = _unscorable(preds, labels, findings, findings_path, args)
+    if problem:
+        print(f"pneumoview evaluate: {problem}", file=sys.stderr)
         return 2
     gt = {}
     for pid in preds:
@@ -136,8 +123,42 @@ def run(args: argparse.Namespace) -> int:
         gt[pid] = scale_boxes(labels[pid], shape)
     _warn_trained_on(list(preds), args)
     result = rsna_map(gt, preds)
+    _print_map(result, gt, len(preds))
+    if args.per_image:
+        _write_per_image(args.per_image, result, gt, preds)
+    if classes:
+        _print_classifier_metrics(preds, findings, classes)
+    return 0
+
+
+def _unscorable(
+    preds: dict[str, Any],
+    labels: dict[str, Any],
+    findings: dict[str, dict[str, str]],
+    findings_path: Path | None,
+    args: argparse.Namespace,
+) -> str | None:
+    """Why the predictions cannot be scored (boxes without a frame, images without labels), or None."""
+    frameless = [k for k in preds if k not in findings]
+    if frameless and args.image_size is None:
+        where = f"{findings_path} has no row for" if findings_path else "no findings.csv gives the size of"
+        return (
+            f"{where} {len(frameless)} predicted image(s) (e.g. {frameless[0]}), so the "
+            "frame of their boxes is unknown; give --findings FINDINGS.csv (predict writes it beside "
+            "submission.csv) or --image-size N (1024 for the RSNA challenge's files)"
+        )
+    unknown = [k for k in preds if k not in labels]
+    if unknown:
+        return (
+            f"{len(unknown)} predicted image(s) are not in {args.labels} (e.g. {unknown[0]}); "
+            "the labels file must list every evaluated image"
+        )
+    return None
+
+
+def _print_map(result: Any, gt: dict[str, np.ndarray], n_images: int) -> None:
     print(
-        f"images evaluated: {len(preds)} ({result.n_scored} scored, {result.n_skipped} skipped: no truth, no box)"
+        f"images evaluated: {n_images} ({result.n_scored} scored, {result.n_skipped} skipped: no truth, no box)"
     )
     print(f"RSNA mAP@[.40:.75]: {result.map:.4f}")
     positives = [k for k, v in gt.items() if len(v)]
@@ -146,25 +167,35 @@ def run(args: argparse.Namespace) -> int:
         print(f"  on the {len(positives)} images with opacity: {np.mean(pos):.4f}")
     neg_scored = [k for k, v in gt.items() if not len(v) and result.per_image[k] is not None]
     print(f"  false-positive images (no truth, some box): {len(neg_scored)}")
-    if args.per_image:
-        with open(args.per_image, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["patientId", "n_truth", "n_pred", "score"])
-            for k, v in result.per_image.items():
-                w.writerow([k, len(gt[k]), len(preds[k][0]), "" if v is None else f"{v:.4f}"])
-        print(f"per-image scores: {args.per_image}")
-    if classes:
-        ids = [k for k in preds if k in classes and k in findings and _has_rsna3(findings[k])]
-        if not ids:
-            print(
-                "classifier metrics: no image has both a class label and rsna3 classifier probabilities (--findings)"
-            )
-        else:
-            y = np.array([RSNA_CLASSES.index(classes[k]) for k in ids])
-            probs = np.array([[float(_first(findings[k], *names)) for names in _RSNA3_COLUMNS] for k in ids])
-            rep = classification_report(y, probs, RSNA_CLASSES)
-            _print_report(rep, len(ids))
-    return 0
+
+
+def _write_per_image(
+    path: Path, result: Any, gt: dict[str, np.ndarray], preds: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["patientId", "n_truth", "n_pred", "score"])
+        for k, v in result.per_image.items():
+            w.writerow([k, len(gt[k]), len(preds[k][0]), "" if v is None else f"{v:.4f}"])
+    print(f"per-image scores: {path}")
+
+
+def _print_classifier_metrics(
+    preds: dict[str, Any], findings: dict[str, dict[str, str]], classes: dict[str, str]
+) -> None:
+    from pneumoview.metrics import classification_report
+    from pneumoview.rsna_labels import RSNA_CLASSES
+
+    ids = [k for k in preds if k in classes and k in findings and _has_rsna3(findings[k])]
+    if not ids:
+        print(
+            "classifier metrics: no image has both a class label and rsna3 classifier probabilities (--findings)"
+        )
+        return
+    y = np.array([RSNA_CLASSES.index(classes[k]) for k in ids])
+    probs = np.array([[float(_first(findings[k], *names)) for names in _RSNA3_COLUMNS] for k in ids])
+    rep = classification_report(y, probs, RSNA_CLASSES)
+    _print_report(rep, len(ids))
 
 
 # findings.csv columns of the rsna3 classes: p_<class> since per-class columns, the older names after them.

@@ -6,7 +6,9 @@ import argparse
 import os
 import sys
 import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pneumoview.commands.common import (
     add_model_options,
@@ -117,20 +119,63 @@ def _distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+class _UsageError(Exception):
+    """A usage or setup error: printed after ``pneumoview predict: `` on stderr, exit status 2."""
+
+
+@dataclass
+class _Job:
+    """One ``pneumoview predict`` run: what to analyse (``mine``: this rank's or shard's share of ``inputs``),
+    where, with which thresholds, and its place among ranks (torchrun) or shards (``--shard``)."""
+
+    args: argparse.Namespace
+    out: Path
+    inputs: list[Any]
+    thresholds: Any
+    source: str
+    run_info: dict[str, Any]
+    dicom: Any
+    shard_arg: tuple[int, int] | None
+    rank: int = 0
+    world: int = 1
+    mine: list[Any] = field(default_factory=list)
+
+    @property
+    def single_writer(self) -> bool:
+        """True when this process writes the CSVs and run.json itself (no ranks, no shards)."""
+        return self.world == 1 and self.shard_arg is None
+
+
 def run(args: argparse.Namespace) -> int:
-    from pneumoview.batch import collect_inputs, finalize, iter_batch, output_conflict, shard
-    from pneumoview.errors import ModelError, PneumoViewError
+    try:
+        job = _prepare(args)
+        if args.merge_only:
+            return _merge_only(job)
+        job.rank, job.world = _distributed()
+        job.mine = _my_share(job)
+        engine = _engine(job)
+    except _UsageError as exc:
+        print(f"pneumoview predict: {exc}", file=sys.stderr)
+        return 2
+    counts = _analyse(job, engine)
+    if counts is None:
+        return 1
+    return _conclude(job, engine, *counts)
+
+
+def _prepare(args: argparse.Namespace) -> _Job:
+    """Check the options, the inputs and the output folder before any model loads (a bad --out must cost
+    nothing); raises :class:`_UsageError`."""
+    from pneumoview.batch import collect_inputs, output_conflict
     from pneumoview.output_folder import output_folder_problem
 
     try:
         thresholds, source = thresholds_from_args(args)
     except (ValueError, OSError) as exc:
-        print(f"pneumoview predict: bad thresholds: {exc}", file=sys.stderr)
-        return 2
+        raise _UsageError(f"bad thresholds: {exc}") from None
     shard_arg = _parse_shard(args.shard)
     if (args.gsps or args.probability_map) and not args.dicom:
-        print("pneumoview predict: --gsps and --probability-map need --dicom", file=sys.stderr)
-        return 2
+        raise _UsageError("--gsps and --probability-map need --dicom")
     dicom = None
     if args.dicom:
         from pneumoview.dicom_results.batch_outputs import DicomOptions
@@ -138,82 +183,90 @@ def run(args: argparse.Namespace) -> int:
         dicom = DicomOptions(gsps=args.gsps, probability_map=args.probability_map)
     out = args.out
     if any(Path(i).resolve() == out.resolve() for i in args.inputs):
-        print(
-            "pneumoview predict: --out must not be an input folder (inputs are never written to)",
-            file=sys.stderr,
-        )
-        return 2
+        raise _UsageError("--out must not be an input folder (inputs are never written to)")
     for i in args.inputs:
         if not Path(i).exists():
-            print(f"pneumoview predict: {i}: no such file or folder", file=sys.stderr)
-            return 2
-    problem = output_folder_problem(out)  # before the models load: a bad --out must cost nothing
+            raise _UsageError(f"{i}: no such file or folder")
+    problem = output_folder_problem(out)
     if problem is not None:
-        print(f"pneumoview predict: {problem}", file=sys.stderr)
-        return 2
-    run_info = {"thresholds_source": source}
+        raise _UsageError(problem)
     try:
         ignored: list[Path] = []
         inputs = collect_inputs(args.inputs, ignored)
     except FileNotFoundError as exc:
-        print(f"pneumoview predict: {exc}", file=sys.stderr)
-        return 2
+        raise _UsageError(str(exc)) from None
     if ignored:
         print(
             f"note: {len(ignored)} document file(s) (e.g. {ignored[0].name}) are not images and were left out"
         )
     if not inputs:
-        print(f"pneumoview predict: no images found in {', '.join(map(str, args.inputs))}", file=sys.stderr)
-        return 2
+        raise _UsageError(f"no images found in {', '.join(map(str, args.inputs))}")
     if not args.force and not args.merge_only:
         conflict = output_conflict(out, thresholds)
         if conflict is not None:
-            print(f"pneumoview predict: {conflict}", file=sys.stderr)
-            return 2
-    if args.merge_only:
-        summary = finalize(out, inputs, None, thresholds, run_info=run_info)
-        print(f"merged {summary.done} done, {len(summary.failed)} failed of {summary.total} into {out}")
-        return summary.exit_status
+            raise _UsageError(conflict)
+    return _Job(args, out, inputs, thresholds, source, {"thresholds_source": source}, dicom, shard_arg)
 
-    rank, world = _distributed()
-    mine = inputs
-    if world > 1:
-        mine = shard(inputs, rank, world)
-    elif shard_arg is not None:
-        mine = shard(inputs, *shard_arg)
+
+def _merge_only(job: _Job) -> int:
+    from pneumoview.batch import finalize
+
+    summary = finalize(job.out, job.inputs, None, job.thresholds, run_info=job.run_info)
+    print(f"merged {summary.done} done, {len(summary.failed)} failed of {summary.total} into {job.out}")
+    return summary.exit_status
+
+
+def _my_share(job: _Job) -> list[Any]:
+    from pneumoview.batch import shard
+
+    if job.world > 1:
+        return shard(job.inputs, job.rank, job.world)
+    if job.shard_arg is not None:
+        return shard(job.inputs, *job.shard_arg)
+    return job.inputs
+
+
+def _engine(job: _Job) -> Any:
+    """The models (on this rank's GPU under torchrun); raises :class:`_UsageError` when none can run."""
+    from pneumoview.errors import ModelError, PneumoViewError
+
     try:
-        engine = engine_from_args(args)
-        if world > 1 and engine.device.startswith("cuda"):
-            engine.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+        engine = engine_from_args(job.args)
+        if job.world > 1 and engine.device.startswith("cuda"):
+            engine.device = f"cuda:{int(os.environ.get('LOCAL_RANK', job.rank))}"
     except (PneumoViewError, ModelError) as exc:
-        print(f"pneumoview predict: cannot set up the models: {exc}", file=sys.stderr)
-        return 2
+        raise _UsageError(f"cannot set up the models: {exc}") from None
     problems = {k: v for k, v in engine.available_stages().items() if v is not None}
     if len(problems) == 3:
-        print("pneumoview predict: no model can run:", file=sys.stderr)
-        for stage, why in problems.items():
-            print(f"  {stage}: {why}", file=sys.stderr)
-        return 2
-    if rank == 0:
+        raise _UsageError(
+            "no model can run:" + "".join(f"\n  {stage}: {why}" for stage, why in problems.items())
+        )
+    if job.rank == 0:
         for stage, why in problems.items():
             print(f"note: {stage} will be skipped: {why}", file=sys.stderr)
-        print(thresholds_line(thresholds, source))
+        print(thresholds_line(job.thresholds, job.source))
+    return engine
 
-    progress = _progress_bar(len(mine), disable=args.quiet or rank != 0)
+
+def _analyse(job: _Job, engine: Any) -> tuple[int, int] | None:
+    """Analyse this process's images with a progress bar; ``(failed, skipped)``, or None when interrupted."""
+    from pneumoview.batch import iter_batch
+
+    args = job.args
+    progress = _progress_bar(len(job.mine), disable=args.quiet or job.rank != 0)
     failed = skipped = 0
-    single_writer = world == 1 and shard_arg is None
     gen = iter_batch(
-        mine,
-        out,
+        job.mine,
+        job.out,
         engine,
-        thresholds,
+        job.thresholds,
         force=args.force,
         write_png=not args.no_png,
         include_identifiers=args.include_identifiers,
         chunk=max(1, args.batch_size),
-        finalize_outputs=single_writer,
-        run_info=run_info,
-        dicom=dicom,
+        finalize_outputs=job.single_writer,
+        run_info=job.run_info,
+        dicom=job.dicom,
     )
     try:
         for p in gen:
@@ -229,38 +282,43 @@ def run(args: argparse.Namespace) -> int:
         gen.close()
         progress.close()
         print(
-            f"\ninterrupted: finished images are kept in {out}; run the same command again to resume",
+            f"\ninterrupted: finished images are kept in {job.out}; run the same command again to resume",
             file=sys.stderr,
         )
-        return 1
+        return None
     progress.close()
+    return failed, skipped
+
+
+def _conclude(job: _Job, engine: Any, failed: int, skipped: int) -> int:
+    """Merge (rank 0) or hand over (other ranks, shards), print the summary; returns the exit status."""
+    from pneumoview.batch import finalize, read_summary
+
+    out, world = job.out, job.world
     if world > 1:
         import torch.distributed as dist
 
         dist.barrier()
-        if rank != 0:
+        if job.rank != 0:
             dist.destroy_process_group()
             return 0
-    if not single_writer and shard_arg is not None:
+    if not job.single_writer and job.shard_arg is not None:
         print(
-            f"shard {args.shard} finished; merge all shards with: pneumoview predict ... --out {out} --merge-only"
+            f"shard {job.args.shard} finished; merge all shards with: pneumoview predict ... --out {out} --merge-only"
         )
         return 1 if failed else 0
-    summary = (
-        finalize(out, inputs, engine, thresholds, analysed=len(mine), run_info=run_info)
-        if not single_writer
-        else None
-    )
-    if summary is None:
-        from pneumoview.batch import read_summary
-
+    if job.single_writer:
         summary = read_summary(out)
+    else:
+        summary = finalize(
+            out, job.inputs, engine, job.thresholds, analysed=len(job.mine), run_info=job.run_info
+        )
     if world > 1:
         import torch.distributed as dist
 
         dist.destroy_process_group()
     print(_summary_line(summary, skipped if world == 1 else 0, out))
-    if dicom is not None:
+    if job.dicom is not None:
         n_dicom = len(list((out / "dicom").glob("*.dcm")))
         print(f"DICOM results: {n_dicom} file(s) in {out / 'dicom'} (listed in run.json)")
     for path, why in summary.failed[:20]:

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the export code changes what it writes; part of the cache key.
-EXPORTER_VERSION = 1
+EXPORTER_VERSION = 2
 #: ONNX opset of the exports (torchvision's RoIAlign and NMS need ≥ 11).
 OPSET = 17
 

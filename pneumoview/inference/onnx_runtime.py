@@ -24,8 +24,13 @@ import numpy as np
 
 from pneumoview.errors import ModelError
 from pneumoview.inference.manifest import ModelSpec
-from pneumoview.inference.onnx_artifacts import OnnxExportMissingError, find_artefact, missing_message
-from pneumoview.inference.runtime import Detections, torch_installed
+from pneumoview.inference.onnx_artifacts import (
+    OnnxArtefact,
+    OnnxExportMissingError,
+    find_artefact,
+    missing_message,
+)
+from pneumoview.inference.runtime import Detections, RuntimeMissingError, installed, torch_installed
 from pneumoview.inference.tta import fuse_views, mirror_boxes
 
 __all__ = ["SESSIONS", "OnnxBackend", "session_options"]
@@ -56,10 +61,8 @@ class _Sessions:
         import onnxruntime as ort
 
         with self._lock:
-            artefact, problems = find_artefact(spec, dirs)
+            artefact = _find_or_check_export(spec, dirs)
             if artefact is None:
-                if not torch_installed():
-                    raise OnnxExportMissingError(missing_message(spec, problems))
                 from pneumoview.inference.onnx_export import export_to_cache
 
                 artefact = export_to_cache(spec, dirs)
@@ -81,6 +84,23 @@ class _Sessions:
 
 
 SESSIONS = _Sessions()
+
+
+def _find_or_check_export(spec: ModelSpec, dirs: Sequence[Path]) -> OnnxArtefact | None:
+    """The verified export of ``spec``; None when there is none but one can be made here (else ModelError why)."""
+    artefact, problems = find_artefact(spec, dirs)
+    if artefact is not None:
+        return artefact
+    if not torch_installed():
+        raise OnnxExportMissingError(missing_message(spec, problems))
+    if not installed("onnx"):
+        raise RuntimeMissingError(
+            f"no ONNX export of {spec.id}, and making one needs the package 'onnx'; pip install 'pneumoview[onnx]'"
+        )
+    from pneumoview.inference.weights import verified_weights
+
+    verified_weights(spec, dirs)  # the export needs the weights file
+    return None
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -113,14 +133,7 @@ class OnnxBackend:
     def check(self, spec: ModelSpec, dirs: Sequence[Path], random_weights: bool) -> None:
         if random_weights:
             raise ModelError("random weights are only available with the torch runtime (--runtime torch)")
-        artefact, problems = find_artefact(spec, dirs)
-        if artefact is not None:
-            return
-        if not torch_installed():
-            raise OnnxExportMissingError(missing_message(spec, problems))
-        from pneumoview.inference.weights import verified_weights
-
-        verified_weights(spec, dirs)  # the export needs the weights file
+        _find_or_check_export(spec, dirs)
 
     def load(self, spec: ModelSpec, dirs: Sequence[Path], random_weights: bool) -> Any:
         self.check(spec, dirs, random_weights)

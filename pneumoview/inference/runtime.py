@@ -61,7 +61,8 @@ class RuntimeMissingError(ModelError):
     """The runtime asked for (or any runtime at all) is not installed."""
 
 
-def _installed(name: str) -> bool:
+def installed(name: str) -> bool:
+    """Whether package ``name`` can be imported (checked without importing it)."""
     # find_spec does not import the package; a finder that refuses it (a test blocking torch) counts as absent.
     try:
         return importlib.util.find_spec(name) is not None
@@ -71,12 +72,12 @@ def _installed(name: str) -> bool:
 
 def onnxruntime_available() -> bool:
     """Whether ``onnxruntime`` can be imported (checked without importing it)."""
-    return _installed("onnxruntime")
+    return installed("onnxruntime")
 
 
 def torch_installed() -> bool:
     """Whether ``torch`` can be imported (checked without importing it)."""
-    return _installed("torch")
+    return installed("torch")
 
 
 def needs_torch(feature: str) -> str | None:

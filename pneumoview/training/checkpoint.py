@@ -10,18 +10,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from pneumoview.inference.manifest import MANIFEST_NAME, model_entry_toml, parse_manifest, upsert_entries
 from pneumoview.inference.weights import sha256_file
+
+if TYPE_CHECKING:  # the fit's types import this module
+    from pneumoview.training.parts import FitParts
+    from pneumoview.training.progress import FitProgress
 
 INTENDED_USE = (
     "Research use only — not for diagnosis. For exploring chest radiographs and for teaching and research on "
@@ -148,3 +153,51 @@ def write_model_entry(out_dir: Path, entry: Mapping[str, Any]) -> Path:
     path = out_dir / MANIFEST_NAME
     upsert_entries(path, {str(entry["id"]): model_entry_toml(entry)})
     return path
+
+
+def fit_checkpoint(parts: FitParts, progress: FitProgress, elapsed: float) -> dict[str, Any]:
+    """What :func:`resume_fit` needs to go on after ``progress.epoch`` epochs; ``elapsed`` is the run's wall time in
+    seconds, earlier sessions included."""
+    scaler = parts.scaler
+    return {
+        "model": to_cpu_state(parts.model),
+        # The best model is stored only when it is not this epoch's (saves a model's worth of disk).
+        "best_model": progress.best_state if progress.best_epoch != progress.epoch else None,
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+        "epoch": progress.epoch,
+        "planned_epochs": parts.plan.epochs,
+        "best_metric": progress.best,
+        "best_epoch": progress.best_epoch,
+        "best_metrics": clean_metrics(progress.best_metrics),
+        "history": progress.history,
+        "bad_epochs": progress.bad_epochs,
+        "seconds": elapsed,
+        "used_pretrained": progress.used_pretrained,
+        "rng": rng_state(),
+        "config": json.dumps(parts.cfg.to_dict()),
+        "metric": parts.family.metric,
+    }
+
+
+def resume_fit(path: Path, parts: FitParts, progress: FitProgress) -> None:
+    """Load a checkpoint written from :func:`fit_checkpoint` into the fit's model, optimiser, schedule, scaler and
+    plan, and into ``progress``; the RNG states too, so the run goes on as if it had never stopped."""
+    ck = load_checkpoint(path)
+    getattr(parts.model, "module", parts.model).load_state_dict(ck["model"])
+    parts.optimizer.load_state_dict(ck["optimizer"])
+    parts.plan.epochs = int(ck.get("planned_epochs", parts.cfg.epochs))
+    parts.scheduler.load_state_dict(ck["scheduler"])
+    if ck.get("scaler"):
+        parts.scaler.load_state_dict(ck["scaler"])
+    progress.epoch = int(ck["epoch"])
+    progress.best = ck.get("best_metric")
+    progress.best_epoch = int(ck.get("best_epoch", 0))
+    progress.best_metrics = dict(ck.get("best_metrics", {}))
+    progress.history = list(ck.get("history", []))
+    progress.best_state = ck.get("best_model") if ck.get("best_model") is not None else ck["model"]
+    progress.bad_epochs = int(ck.get("bad_epochs", 0))
+    progress.elapsed_before = float(ck.get("seconds", 0.0))
+    progress.used_pretrained = bool(ck.get("used_pretrained", progress.used_pretrained))
+    set_rng_state(ck["rng"])

@@ -18,7 +18,7 @@ from torch import nn
 
 from pneumoview.metrics import classification_report
 from pneumoview.training.datasets import SCHEMES, ImageCache, class_ids, sampling_weights
-from pneumoview.training.loop import Family, model_input
+from pneumoview.training.family import Family, model_input
 from pneumoview.training.recipes import TrainConfig
 
 

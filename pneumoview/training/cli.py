@@ -31,6 +31,16 @@ _EPILOG = (
 
 
 def _add_options(p: argparse.ArgumentParser, family: str) -> None:
+    """The options of ``train <family>``, group by group (as ``--help`` lists them)."""
+    _add_data_options(p, family)
+    _add_output_options(p)
+    _add_model_options(p, family)
+    _add_hyperparameter_options(p)
+    _add_split_options(p)
+    _add_running_options(p)
+
+
+def _add_data_options(p: argparse.ArgumentParser, family: str) -> None:
     data = p.add_argument_group("data")
     data.add_argument("--images", type=Path, required=True, help="images folder (RSNA) or class-folder root")
     data.add_argument(
@@ -49,12 +59,16 @@ def _add_options(p: argparse.ArgumentParser, family: str) -> None:
         )
     data.add_argument("--limit", type=int, help="use only N images, drawn evenly per class (smoke tests)")
 
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, help="models folder to write into (default: the user models folder)")
     out.add_argument("--id", dest="model_id", help="model id (default from the family and builder)")
     out.add_argument("--version", default="1.0.0", help="model version written to the manifest")
     out.add_argument("--resume", type=Path, help="training checkpoint (runs/<id>/checkpoint.pt) to resume")
 
+
+def _add_model_options(p: argparse.ArgumentParser, family: str) -> None:
     m = p.add_argument_group("model and recipe")
     m.add_argument(
         "--recipe", default="default", help="preset: default, or seed001/seed002/seed003 per family"
@@ -98,6 +112,8 @@ def _add_options(p: argparse.ArgumentParser, family: str) -> None:
         help="stop if ImageNet weights are unavailable",
     )
 
+
+def _add_hyperparameter_options(p: argparse.ArgumentParser) -> None:
     h = p.add_argument_group("hyperparameters (override the recipe)")
     h.add_argument("--epochs", type=int)
     h.add_argument("--batch-size", type=int)
@@ -121,6 +137,8 @@ def _add_options(p: argparse.ArgumentParser, family: str) -> None:
     h.add_argument("--grad-clip", type=float, help="clip the gradient norm (0 = off)")
     h.add_argument("--patience", type=int, help="early stopping after N epochs without improvement (0 = off)")
 
+
+def _add_split_options(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("split")
     s.add_argument(
         "--val-fraction", type=float, help="share of patients held out for validation (default 0.2)"
@@ -130,6 +148,8 @@ def _add_options(p: argparse.ArgumentParser, family: str) -> None:
     s.add_argument("--split-seed", type=int, help="seed of the patient split (default 0)")
     s.add_argument("--seed", type=int, help="seed of initialisation, shuffling and augmentation")
 
+
+def _add_running_options(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("running")
     r.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     r.add_argument("--workers", type=int, help="DataLoader workers (default 2)")
@@ -257,7 +277,7 @@ def _run(args: argparse.Namespace) -> int:
     from pneumoview.inference.manifest import user_models_dir
     from pneumoview.training import distributed as ddp
     from pneumoview.training.loop import summary_text, train_model
-    from pneumoview.training.recipes import DEFAULT_MEMBERS, SEED001_MEMBERS, recipe
+    from pneumoview.training.recipes import find_recipe, recipe
     from pneumoview.training.segmenter import train_ensemble
 
     main = ddp.env_info().is_main
@@ -275,7 +295,7 @@ def _run(args: argparse.Namespace) -> int:
                 raise ValueError(
                     "--resume applies to one model: resume a member with `train segmenter --resume`"
                 )
-            default = SEED001_MEMBERS if args.recipe == "seed001" else DEFAULT_MEMBERS
+            default = find_recipe("segmenter", args.recipe).members
             members = [m.strip() for m in (args.members or ",".join(default)).split(",") if m.strip()]
             overrides.pop("model_id", None)
             results, entry = train_ensemble(

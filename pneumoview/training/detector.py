@@ -22,7 +22,7 @@ from torch import nn
 from pneumoview.metrics import rsna_map
 from pneumoview.postprocess import filter_detections, xyxy_to_xywh
 from pneumoview.thresholds import Thresholds
-from pneumoview.training.loop import Family, model_input
+from pneumoview.training.family import Family, model_input
 
 SCORE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 

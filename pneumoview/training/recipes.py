@@ -1,6 +1,6 @@
 """Training recipes: every hyperparameter of a run in one :class:`TrainConfig`, with named presets per family.
 
-Presets (``--recipe``):
+Presets (``--recipe``), kept as data in :data:`RECIPES` (one :class:`Recipe` each):
 
 =========== ============ ======================================================================================
 family      recipe       what
@@ -33,6 +33,7 @@ seed 001.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -69,6 +70,8 @@ class TrainConfig:
     """Everything that defines one training run (recipe + command-line overrides).
 
     Sizes are in pixels (square inputs); ``lr`` is the peak learning rate; ``warmup_epochs`` may be fractional;
+    ``warmup_steps``, when set, replaces it with torchvision's detection warm-up (``min(warmup_steps, steps per
+    epoch - 1)`` optimiser steps, from ``warmup_factor`` to 1);
     ``step_size`` is in epochs; ``max_minutes`` caps the whole run's wall time (the schedule is shortened to fit
     after the first epoch); ``max_steps`` caps the optimiser steps per epoch (smoke tests); ``stop_after`` ends
     this session after that many epochs (the checkpoint can be resumed).
@@ -92,6 +95,7 @@ class TrainConfig:
     scheduler: str = "cosine"
     warmup_epochs: float = 1.0
     warmup_factor: float = 0.01
+    warmup_steps: int | None = None
     step_size: int = 3
     gamma: float = 0.1
     epochs: int = 40
@@ -205,78 +209,131 @@ def default_model_id(family: str, builder: str, builder_args: Mapping[str, Any],
     return f"seg-{builder}" + (f"-{encoder}" if encoder else "")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """One named recipe: the :class:`TrainConfig` values it sets; a field left ``None`` keeps TrainConfig's default.
+
+    ``warmup_steps`` replaces ``warmup_epochs`` with torchvision's detection warm-up (at most that many optimiser
+    steps, inside the first epoch); ``light_decoder`` gives U-Net decoders :data:`LIGHT_DECODER`; ``members`` are
+    the segmenters ``train ensemble`` trains with this recipe (``builder:encoder``).
+    """
+
+    family: str
+    name: str
+    builder: str
+    size: int
+    channels: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    scheduler: str
+    warmup_epochs: float
+    epochs: int
+    batch_size: int
+    augment: str
+    builder_args: Mapping[str, Any] = field(default_factory=dict)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    resize: str | None = None
+    scheme: str | None = None
+    momentum: float | None = None
+    step_size: int | None = None
+    gamma: float | None = None
+    warmup_factor: float | None = None
+    warmup_steps: int | None = None
+    eval_batch_size: int | None = None
+    label_smoothing: float | None = None
+    dropout: float | None = None
+    grad_clip: float | None = None
+    light_decoder: bool = False
+    members: tuple[str, ...] = ()
+
+    def settings(self) -> dict[str, Any]:
+        """The TrainConfig fields this recipe sets (a deep copy: a run may change its own values)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_SETTINGS}
+        values["builder_args"] = dict(self.builder_args)
+        return copy.deepcopy({k: v for k, v in values.items() if v is not None})
+
+
+# Recipe fields that are not TrainConfig values (the family and name are passed on separately).
+_NOT_SETTINGS = frozenset({"family", "name", "light_decoder", "members"})
+
+
+# Detectors take 3-channel [0, 1] images (mean 0, std 1): the model normalises them itself.
+RECIPES: tuple[Recipe, ...] = (
+    Recipe(
+        family="classifier", name="default", builder="resnet18_classifier", size=256, channels=1, scheme="rsna3",
+        optimizer="adamw", lr=1e-3, weight_decay=0.05, scheduler="cosine", warmup_epochs=2, epochs=40,
+        batch_size=32, augment="full", label_smoothing=0.05, dropout=0.2,
+    ),
+    Recipe(
+        family="classifier", name="seed002", builder="resnet18_classifier", size=224, channels=3,
+        mean=(SEED002_MEAN,), std=(SEED002_STD,), resize="center_crop", scheme="acse4", optimizer="sgd", lr=1e-3,
+        momentum=0.5, weight_decay=1e-2, scheduler="constant", warmup_epochs=0, epochs=40, batch_size=128,
+        augment="flip",
+    ),
+    Recipe(
+        family="detector", name="default", builder="fasterrcnn_resnet18_fpn", size=384, channels=3, mean=(0.0,),
+        std=(1.0,), optimizer="adamw", lr=2e-4, weight_decay=1e-4, scheduler="cosine", warmup_epochs=1, epochs=24,
+        batch_size=16, augment="full", grad_clip=10.0,
+    ),
+    Recipe(
+        family="detector", name="light", builder="fasterrcnn_resnet18_fpn", builder_args=LIGHT_DETECTOR, size=256,
+        channels=3, mean=(0.0,), std=(1.0,), optimizer="adamw", lr=3e-4, weight_decay=1e-4, scheduler="cosine",
+        warmup_epochs=1, epochs=12, batch_size=8, augment="full", grad_clip=10.0,
+    ),
+    Recipe(
+        family="detector", name="seed003", builder="fasterrcnn_resnet50_fpn", size=800, channels=3, mean=(0.0,),
+        std=(1.0,), optimizer="sgd", lr=0.005, momentum=0.9, weight_decay=5e-4, scheduler="step", step_size=3,
+        gamma=0.1, warmup_epochs=1, warmup_factor=1e-3, warmup_steps=1000, epochs=5, batch_size=8, augment="none",
+    ),
+    Recipe(
+        family="segmenter", name="default", builder="unet", builder_args={"encoder": "resnet18"}, size=256,
+        channels=1, optimizer="adamw", lr=1e-3, weight_decay=1e-4, scheduler="cosine", warmup_epochs=2, epochs=40,
+        batch_size=16, augment="full", light_decoder=True, members=DEFAULT_MEMBERS,
+    ),
+    Recipe(
+        family="segmenter", name="seed001", builder="unet", builder_args={"encoder": "resnet152"}, size=128,
+        channels=3, mean=(0.5,), std=(0.5,), optimizer="adam", lr=1e-4, weight_decay=0.0, scheduler="constant",
+        warmup_epochs=0, epochs=20, batch_size=16, eval_batch_size=32, augment="none", members=SEED001_MEMBERS,
+    ),
+)  # fmt: skip
+
+
+def find_recipe(family: str, name: str = "default") -> Recipe:
+    """The recipe ``name`` of ``family``; ``ValueError`` naming the valid ones otherwise."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
+    names = [r.name for r in RECIPES if r.family == family]
+    for r in RECIPES:
+        if r.family == family and r.name == name:
+            return r
+    raise ValueError(f"unknown {family} recipe {name!r}; valid: {', '.join(names)}")
+
+
+def _model_settings(preset: Recipe, model: str, base: Mapping[str, Any]) -> dict[str, Any]:
+    """``--model``: the builder (and a segmenter's encoder) that replace the recipe's."""
+    builder, encoder_args = member_builder(model)
+    if preset.family == "segmenter":
+        return {"builder": builder, "builder_args": encoder_args or dict(base.get("builder_args", {}))}
+    if encoder_args:
+        raise ValueError(f"--model {model!r}: only segmenters take an encoder")
+    return {"builder": builder}
+
+
 def recipe(family: str, name: str = "default", *, model: str | None = None, **overrides: Any) -> TrainConfig:
-    """The preset ``name`` for ``family`` with ``overrides`` applied (any :class:`TrainConfig` field).
+    """The preset ``name`` for ``family`` with ``overrides`` applied (any :class:`TrainConfig` field; ``None``
+    values are ignored, ``builder_args`` are merged into the recipe's).
 
     ``model`` replaces the recipe's builder: a builder name, or ``BUILDER:ENCODER`` for segmenters.
     """
-    base: dict[str, Any]
-    if family == "classifier":
-        if name == "default":
-            base = dict(
-                builder="resnet18_classifier", size=256, channels=1, scheme="rsna3", optimizer="adamw",
-                lr=1e-3, weight_decay=0.05, scheduler="cosine", warmup_epochs=2, epochs=40, batch_size=32,
-                augment="full", label_smoothing=0.05, dropout=0.2,
-            )  # fmt: skip
-        elif name == "seed002":
-            base = dict(
-                builder="resnet18_classifier", size=224, channels=3, mean=(SEED002_MEAN,), std=(SEED002_STD,),
-                resize="center_crop", scheme="acse4", optimizer="sgd", lr=1e-3, momentum=0.5,
-                weight_decay=1e-2, scheduler="constant", warmup_epochs=0, epochs=40, batch_size=128,
-                augment="flip",
-            )  # fmt: skip
-        else:
-            raise ValueError(f"unknown classifier recipe {name!r}; valid: default, seed002")
-    elif family == "detector":
-        # Detectors take 3-channel [0, 1] images: the model normalises them itself.
-        if name == "default":
-            base = dict(
-                builder="fasterrcnn_resnet18_fpn", size=384, channels=3, mean=(0.0,), std=(1.0,),
-                optimizer="adamw", lr=2e-4, weight_decay=1e-4, scheduler="cosine", warmup_epochs=1,
-                epochs=24, batch_size=16, augment="full", grad_clip=10.0,
-            )  # fmt: skip
-        elif name == "light":
-            base = dict(
-                builder="fasterrcnn_resnet18_fpn", builder_args=dict(LIGHT_DETECTOR), size=256, channels=3,
-                mean=(0.0,), std=(1.0,), optimizer="adamw", lr=3e-4, weight_decay=1e-4, scheduler="cosine",
-                warmup_epochs=1, epochs=12, batch_size=8, augment="full", grad_clip=10.0,
-            )  # fmt: skip
-        elif name == "seed003":
-            base = dict(
-                builder="fasterrcnn_resnet50_fpn", size=800, channels=3, mean=(0.0,), std=(1.0,),
-                optimizer="sgd", lr=0.005, momentum=0.9, weight_decay=5e-4, scheduler="step", step_size=3,
-                gamma=0.1, warmup_epochs=1, warmup_factor=1e-3, epochs=5, batch_size=8, augment="none",
-            )  # fmt: skip
-        else:
-            raise ValueError(f"unknown detector recipe {name!r}; valid: default, light, seed003")
-    elif family == "segmenter":
-        if name == "default":
-            base = dict(
-                builder="unet", builder_args={"encoder": "resnet18"}, size=256, channels=1, optimizer="adamw",
-                lr=1e-3, weight_decay=1e-4, scheduler="cosine", warmup_epochs=2, epochs=40, batch_size=16,
-                augment="full",
-            )  # fmt: skip
-        elif name == "seed001":
-            base = dict(
-                builder="unet", builder_args={"encoder": "resnet152"}, size=128, channels=3, mean=(0.5,),
-                std=(0.5,), optimizer="adam", lr=1e-4, weight_decay=0.0, scheduler="constant",
-                warmup_epochs=0, epochs=20, batch_size=16, eval_batch_size=32, augment="none",
-            )  # fmt: skip
-        else:
-            raise ValueError(f"unknown segmenter recipe {name!r}; valid: default, seed001")
-    else:
-        raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
-
+    preset = find_recipe(family, name)
+    base = preset.settings()
     if model is not None:
-        builder, encoder_args = member_builder(model)
-        base["builder"] = builder
-        if family == "segmenter":
-            base["builder_args"] = encoder_args or dict(base.get("builder_args", {}))
-        elif encoder_args:
-            raise ValueError(f"--model {model!r}: only segmenters take an encoder")
+        base.update(_model_settings(preset, model, base))
     if family == "segmenter":
         base["builder_args"] = _segmenter_args(
-            base["builder"], dict(base.get("builder_args", {})), light=name == "default"
+            base["builder"], dict(base.get("builder_args", {})), light=preset.light_decoder
         )
     extra_args = overrides.pop("builder_args", None)
     if extra_args:

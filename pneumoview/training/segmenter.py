@@ -27,7 +27,8 @@ from pneumoview.postprocess import boxes_from_probability, xyxy_to_xywh
 from pneumoview.thresholds import Thresholds
 from pneumoview.training.checkpoint import INTENDED_USE, LIMITATIONS, clean_metrics
 from pneumoview.training.datasets import DataSource, ImageCache
-from pneumoview.training.loop import Family, Log, TrainResult, model_input, train_model
+from pneumoview.training.family import Family, Log, model_input
+from pneumoview.training.loop import TrainResult, train_model
 from pneumoview.training.recipes import TrainConfig, default_model_id, member_builder, recipe
 
 SEG_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)

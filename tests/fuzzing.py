@@ -15,7 +15,7 @@ them before allocating.
 
 :func:`probe` scans and loads one file the way the viewer does and reports what happened; :func:`run_probes` runs it
 over many files in child processes with a per-file watchdog, so that a decoder that aborts the process or never
-returns is attributed to its file (``python -m pneumoview.fuzz LIST SECONDS`` is that child).
+returns is attributed to its file (``python -m tests.fuzzing LIST SECONDS`` is that child).
 
 Nothing here imports Qt or torch; inputs are only read.
 """
@@ -734,7 +734,7 @@ def probe(path: str | Path) -> dict[str, object]:
 
 
 def _worker(list_file: str, watchdog_s: float) -> None:
-    """``python -m pneumoview.fuzz LIST WATCHDOG``: probe each path in LIST, one JSON line per file on stdout.
+    """``python -m tests.fuzzing LIST WATCHDOG``: probe each path in LIST, one JSON line per file on stdout.
 
     A file that takes longer than WATCHDOG seconds ends the process (faulthandler's watchdog thread works even
     when a decoder holds the GIL); the supervisor then reports it as a hang.
@@ -767,11 +767,11 @@ def run_probes(
     import threading
 
     exe = python or sys.executable
-    # The workers import this package from where this module was imported, installed or not.
-    package_parent = str(Path(__file__).resolve().parents[1])
+    # The workers import tests.fuzzing (and pneumoview) from this checkout, pneumoview installed or not.
+    repo_root = str(Path(__file__).resolve().parents[1])
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [repo_root, os.environ.get("PYTHONPATH")])),
     }
     results: dict[int, dict[str, object]] = {}
     lock = threading.Lock()
@@ -785,7 +785,7 @@ def run_probes(
                 errfile = Path(tmp) / "stderr.txt"
                 with open(errfile, "wb") as err:
                     proc = subprocess.Popen(
-                        [exe, "-m", "pneumoview.fuzz", str(listing), str(watchdog_s)],
+                        [exe, "-m", "tests.fuzzing", str(listing), str(watchdog_s)],
                         stdout=subprocess.PIPE,
                         stderr=err,
                         text=True,
