@@ -34,7 +34,7 @@ done
 mkdir -p "$DIST" "$WORK"
 DIST=$(cd "$DIST" && pwd) WORK=$(cd "$WORK" && pwd)
 "$PY" -c "import PyInstaller, onnxruntime" 2>/dev/null || {
-  echo "build_app.sh: $PY lacks pyinstaller or onnxruntime: $PY -m pip install pyinstaller onnxruntime" >&2
+  echo "build_app.sh: $PY lacks pyinstaller or onnxruntime: $PY -m pip install -e '.[app]'" >&2
   exit 2
 }
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's code, even when another one is installed
