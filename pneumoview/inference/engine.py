@@ -257,6 +257,11 @@ class Engine:
             total = (time.perf_counter() - t_all) * 1000.0 / max(1, len(images))
             yield [replace(r, timings_ms={**r.timings_ms, "total": total}) for r in partial]
 
+    def use_device(self, device: str) -> None:
+        """Run on ``device`` from now on (as :func:`resolve_device` reads it, e.g. ``"cuda:1"`` for one rank of a
+        distributed run; the torch runtime); the engine is the only writer of ``device``."""
+        self.device = resolve_device(device)
+
     @staticmethod
     def _batches(
         images: Sequence[XrayImage], spec: ModelSpec, batch_size: int
