@@ -31,7 +31,7 @@ COMPONENTS: tuple[tuple[str, str], ...] = (
         r"^libpython|^base_library\.zip$|^python3\.\d+/|^lib-dynload/",
     ),
     ("PneumoView (code, sample study, icons)", r"^pneumoview/"),
-    ("Pillow, pyqtgraph, other Python packages", r"^[A-Za-z_][\w.-]*/"),
+    ("Pillow, pyqtgraph, other Python packages", r"^[A-Za-z_][\w.-]*/|__mypyc\."),  # mypyc: psygnal's
     ("system libraries (X11, GL, fonts, ssl …)", r"^lib.*\.so"),
 )
 
