@@ -12,6 +12,9 @@ Measures:
   default models folders;
 * PgDown: selection of the next image → image on the canvas, with the image decoded ahead by the prefetcher and
   without (cache cleared), alternating step by step (1024² RSNA PNGs, test models);
+* first pixels of a 2048² JPEG 2000 (lossless, derived from a real CR chest radiograph) that was not decoded
+  ahead: selection → reduced-resolution preview painted, and → full image painted, against the viewer with the
+  preview switched off (full decode first), alternating step by step (``--j2k-only`` runs just this);
 * threshold change: ``postprocess`` + overlay/table update, median and max over 50 changes (1024² image);
 * event-loop worst delay: a 10 ms timer on the GUI thread while a batch runs in the background (and idle, for
   comparison).
@@ -154,6 +157,60 @@ def pgdown_times(app, window, folder: Path, steps: int) -> tuple[list[float], li
     return ahead, cold
 
 
+def j2k_times(app, window, folder: Path, steps: int) -> tuple[list[float], list[float], list[float]]:
+    """Selection of a 2k JPEG 2000 not decoded ahead → pixels painted: (reduced preview, full image after the
+    preview, full image with the preview switched off), alternating preview on/off step by step; each step waits
+    for the analysis and the neighbour prefetch to end, then empties the prefetch and result caches."""
+    marks: dict[str, float] = {}
+
+    def painted(key: str) -> None:
+        window.canvas.viewport().repaint()  # as the preview is painted before its signal
+        marks.setdefault(key, time.perf_counter())
+
+    window.progressive.previewShown.connect(lambda _p: marks.setdefault("preview", time.perf_counter()))
+    window.imageShown.connect(lambda _p: painted("shown"))
+    window.analysisFinished.connect(lambda _p: marks.setdefault("full", time.perf_counter()))
+    done = {"n": 0}
+    window.scanFinished.connect(lambda _n: done.__setitem__("n", 1))
+    window.open_path(folder)
+    _pump(app, lambda: done["n"] and "full" in marks)
+    preview: list[float] = []
+    after_preview: list[float] = []
+    full_only: list[float] = []
+    paths = window.browser.visible_image_paths()
+    for i in range(steps):
+        window.prefetcher.wait(60)
+        window.prefetcher.clear()
+        window.session.forget_results()  # else the analysed image comes back from the result cache
+        window.progressive.enabled = i % 2 == 0
+        target = paths[(paths.index(window.session.path) + 1) % len(paths)]
+        marks.clear()
+        t0 = time.perf_counter()
+        window.browser.select_path(target)
+        _pump(app, lambda: "shown" in marks and "full" in marks)
+        if window.progressive.enabled:
+            preview.append(marks["preview"] - t0)
+            after_preview.append(marks["shown"] - t0)
+        else:
+            full_only.append(marks["shown"] - t0)
+    window.progressive.enabled = True
+    return preview, after_preview, full_only
+
+
+def j2k_rows(app, tmp: Path, models_dir: str, steps: int) -> list[tuple[str, str]]:
+    from tests.j2k_fixtures import make_2k_j2k
+
+    make_2k_j2k(tmp / "j2k", copies=2)
+    window = make_window(app, models_dir)
+    preview, after, full_only = j2k_times(app, window, tmp / "j2k", steps)
+    window.close()
+    return [
+        ("first pixels, 2k J2K, reduced first (1/4 decode)", fmt_ms(preview)),
+        ("first pixels, 2k J2K, full decode", fmt_ms(full_only)),
+        ("full resolution shown, 2k J2K, reduced first", fmt_ms(after)),
+    ]
+
+
 def threshold_latency(app, window, changes: int = 50) -> list[float]:
     out = []
     t = window.session.thresholds
@@ -193,6 +250,21 @@ def batch_delays(app, window, src: Path, out: Path) -> tuple[list[float], int, f
     return delays, d.summary.done if d.summary else 0, time.perf_counter() - t0
 
 
+def shipped_models_set() -> list[tuple[str, str | None]]:
+    """The shipped models as a model set, when the classifier and segmentation are installed."""
+    from pneumoview.inference.engine import Engine
+
+    try:
+        available = Engine(device="cpu").available_stages()
+    except Exception as exc:  # noqa: BLE001 - a report line, not a failure
+        print(f"(real models not usable: {exc})")
+        return []
+    if available["classify"] is not None or available["segment"] is not None:
+        return []
+    missing = [s for s, why in available.items() if why is not None]
+    return [("shipped models (models/)" + (f", without {', '.join(missing)}" if missing else ""), None)]
+
+
 def fmt_ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:8.1f} ms (max {max(values) * 1000:7.1f})"
 
@@ -205,6 +277,8 @@ def main() -> None:
     parser.add_argument(
         "--skip-realistic", action="store_true", help="skip the random-weight real architectures"
     )
+    parser.add_argument("--j2k-steps", type=int, default=8, help="2k JPEG 2000 selections timed")
+    parser.add_argument("--j2k-only", action="store_true", help="time only the 2k JPEG 2000 first pixels")
     args = parser.parse_args()
 
     from PySide6 import QtWidgets
@@ -215,28 +289,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ["PNEUMOVIEW_CONFIG_DIR"] = str(tmp / "config")
-        rows.append(("start-up: process start → window shown", fmt_ms(startup_times(args.runs, tmp / "cfg"))))
-
         app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
         models = mf.equivariant_models_dir(tmp / "models")
+        if args.j2k_only:
+            rows += j2k_rows(app, tmp, str(models), args.j2k_steps)
+            sets = []
+        else:
+            rows.append(
+                ("start-up: process start → window shown", fmt_ms(startup_times(args.runs, tmp / "cfg")))
+            )
+            sets = [("test models", str(models))]
         study = tmp / "study"
         study.mkdir()
         for p in sorted(RSNA_1024.glob("*.png"))[: args.images + 1]:
             (study / p.name).write_bytes(p.read_bytes())
-        sets = [("test models", str(models))]
-        if not args.skip_realistic:
+        if not args.skip_realistic and not args.j2k_only:
             sets.append(("real architectures, random weights", str(realistic_models_dir(tmp / "realistic"))))
-        from pneumoview.inference.engine import Engine
-
-        try:
-            real = Engine(device="cpu")
-            available = real.available_stages()
-            if available["classify"] is None and available["segment"] is None:
-                missing = [s for s, why in available.items() if why is not None]
-                label = "shipped models (models/)" + (f", without {', '.join(missing)}" if missing else "")
-                sets.append((label, None))
-        except Exception as exc:  # noqa: BLE001 - a report line, not a failure
-            print(f"(real models not usable: {exc})")
+        if not args.j2k_only:
+            sets += shipped_models_set()
         window = None
         for title, models_dir in sets:
             window = make_window(app, models_dir)
@@ -245,6 +315,7 @@ def main() -> None:
                 rows.append(("PgDown → next image shown, decoded ahead (prefetch)", fmt_ms(ahead)))
                 rows.append(("PgDown → next image shown, not decoded ahead", fmt_ms(cold)))
                 window.close()
+                rows += j2k_rows(app, tmp, models_dir, args.j2k_steps)
                 window = make_window(app, models_dir)
             first, full = analysis_times(app, window, study, args.images)
             rows.append((f"{title}: select → first stage on screen", fmt_ms(first)))

@@ -40,9 +40,9 @@ from pneumoview.export import (
     write_json,
     write_submission_csv,
 )
+from pneumoview.findings_pipeline import findings_for
 from pneumoview.imaging import load_image
 from pneumoview.pipeline import Finished, pipelined, sequential
-from pneumoview.postprocess import postprocess
 from pneumoview.study_index import ScanEntry, ScanError, scan
 from pneumoview.suitability import suitability_warnings
 from pneumoview.thresholds import Thresholds
@@ -393,7 +393,7 @@ def _write_result(
     """Post-process one model result and write its annotated PNG, DICOM results and journal record."""
     inp, image = work
     t1 = time.perf_counter()
-    findings = postprocess(result, t, spacing_mm=image.spacing_mm)
+    findings = findings_for(result, t, image.spacing_mm)
     patient_id = image.image_id
     if include_identifiers and image.identifiers.get("PatientID"):
         patient_id = image.identifiers["PatientID"]

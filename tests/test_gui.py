@@ -43,6 +43,8 @@ def test_open_folder_analyse_and_move_thresholds(qtbot, make_window, small_study
     status, tip = w.browser.status_of(first)
     assert status in (vm.FINDING, vm.NO_FINDING)
     assert "P(opacity)" in tip
+    # The complete result is on screen, not the last partial one (the engine sends it again, marked complete).
+    assert "analysing" not in w.findings_panel.headline.text()
 
     rows = _rows(w)
     assert any(r.set == "detector" for r in rows), "the bright-box test detector finds one box"
@@ -285,7 +287,7 @@ def test_settings_survive_and_corrupt_file_does_not_block(qtbot, make_window, co
     (config_dir / "settings.json").write_text("{this is not json")
     w = make_window(wait_engine=False)
     assert w.isVisible()
-    w.threshold_panel.set_thresholds(w.session.thresholds.replace(gate=0.6), emit=True)
+    w.threshold_panel.set_thresholds(w.session.thresholds.replace(gate=0.6))
     qtbot.waitUntil(lambda: w.session.thresholds.gate == pytest.approx(0.6), timeout=2000)
     w.close()
     saved = json.loads((config_dir / "settings.json").read_text())

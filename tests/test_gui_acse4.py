@@ -59,13 +59,13 @@ def test_settings_dialog_chooses_the_classifier(qtbot, config_dir):
 
 
 def test_changing_models_drops_cached_results(tmp_path):
-    from pneumoview.gui.session import Session
     from pneumoview.types import AnalysisResult
+    from pneumoview.viewer_state import ViewerState
 
-    s = Session()
-    s.path = tmp_path / "a.png"
+    s = ViewerState()
+    s.select(tmp_path / "a.png")
     s.result = AnalysisResult(image_id="a", image_shape=(4, 4))
-    s._cache[s.path] = (None, s.result)
+    s.remember(s.path, None, s.result)
     generation = s.generation
     s.forget_results()
     assert s.result is None and s.cached(s.path) is None and s.generation > generation

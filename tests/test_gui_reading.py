@@ -254,6 +254,8 @@ def test_status_filter_is_exact(qtbot, make_window, tmp_path):
     a, b, c = w.browser.image_paths()
     w.browser.set_status(a, vm.FINDING, "1 box")
     w.browser.set_status(b, vm.NO_FINDING, "no box")
+    # The browser shows the state's statuses; it keeps none of its own.
+    assert w.session.status(a) == (vm.FINDING, "1 box") and w.browser.status_of(a)[0] == vm.FINDING
     w.browser.filter_edit.setText("finding")
     assert w.browser.visible_image_paths() == [a]
     w.browser.filter_edit.setText("No  Finding")
@@ -293,10 +295,12 @@ def test_gradcam_colour_bar_and_o_keeps_the_zoom(qtbot, make_window, small_study
     open_and_wait(qtbot, w, small_study)
     ov, c = w.canvas.overlays, w.canvas
     assert ov.saliency_bar.opacity() == 0.0
-    ov.set_visible("saliency", True)
+    w.session.set_layer_visible("saliency", True)  # the state owns the layers; the canvas renders them
+    # Showing the layer starts the classifier's Grad-CAM; let it end here, not during the next test.
+    qtbot.waitUntil(lambda: "saliency" not in w.jobs or w.jobs["saliency"].done, timeout=60_000)
     ov.set_saliency(np.linspace(0, 1, 512 * 512, dtype=np.float32).reshape(512, 512))
     assert ov.saliency_bar.opacity() == 1.0 and "Grad-CAM" in ov.saliency_bar.toolTip()
-    ov.set_visible("saliency", False)
+    w.session.set_layer_visible("saliency", False)
     assert ov.saliency_bar.opacity() == 0.0
 
     assert ov.colour_bar.opacity() == 1.0  # the heat map's bar is shown

@@ -1,16 +1,14 @@
-"""The viewer's Qt-free logic: window presets, result merging, statuses, table rows, the session and its cache."""
+"""The viewer's Qt-free logic: window presets, result merging, statuses, table rows, (the viewer state is tested in test_controller.py)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pneumoview.gui import viewmodel as vm
-from pneumoview.gui.session import Session
 from pneumoview.imaging import load_image
 from pneumoview.postprocess import postprocess
 from pneumoview.thresholds import Thresholds
@@ -116,33 +114,9 @@ def test_outline_distance_readout_eta(mono2):
     )
 
 
-def test_session_generations_cache_and_restatus(mono2):
-    s = Session(cache_size=2)
-    g1 = s.select(Path("/a"))
-    g2 = s.select(Path("/b"))
-    assert not s.is_current(g1) and s.is_current(g2)
-    prob = np.zeros(mono2.shape, np.float32)
-    prob[100:400, 100:400] = 0.9
-    r = AnalysisResult(mono2.image_id, mono2.shape, prob_map=prob, p_opacity=0.9, stages_done=("segment",))
-    s.set_image(mono2)
-    s.set_result(r, complete=False)
-    assert s.cached(Path("/b")) is None, "partial results are not cached"
-    s.set_result(r, complete=True)
-    assert s.status(Path("/b")).status == vm.FINDING
-    s.record(Path("/c"), mono2, r)
-    s.record(Path("/d"), mono2, r)
-    assert s.cached(Path("/b")) is None and s.cached(Path("/c")) is not None  # least recently used left
-    s.thresholds = Thresholds(seg_threshold=0.95)
-    changed = s.restatus_cached()
-    assert set(changed) == {Path("/c"), Path("/d")}
-    assert s.status(Path("/c")).status == vm.NO_FINDING
-    findings = s.set_thresholds(Thresholds())
-    assert findings is not None and findings.positive
-
-
-def test_viewmodel_and_session_are_qt_free():
+def test_viewmodel_and_viewer_state_are_qt_free():
     code = (
-        "import sys; import pneumoview.gui.viewmodel, pneumoview.gui.session; "
+        "import sys; import pneumoview.gui.viewmodel, pneumoview.viewer_state; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'superqt', 'torch')]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

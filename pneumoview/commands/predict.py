@@ -233,7 +233,7 @@ def _engine(job: _Job) -> Any:
     try:
         engine = engine_from_args(job.args)
         if job.world > 1 and engine.device.startswith("cuda"):
-            engine.device = f"cuda:{int(os.environ.get('LOCAL_RANK', job.rank))}"
+            engine.use_device(f"cuda:{int(os.environ.get('LOCAL_RANK', job.rank))}")
     except (PneumoViewError, ModelError) as exc:
         raise _UsageError(f"cannot set up the models: {exc}") from None
     problems = {k: v for k, v in engine.available_stages().items() if v is not None}

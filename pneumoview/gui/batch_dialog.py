@@ -19,6 +19,7 @@ from pneumoview.gui.dialogs import ask_overwrite
 from pneumoview.gui.threshold_panel import ThresholdPanel
 from pneumoview.output_folder import output_folder_problem, write_error_text
 from pneumoview.thresholds import Thresholds
+from pneumoview.viewer_state import ViewerState
 
 
 class BatchDialog(QtWidgets.QDialog):
@@ -57,7 +58,9 @@ class BatchDialog(QtWidgets.QDialog):
         self._add_dicom_options(form)
         layout.addLayout(form)
         box = QtWidgets.QGroupBox("Thresholds")
-        self.thresholds_panel = ThresholdPanel(thresholds)
+        own = ViewerState()  # the batch's thresholds, apart from the viewer's (they start equal)
+        own.set_thresholds(thresholds)
+        self.thresholds_panel = ThresholdPanel(own)
         QtWidgets.QVBoxLayout(box).addWidget(self.thresholds_panel)
         layout.addWidget(box)
 

@@ -25,6 +25,7 @@ from pneumoview.anatomy import Orientation, corner_lines, edge_markers, orientat
 from pneumoview.gui import viewmodel as vm
 from pneumoview.gui.overlays import OverlayLayers
 from pneumoview.types import Window, XrayImage
+from pneumoview.viewer_state import ViewerState
 
 MODES = ("pan", "window", "measure", "draw")
 _GREY = {"mode": "rgb", "ticks": [(0.0, (0, 0, 0, 255)), (1.0, (255, 255, 255, 255))]}
@@ -73,7 +74,7 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
     windowChanged = QtCore.Signal(object)
     measured = QtCore.Signal(str)
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, state: ViewerState | None = None, parent=None) -> None:
         super().__init__(parent)
         self.setBackground((12, 12, 14))
         self.view = CanvasViewBox()
@@ -83,10 +84,11 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.hist = pg.HistogramLUTItem()
         self.hist.setImageItem(self.image_item)
         self.addItem(self.hist, row=0, col=1)
-        self.overlays = OverlayLayers(self.view)
+        self.overlays = OverlayLayers(self.view, state if state is not None else ViewerState())
         self.addItem(self.overlays.colour_bar, row=0, col=2)
         self.addItem(self.overlays.saliency_bar, row=0, col=3)
         self.image: XrayImage | None = None
+        self.factor = 1  # full-resolution pixels per pixel of ``image`` (> 1 while a preview is shown)
         self.user_inverted = False
         self.flipped_h = False
         self.flipped_v = False
@@ -112,9 +114,15 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
 
     # -- image --------------------------------------------------------------------------------------------------
 
-    def set_image(self, image: XrayImage | None) -> None:
-        """Show ``image`` with its default window (None clears the canvas)."""
+    def set_image(self, image: XrayImage | None, factor: int = 1) -> None:
+        """Show ``image`` with its default window (None clears the canvas).
+
+        ``factor`` > 1 shows a reduced-resolution preview (:class:`~pneumoview.imaging.progressive.ReducedImage`)
+        stretched over the full-resolution frame: view coordinates stay full-resolution pixels, so the zoom, pan
+        and overlays carry over when :meth:`swap_image` puts the full image in its place.
+        """
         self.image = image
+        self.factor = factor
         self.overlays.clear()
         self.clear_measurement()
         self.orientation = orientation_of(image.metadata, image.view) if image is not None else Orientation()
@@ -122,15 +130,34 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         if image is None:
             self.image_item.clear()
             return
-        lo, hi = vm.data_range(image.modality, robust=False)
-        self._span = hi - lo
-        w = image.window
-        # Levels in the same call as the data (a later setLevels can break when the shape changes).
-        self.image_item.setImage(image.modality, levels=(w.low, w.high), autoLevels=False)
-        self.hist.setHistogramRange(lo, hi)
-        self.hist.setLevels(w.low, w.high)
+        self._show_pixels(image, image.window)
         self._apply_lut()
         self.fit()
+
+    def swap_image(self, image: XrayImage) -> None:
+        """Put the full-resolution ``image`` in place of its preview, keeping the zoom, pan, flips, overlays and
+        measurement, and the window the user set (the image's default window when the user set none)."""
+        shown = self.window()
+        user_window = (
+            shown
+            if self.image is not None and shown is not None and not _same_window(shown, self.image.window)
+            else None
+        )
+        self.image, self.factor = image, 1
+        self._show_pixels(image, user_window or image.window)
+        self._apply_lut()
+
+    def _show_pixels(self, image: XrayImage, window: Window) -> None:
+        lo, hi = vm.data_range(image.modality, robust=False)
+        self._span = hi - lo
+        # Levels in the same call as the data (a later setLevels can break when the shape changes).
+        self.image_item.setImage(image.modality, levels=(window.low, window.high), autoLevels=False)
+        rows, cols = image.shape
+        # A preview pixel is centred on full pixel ``i * factor`` (pneumoview.imaging.progressive.ReducedImage).
+        corner = -(self.factor - 1) / 2.0
+        self.image_item.setRect(QtCore.QRectF(corner, corner, cols * self.factor, rows * self.factor))
+        self.hist.setHistogramRange(lo, hi)
+        self.hist.setLevels(window.low, window.high)
 
     def window(self) -> Window | None:
         if self.image is None:
@@ -161,7 +188,7 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         """Zoom so the whole image fits."""
         if self.image is not None:
             rows, cols = self.image.shape
-            self.view.setRange(QtCore.QRectF(0, 0, cols, rows), padding=0.0)
+            self.view.setRange(QtCore.QRectF(0, 0, cols * self.factor, rows * self.factor), padding=0.0)
 
     def one_to_one(self) -> None:
         """One image pixel per screen pixel, keeping the centre."""
@@ -241,6 +268,8 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
     def measure(self, p0: tuple[float, float], p1: tuple[float, float]) -> str:
         """Draw a measurement from ``p0`` to ``p1`` (image ``(x, y)``); returns its text (mm or px)."""
         spacing = self.image.spacing_mm if self.image is not None else None
+        if spacing is not None:  # a preview's pixels are ``factor`` view pixels wide
+            spacing = (spacing[0] / self.factor, spacing[1] / self.factor)
         length, unit = vm.distance(p0, p1, spacing)
         self.measurement = f"{length:.1f} {unit}"
         self._measure_line.setData([p0[0], p1[0]], [p0[1], p1[1]])
@@ -280,8 +309,16 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         if self.image is None or not self.view.sceneBoundingRect().contains(scene_pos):
             self.pixelHovered.emit("")
             return
+        if self.factor > 1:
+            self.pixelHovered.emit(f"preview at 1/{self.factor} resolution; the full image is loading")
+            return
         p = self.view.mapSceneToView(scene_pos)
         self.pixelHovered.emit(vm.pixel_readout(self.image, p.x(), p.y()) or "")
+
+
+def _same_window(a: Window, b: Window) -> bool:
+    tol = 1e-6 * max(1.0, abs(b.width))
+    return abs(a.center - b.center) <= tol and abs(a.width - b.width) <= tol
 
 
 def _screen_text(view: pg.ViewBox, point_size: int) -> QtWidgets.QGraphicsSimpleTextItem:

@@ -57,19 +57,17 @@ def dicom_study_job(
 ) -> workers.ExportOutcome:
     """Write the DICOM results of every image of a study, analysing those not in ``cache`` (worker thread)."""
     from pneumoview.dicom_results import DicomResultsError, write_results
-    from pneumoview.postprocess import postprocess
 
     written: list[Path] = []
     failed: list[tuple[str, str]] = []
     for path in paths:
         if cancelled():
             break
-        got = workers.cached_or_analysed(path, cache, engine, stages, check=_dicom_refusal)
+        got = workers.cached_or_analysed(path, cache, engine, stages, thresholds, check=_dicom_refusal)
         if isinstance(got, str):
             failed.append((str(path), got))
             continue
-        image, result = got
-        findings = postprocess(result, thresholds, spacing_mm=image.spacing_mm)
+        image, result, findings = got.image, got.result, got.findings
         try:
             written += write_results(
                 image, result, findings, out, gsps=gsps, probability_map=probability_map,

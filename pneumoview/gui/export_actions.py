@@ -72,14 +72,15 @@ class Exporter:
         from pneumoview.file_bundle import write_together
 
         s = self.window.session
-        if s.image is None or s.result is None or s.findings is None:
+        image, result, findings = s.image, s.result, s.findings  # as shown now, whatever happens meanwhile
+        if image is None or result is None or findings is None:
             self._message("Nothing to export: analyse an image first.")
             return []
         out = self._folder(folder)
         if out is None:
             return []
         ids = self.window.settings.include_identifiers_in_exports
-        stem = export.export_stem(s.image, ids)
+        stem = export.export_stem(image, ids)
         targets = [
             out / f"{stem}_annotated.png",
             out / f"{stem}_findings.csv",
@@ -92,10 +93,10 @@ class Exporter:
         review = self.window.review.review  # the reader's decisions on this image (the current one), if any
 
         def write(stage: Path) -> None:
-            export.save_png(export.annotated_image(s.image, s.result, s.findings), stage / targets[0].name)
-            rows = export.findings_rows(s.image, s.result, s.findings, ids, review=review)
+            export.save_png(export.annotated_image(image, result, findings), stage / targets[0].name)
+            rows = export.findings_rows(image, result, findings, ids, review=review)
             export.write_findings_csv(rows, stage / targets[1].name)
-            submission = [(vm.submission_id(s.image, ids), s.findings.prediction_string())]
+            submission = [(vm.submission_id(image, ids), findings.prediction_string())]
             export.write_submission_csv(submission, stage / targets[2].name)
 
         try:

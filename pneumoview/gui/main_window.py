@@ -1,6 +1,8 @@
 """The main window: wires the widgets to the Qt-free core and runs the work in background jobs.
 
-State lives in :class:`~pneumoview.gui.session.Session`; display logic in :mod:`pneumoview.gui.viewmodel`; work in
+State lives in the Qt-free :class:`~pneumoview.viewer_state.ViewerState` (``self.session``), which announces each
+change; the widgets render from it (:meth:`MainWindow._bind_state`). Display logic is in
+:mod:`pneumoview.gui.viewmodel`, the layout in :mod:`pneumoview.gui.window_layout`, work in
 :mod:`pneumoview.gui.workers`. Every job result carries the generation number of the request that started it, and
 results of a stale generation (the user moved to another image) are dropped.
 """
@@ -17,26 +19,28 @@ from superqt.utils import qdebounced, qthrottled
 
 from pneumoview import RESEARCH_USE_NOTICE, ground_truth
 from pneumoview.gui import viewmodel as vm
-from pneumoview.gui import window_actions, workers
-from pneumoview.gui.canvas import ImageCanvas
+from pneumoview.gui import window_actions, window_layout, workers
 from pneumoview.gui.dicom_export import DicomExporter
 from pneumoview.gui.export_actions import Exporter
-from pneumoview.gui.findings_panel import FindingsPanel
 from pneumoview.gui.icons import icon
-from pneumoview.gui.overlays import OverlayControls
 from pneumoview.gui.pacs_actions import PacsActions
+from pneumoview.gui.progressive import ProgressiveDisplay
 from pneumoview.gui.review_controller import ReviewController
-from pneumoview.gui.session import Session
 from pneumoview.gui.stored_results import StoredResultsLayer
-from pneumoview.gui.study_browser import StudyBrowser
-from pneumoview.gui.threshold_panel import ThresholdPanel
-from pneumoview.gui.welcome import WelcomePage
 from pneumoview.prefetch import ImagePrefetcher, neighbours
 from pneumoview.settings import Settings, save_settings
 from pneumoview.suitability import suitability_warnings
+from pneumoview.viewer_state import ViewerState
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from pneumoview.gui.canvas import ImageCanvas
+    from pneumoview.gui.findings_panel import FindingsPanel
+    from pneumoview.gui.overlays import OverlayControls
+    from pneumoview.gui.study_browser import StudyBrowser
+    from pneumoview.gui.threshold_panel import ThresholdPanel
+    from pneumoview.gui.welcome import WelcomePage
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +57,27 @@ class MainWindow(QtWidgets.QMainWindow):
     scanFinished = QtCore.Signal(int)
     exportFinished = QtCore.Signal(object)
 
+    # Made by pneumoview.gui.window_layout.
+    canvas: ImageCanvas
+    welcome: WelcomePage
+    stack: QtWidgets.QStackedWidget
+    browser: StudyBrowser
+    findings_panel: FindingsPanel
+    threshold_panel: ThresholdPanel
+    layer_controls: OverlayControls
+    readout: QtWidgets.QLabel
+    window_label: QtWidgets.QLabel
+    models_label: QtWidgets.QLabel
+    notice: QtWidgets.QLabel
+
     def __init__(
         self, settings: Settings, *, device: str | None = None, models_dir: str | None = None
     ) -> None:
         super().__init__()
         self.settings = settings
-        self.device = device or settings.device
+        self.session = ViewerState(settings, device=device)  # the live state; settings persist it
         self.models_dir = models_dir or settings.models_dir or None
         self.auto_analyse = settings.auto_analyse
-        self.session = Session(settings.get_thresholds())
         self.prefetcher = ImagePrefetcher()  # PgDown/PgUp neighbours decoded ahead
         self.engine_info: workers.EngineInfo | None = None
         self.folder: Path | None = None
@@ -73,6 +89,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setWindowIcon(icon("app"))
         self.setAcceptDrops(True)
         self._build_widgets()
+        self.progressive = ProgressiveDisplay(self.canvas)  # large JPEG 2000: reduced decode first
         self.exporter = Exporter(self)
         self.pacs = PacsActions(self)  # File ▸ Open from PACS…, Send results to PACS…, PACS peers…
         self.dicom_exporter = DicomExporter(self)
@@ -84,121 +101,37 @@ class MainWindow(QtWidgets.QMainWindow):
     # -- construction -------------------------------------------------------------------------------------------
 
     def _build_widgets(self) -> None:
-        self.canvas = ImageCanvas()
-        self.welcome = WelcomePage()
-        self.stack = QtWidgets.QStackedWidget()
-        self.stack.addWidget(self.welcome)
-        self.stack.addWidget(self.canvas)
-        self.setCentralWidget(self.stack)
-
-        self.browser = StudyBrowser()
-        self.findings_panel = FindingsPanel()
-        self.threshold_panel = ThresholdPanel(self.session.thresholds)
-        self.layer_controls = OverlayControls()
-        tabs = QtWidgets.QTabWidget()
-        tabs.addTab(self.threshold_panel, "Thresholds")
-        tabs.addTab(self.layer_controls, "Layers")
-        right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
-        # Scrolls rather than squeezing the probability bars and the table when the panel is short.
-        findings_scroll = QtWidgets.QScrollArea()
-        findings_scroll.setWidgetResizable(True)
-        findings_scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
-        findings_scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAsNeeded)
-        findings_scroll.setWidget(self.findings_panel)
-        right.addWidget(findings_scroll)
-        right.addWidget(tabs)
-        right.setSizes([540, 330])
-        self._dock("Studies", self.browser, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
-        self._dock("Findings", right, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
-
-        a = window_actions.build_actions(self, self._handlers())
+        window_layout.build_central(self)
+        window_layout.build_docks(self)
+        a = window_actions.build_actions(self, window_layout.handlers(self))
         self.actions_by_key = a
         self.recent_menu = window_actions.build_menus(self, a)
         window_actions.build_toolbar(self, a)
         self._fill_recent_menu()
-
-        bar = self.statusBar()
-        self.readout = QtWidgets.QLabel("")
-        self.window_label = QtWidgets.QLabel("")
-        self.models_label = QtWidgets.QLabel("Models: not loaded")
-        self.notice = QtWidgets.QLabel(RESEARCH_USE_NOTICE)
-        self.notice.setStyleSheet("color: #ff9f1a; font-weight: bold; padding: 0 6px;")
-        bar.addWidget(self.readout, 1)
-        for w in (self.window_label, self.models_label, self.notice):
-            bar.addPermanentWidget(w)
-
-        self.canvas.pixelHovered.connect(self.readout.setText)
-        self.canvas.windowChanged.connect(lambda w: self.window_label.setText(vm.window_text(w)))
-        self.canvas.measured.connect(lambda t: self.statusBar().showMessage(f"Length: {t}" if t else "", 0))
+        window_layout.build_status_bar(self)
         self.browser.imageSelected.connect(self._on_image_selected)
         self.browser.analyseRequested.connect(self.analyse_paths)
         self.findings_panel.boxSelected.connect(self._on_box_selected)
-        self._apply_thresholds = qthrottled(self.set_thresholds, timeout=30, leading=True, parent=self)
-        self._restatus_later = qdebounced(self._restatus_cached, timeout=300, parent=self)
-        self._save_settings_later = qdebounced(self.save_settings_now, timeout=250, parent=self)
-        self.threshold_panel.thresholdsChanged.connect(self._apply_thresholds)
-        self.layer_controls.visibilityChanged.connect(self._on_layer_visibility)
-        self.layer_controls.opacityChanged.connect(self._on_layer_opacity)
         self.welcome.open_button.clicked.connect(self.open_folder_dialog)
         self.welcome.sample_button.clicked.connect(self.open_sample)
-        ov = self.canvas.overlays
-        for layer, on in self.settings.overlay_visible.items():
-            ov.set_visible(layer, on)
-        for layer, op in self.settings.overlay_opacity.items():
-            ov.set_opacity(layer, op)
-        self.layer_controls.set_state(self.settings.overlay_visible, self.settings.overlay_opacity)
-        a["saliency"].setChecked(self.settings.overlay_visible.get("saliency", False))
+        a["saliency"].setChecked(self.session.overlay_visible["saliency"])
         a["info_overlay"].setChecked(self.settings.info_overlay)
         self.canvas.set_info_overlay(self.settings.info_overlay)
+        self._bind_state()
 
-    def _dock(self, title: str, widget: QtWidgets.QWidget, area) -> QtWidgets.QDockWidget:
-        dock = QtWidgets.QDockWidget(title, self)
-        dock.setObjectName(f"dock-{title.lower()}")
-        dock.setWidget(widget)
-        dock.setFeatures(
-            QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable
-            | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable
-        )
-        self.addDockWidget(area, dock)
-        return dock
-
-    def _handlers(self) -> dict:
-        c = self.canvas
-        return {
-            "open_folder": self.open_folder_dialog,
-            "open_file": self.open_file_dialog,
-            "open_sample": self.open_sample,
-            "load_labels": self.load_labels_dialog,
-            "info_overlay": self._on_info_overlay,
-            "export_current": lambda: self.export_current(),
-            "export_study": lambda: self.export_study(),
-            "export_dicom": lambda: self.dicom_exporter.ask(),
-            "batch": self.show_batch_dialog,
-            "settings": self.show_settings_dialog,
-            "quit": self.close,
-            "fit": c.fit,
-            "one_to_one": c.one_to_one,
-            "zoom_in": lambda: c.zoom(1.25),
-            "zoom_out": lambda: c.zoom(0.8),
-            "invert": c.set_inverted,
-            "flip_h": lambda on: c.set_flips(on, c.flipped_v),
-            "flip_v": lambda on: c.set_flips(c.flipped_h, on),
-            "mode_pan": lambda on: on and c.set_mode("pan"),
-            "mode_window": lambda on: on and c.set_mode("window"),
-            "mode_measure": lambda on: on and c.set_mode("measure"),
-            "clear_measure": c.clear_measurement,
-            "hide_overlays": c.overlays.set_all_hidden,
-            "saliency": lambda on: self._on_layer_visibility("saliency", on, sync_controls=True),
-            "analyse": self.analyse_current,
-            "analyse_study": lambda: self.analyse_paths(self.browser.study_images()),
-            "analyse_all": lambda: self.analyse_paths(self.browser.image_paths()),
-            "stop": lambda: self._cancel("many"),
-            "next_image": lambda: self.browser.select_next(1),
-            "previous_image": lambda: self.browser.select_next(-1),
-            "shortcuts": self.show_shortcuts,
-            "about": self.show_about,
-            "preset": c.apply_preset,
-        }
+    def _bind_state(self) -> None:
+        """Render the state's changes: findings (throttled while a threshold is dragged), the Grad-CAM action and
+        job, the models' device; save the settings (debounced) when the state wrote them back."""
+        s = self.session
+        self._render_findings = qthrottled(self._show_result, timeout=30, leading=True, parent=self)
+        self._restatus_later = qdebounced(s.restatus_cached, timeout=300, parent=self)
+        self._save_settings_later = qdebounced(self.save_settings_now, timeout=250, parent=self)
+        s.findings_changed.connect(self._on_findings_changed)
+        s.thresholds_changed.connect(lambda _t: self._restatus_later())
+        s.layer_changed.connect(self._on_layer_changed)
+        s.saliency_changed.connect(self.canvas.overlays.set_saliency)
+        s.device_changed.connect(lambda _d: self._show_models_label())
+        s.settings_changed.connect(self._save_settings_later)
 
     # -- engine -------------------------------------------------------------------------------------------------
 
@@ -208,18 +141,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.engine_info = None
         self.models_label.setText("Models: loading…")
         self.jobs["engine"] = workers.start(
-            "engine", workers.load_engine_job, self.device, self.models_dir, self.settings.classifier,
+            "engine", workers.load_engine_job, self.session.device_request, self.models_dir, self.settings.classifier,
             on_return=self._on_engine_ready, on_error=self._on_engine_error,
         )  # fmt: skip
 
     def _on_engine_ready(self, info: workers.EngineInfo) -> None:
         self.engine_info = info
-        if info.stages:
-            self.models_label.setText(f"Models: {', '.join(info.stages)} on {info.device}")
-        else:
-            self.models_label.setText("Models: not installed (viewing only)")
-        reasons = [f"{s}: {r}" for s, r in info.available.items() if r]
-        self.models_label.setToolTip("\n".join([*info.notes, *reasons]) or "All models are ready.")
+        self.session.set_engine(info.engine)
+        self._show_models_label()
         for note in info.notes:
             self.statusBar().showMessage(note, 10000)
         self.engineReady.emit(info)
@@ -229,8 +158,19 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_engine_error(self, exc: BaseException) -> None:
         log.error("the models could not be loaded", exc_info=exc)
         self._on_engine_ready(
-            workers.EngineInfo(None, dict.fromkeys(("classify", "segment", "detect"), str(exc)), "none")
+            workers.EngineInfo(None, dict.fromkeys(("classify", "segment", "detect"), str(exc)))
         )
+
+    def _show_models_label(self) -> None:
+        info = self.engine_info
+        if info is None:
+            return
+        if info.stages:
+            self.models_label.setText(f"Models: {', '.join(info.stages)} on {self.session.device}")
+        else:
+            self.models_label.setText("Models: not installed (viewing only)")
+        reasons = [f"{s}: {r}" for s, r in info.available.items() if r]
+        self.models_label.setToolTip("\n".join([*info.notes, *reasons]) or "All models are ready.")
 
     def engine_stages(self) -> tuple[str, ...]:
         return self.engine_info.stages if self.engine_info is not None else ()
@@ -246,6 +186,7 @@ class MainWindow(QtWidgets.QMainWindow):
         for name in ("scan", "many", "analyse"):
             self._cancel(name)
         self.folder = p
+        self.session.forget_statuses()
         self.browser.clear(p.name or str(p))
         self.canvas.set_image(None)
         self.review.on_image(None)
@@ -330,7 +271,6 @@ class MainWindow(QtWidgets.QMainWindow):
         cached = self.session.cached(path)
         if cached is not None:
             self._show_image(cached[0])
-            self._show_result(running=False)
             self._after_complete_result()
             return
         stages = self.engine_stages() if self.auto_analyse else ()
@@ -340,7 +280,7 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             self._show_image(image)
         if stages:
-            self.browser.set_status(path, vm.RUNNING, "analysing")
+            self.session.set_status(path, vm.RUNNING, "analysing")
         self._start_analysis(gen, path, stages, image=image)
 
     def analyse_current(self) -> None:
@@ -354,13 +294,13 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self._cancel("analyse")
         gen = self.session.bump()
-        self.browser.set_status(self.session.path, vm.RUNNING, "analysing")
+        self.session.set_status(self.session.path, vm.RUNNING, "analysing")
         self._start_analysis(gen, self.session.path, stages, image=self.session.image)
 
     def _start_analysis(self, gen: int, path: Path, stages, image) -> None:
         engine = self.engine_info.engine if self.engine_info is not None else None
         self.jobs["analyse"] = workers.start(
-            "analyse", workers.analyse_job, path, engine, stages, image,
+            "analyse", workers.analyse_job, path, engine, stages, image, preview=self.progressive.enabled,
             on_yield=functools.partial(self._on_analysis_yield, gen),
             on_error=functools.partial(self._on_analysis_error, gen, path),
         )  # fmt: skip
@@ -371,15 +311,18 @@ class MainWindow(QtWidgets.QMainWindow):
         if value[0] == "image":
             self._show_image(value[1])
             return
+        if value[0] == "preview":
+            self.progressive.show_preview(self.session.path, *value[1:])
+            return
         _, result, last = value
-        self.session.set_result(result, complete=last)
-        self._show_result(running=not last)
+        self.session.set_result(result, complete=last, generation=gen)
+        self._render_findings.flush()  # a new result is shown at once; only threshold drags are throttled
         if last:
             self._after_complete_result()
 
     def _on_analysis_error(self, gen: int, path: Path, exc: BaseException) -> None:
         message = getattr(exc, "message", None) or str(exc)
-        self.browser.set_status(path, vm.ERROR, message)
+        self.session.set_status(path, vm.ERROR, message)
         if self.session.is_current(gen):
             if self.session.image is None:
                 self.canvas.set_image(None)
@@ -389,10 +332,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.imageFailed.emit(path, message)
 
     def _show_image(self, image) -> None:
-        self.session.set_image(image)
-        self.canvas.set_image(image)
+        self.progressive.show_image(image)
         self.threshold_panel.set_image_geometry(image.shape, image.spacing_mm)
-        self.canvas.overlays.set_truth(self.truth_boxes())
+        self.canvas.overlays.set_truth(self.truth_boxes(image))
         self._set_title(image.source.name)
         pending = bool(self.engine_stages()) and self.auto_analyse
         notes = list(image.notes)
@@ -402,12 +344,18 @@ class MainWindow(QtWidgets.QMainWindow):
         self.findings_panel.set_warnings(suitability_warnings(image))
         self.review.on_image(image)
         self.stored.show_for(image, self._stored_paths(image))
+        self.session.set_image(image)  # a cached result is shown now, through findings_changed
+        self._render_findings.flush()
         if self.session.path is not None:
             self.prefetcher.put(self.session.path, image)
             self.prefetcher.prefetch(neighbours(self.browser.visible_image_paths(), self.session.path))
         self.imageShown.emit(self.session.path)
 
-    def _show_result(self, running: bool) -> None:
+    def _on_findings_changed(self, _findings) -> None:
+        self._render_findings()
+
+    def _show_result(self) -> None:
+        """Render the state's current result and findings (overlays, table, review)."""
         s, ov = self.session, self.canvas.overlays
         if s.result is None:
             return
@@ -417,51 +365,31 @@ class MainWindow(QtWidgets.QMainWindow):
         notes = s.image.notes if s.image else ()
         truth, source = self.truth_boxes(), self.labels.source_name()
         self.findings_panel.set_result(
-            s.result, s.findings, running, notes, self.canvas.orientation, truth, source
+            s.result, s.findings, s.running, notes, self.canvas.orientation, truth, source
         )
         self.review.on_findings(s.findings)
-        if running:
-            self.browser.set_status(s.path, vm.RUNNING, "analysing")
-        else:
-            self.browser.set_status(s.path, *vm.image_status(s.findings, s.result))
 
     def _after_complete_result(self) -> None:
-        if self.canvas.overlays.visible.get("saliency") and self.session.saliency is None:
+        if self.session.overlay_visible["saliency"] and self.session.saliency is None:
             self._start_saliency()
         self.analysisFinished.emit(self.session.path)
 
-    # -- thresholds and layers ----------------------------------------------------------------------------------
+    # -- layers -------------------------------------------------------------------------------------------------
 
     def set_thresholds(self, thresholds) -> None:
-        """Re-run post-processing only (never the models) and update the overlays, table and status. The change
-        is saved to the settings file at once (debounced), not only at exit."""
-        self.settings.set_thresholds(thresholds)
-        self._save_settings_later()
+        """Use ``thresholds`` (post-processing only, never the models; saved at once, debounced)."""
         self.session.set_thresholds(thresholds)
-        if self.session.result is not None:
-            self._show_result(running=self.jobs.get("analyse") is not None and not self.jobs["analyse"].done)
-        self._restatus_later()
 
-    def _restatus_cached(self) -> None:
-        for path in self.session.restatus_cached():
-            rec = self.session.status(path)
-            self.browser.set_status(path, rec.status, rec.reason)
-
-    def _on_layer_visibility(self, layer: str, on: bool, sync_controls: bool = False) -> None:
-        self.settings.overlay_visible[layer] = bool(on)
-        self.canvas.overlays.set_visible(layer, on)
-        if sync_controls:
-            self.layer_controls.set_state(self.settings.overlay_visible, self.settings.overlay_opacity)
-        if layer == "saliency":
-            self.actions_by_key["saliency"].blockSignals(True)
-            self.actions_by_key["saliency"].setChecked(on)
-            self.actions_by_key["saliency"].blockSignals(False)
-            if on and self.session.saliency is None and self.session.result is not None:
-                self._start_saliency()
-
-    def _on_layer_opacity(self, layer: str, opacity: float) -> None:
-        self.settings.overlay_opacity[layer] = opacity
-        self.canvas.overlays.set_opacity(layer, opacity)
+    def _on_layer_changed(self, layer: str) -> None:
+        if layer != "saliency":
+            return
+        on = self.session.overlay_visible["saliency"]
+        action = self.actions_by_key["saliency"]
+        action.blockSignals(True)
+        action.setChecked(on)
+        action.blockSignals(False)
+        if on and self.session.saliency is None and self.session.result is not None:
+            self._start_saliency()
 
     def _start_saliency(self) -> None:
         if "classify" not in self.engine_stages() or self.session.image is None:
@@ -469,9 +397,7 @@ class MainWindow(QtWidgets.QMainWindow):
         gen = self.session.generation
 
         def done(cam) -> None:
-            if self.session.is_current(gen):
-                self.session.saliency = cam
-                self.canvas.overlays.set_saliency(cam)
+            self.session.set_saliency(cam, generation=gen)  # dropped when the user moved on
 
         self.jobs["saliency"] = workers.start(
             "saliency", workers.gradcam_job, self.engine_info.engine, self.session.image, on_return=done,
@@ -479,9 +405,10 @@ class MainWindow(QtWidgets.QMainWindow):
         )  # fmt: skip
 
     def _on_box_selected(self, set_name: str, index: int) -> None:
-        if self.session.findings is None:
+        boxes = vm.boxset_of(self.session.findings, set_name) if self.session.findings is not None else None
+        if boxes is None:
             return
-        box = vm.boxset_of(self.session.findings, set_name).boxes[index]
+        box = boxes.boxes[index]
         self.canvas.overlays.highlight(box)
         self.canvas.centre_on(box)
 
@@ -491,9 +418,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- ground truth -------------------------------------------------------------------------------------------
 
-    def truth_boxes(self) -> np.ndarray | None:
-        """The radiologists' boxes for the current image in its pixels, or None (no labels cover it)."""
-        return self.labels.boxes_for(self.session.image)
+    def truth_boxes(self, image=None) -> np.ndarray | None:
+        """The radiologists' boxes for ``image`` (default: the current one) in its pixels, or None (no labels)."""
+        return self.labels.boxes_for(image if image is not None else self.session.image)
 
     def load_labels(self, path: str | Path) -> bool:
         """Use an RSNA labels CSV (``stage_2_train_labels.csv`` layout) as the ground-truth layer."""
@@ -507,7 +434,7 @@ class MainWindow(QtWidgets.QMainWindow):
         n = len(self.labels.chosen.boxes)
         self.statusBar().showMessage(f"Ground truth: {n} patients from {Path(path).name}", 8000)
         self.canvas.overlays.set_truth(self.truth_boxes())
-        self._show_result(running=False)
+        self._show_result()
         return True
 
     def load_labels_dialog(self) -> None:
@@ -529,22 +456,22 @@ class MainWindow(QtWidgets.QMainWindow):
             return None
         self._cancel("many")
         for p in todo:
-            self.browser.set_status(p, vm.RUNNING, "queued")
+            self.session.set_status(p, vm.RUNNING, "queued")
         if self.session.path in paths and self.session.result is None:
             self.analyse_current()
         job = workers.start(
-            "many", workers.analyse_many_job, todo, self.engine_info.engine, self.engine_stages(),
+            "many", workers.analyse_many_job, todo, self.engine_info.engine, self.engine_stages(), self.session.thresholds,
             on_yield=self._on_many_item, on_finish=lambda: self.statusBar().showMessage("Analysis finished", 5000),
         )  # fmt: skip
         self.jobs["many"] = job
         return job
 
     def _on_many_item(self, value: tuple) -> None:
-        path, image, result, error = value
+        path, analysed, error = value
         if error:
-            self.browser.set_status(path, vm.ERROR, error)
+            self.session.set_status(path, vm.ERROR, error)
             return
-        self.browser.set_status(path, *self.session.record(path, image, result))
+        self.session.record(path, analysed)
 
     # -- export -------------------------------------------------------------------------------------------------
 
@@ -578,7 +505,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.auto_analyse = self.settings.auto_analyse
             save_settings(self.settings)
             if reload:
-                self.device, self.models_dir = self.settings.device, self.settings.models_dir or None
+                self.session.request_device(self.settings.device)
+                self.models_dir = self.settings.models_dir or None
                 self.session.forget_results()  # made by the previous models
                 self.start_engine()
 
@@ -644,6 +572,9 @@ class MainWindow(QtWidgets.QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode("ascii")
         self.settings.window_state = bytes(self.saveState().toBase64()).decode("ascii")
+        # Saved here, at once: a pending debounced save must not fire later from a closed window.
+        for later in (self._save_settings_later, self._restatus_later, self._render_findings):
+            later.cancel()
         save_settings(self.settings)
         self.review.flush(wait=True)
         self.prefetcher.close()

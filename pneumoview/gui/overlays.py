@@ -16,6 +16,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from pneumoview.gui import viewmodel as vm
 from pneumoview.render import BOX_SET_COLOURS, MASK_OUTLINE_COLOUR, box_label, heat_colormap
 from pneumoview.settings import OVERLAY_LAYERS
+from pneumoview.viewer_state import ViewerState
 
 IMAGE_LAYERS = ("heatmap", "mask_fill", "mask_outline", "saliency")
 BOX_LAYERS = ("detector", "segmentation", "fused", "truth")
@@ -55,18 +56,17 @@ def _binary_lut(colour: tuple[int, int, int]) -> np.ndarray:
 class OverlayLayers(QtCore.QObject):
     """The overlay items inside a ViewBox; the canvas owns it.
 
-    Visibility of a layer = its own flag and not "all hidden" (the one-key toggle). ``layersChanged`` tells the
-    layers drawn elsewhere (the reader review, stored DICOM results) that a flag or an opacity changed.
+    Each layer's visibility and opacity belong to the :class:`~pneumoview.viewer_state.ViewerState`; this
+    renders them when it says they changed. ``layersChanged`` tells the layers drawn elsewhere (the reader review,
+    stored DICOM results) to render again.
     """
 
     layersChanged = QtCore.Signal()
 
-    def __init__(self, view: pg.ViewBox) -> None:
+    def __init__(self, view: pg.ViewBox, state: ViewerState) -> None:
         super().__init__()
         self.view = view
-        self.visible = dict.fromkeys(OVERLAY_LAYERS, True)
-        self.opacity = dict.fromkeys(OVERLAY_LAYERS, 1.0)
-        self.all_hidden = False
+        self.state = state
         self.images: dict[str, pg.ImageItem] = {}
         for name in IMAGE_LAYERS:
             item = pg.ImageItem(axisOrder="row-major")
@@ -102,6 +102,15 @@ class OverlayLayers(QtCore.QObject):
             "Grad-CAM: how much each region raised the classifier's P(opacity), 0 (none) to 1 (most)",
         )
         self._saliency_shown = False
+        state.layer_changed.connect(self._on_layer_changed)
+
+    @property
+    def opacity(self) -> Mapping[str, float]:
+        """Opacity per layer, as the state holds it (read-only)."""
+        return self.state.overlay_opacity
+
+    def _on_layer_changed(self, _layer: str) -> None:
+        self._sync()
 
     # -- data ---------------------------------------------------------------------------------------------------
 
@@ -224,21 +233,9 @@ class OverlayLayers(QtCore.QObject):
 
     # -- visibility ---------------------------------------------------------------------------------------------
 
-    def set_visible(self, layer: str, visible: bool) -> None:
-        self.visible[layer] = bool(visible)
-        self._sync()
-
-    def set_opacity(self, layer: str, opacity: float) -> None:
-        self.opacity[layer] = float(min(max(opacity, 0.0), 1.0))
-        self._sync()
-
-    def set_all_hidden(self, hidden: bool) -> None:
-        self.all_hidden = bool(hidden)
-        self._sync()
-
     def is_shown(self, layer: str) -> bool:
         """True when ``layer`` is drawn (its flag is on and overlays are not all hidden)."""
-        return self.visible[layer] and not self.all_hidden
+        return self.state.is_shown(layer)
 
     def _sync(self) -> None:
         for name, item in self.images.items():
@@ -270,13 +267,12 @@ def _show_bar(bar: pg.ColorBarItem, shown: bool) -> None:
 
 
 class OverlayControls(QtWidgets.QWidget):
-    """One row per layer: a visibility check box and an opacity slider."""
+    """One row per layer: a visibility check box and an opacity slider, a view of the state's layers (a click
+    changes the state; the state's ``layer_changed`` moves the controls)."""
 
-    visibilityChanged = QtCore.Signal(str, bool)
-    opacityChanged = QtCore.Signal(str, float)
-
-    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, state: ViewerState, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
+        self.state = state
         grid = QtWidgets.QGridLayout(self)
         grid.setContentsMargins(4, 4, 4, 4)
         self.checks: dict[str, QtWidgets.QCheckBox] = {}
@@ -292,19 +288,23 @@ class OverlayControls(QtWidgets.QWidget):
             slider.setRange(0, 100)
             slider.setToolTip(f"Opacity of {LAYER_TITLES[name].lower()}")
             slider.setAccessibleName(f"{LAYER_TITLES[name]} opacity")
-            check.toggled.connect(lambda on, n=name: self.visibilityChanged.emit(n, on))
-            slider.valueChanged.connect(lambda v, n=name: self.opacityChanged.emit(n, v / 100.0))
+            check.toggled.connect(lambda on, n=name: self.state.set_layer_visible(n, on))
+            slider.valueChanged.connect(lambda v, n=name: self.state.set_layer_opacity(n, v / 100.0))
             grid.addWidget(check, row, 0)
             grid.addWidget(slider, row, 1)
             self.checks[name], self.sliders[name] = check, slider
         grid.setColumnStretch(1, 1)
+        self._render("")
+        state.layer_changed.connect(self._render)
 
-    def set_state(self, visible: Mapping[str, bool], opacity: Mapping[str, float]) -> None:
-        """Show the given state without emitting signals."""
-        for name in OVERLAY_LAYERS:
-            for w in (self.checks[name], self.sliders[name]):
+    def _render(self, layer: str) -> None:
+        """Show the state of ``layer`` (every layer for ``""``) without sending it back."""
+        for name in OVERLAY_LAYERS if not layer else (layer,):
+            check, slider = self.checks[name], self.sliders[name]
+            for w in (check, slider):
                 w.blockSignals(True)
-            self.checks[name].setChecked(bool(visible.get(name, True)))
-            self.sliders[name].setValue(int(round(100 * float(opacity.get(name, 1.0)))))
-            for w in (self.checks[name], self.sliders[name]):
+            check.setChecked(self.state.overlay_visible[name])
+            if round(slider.value() / 100.0, 2) != round(self.state.overlay_opacity[name], 2):
+                slider.setValue(int(round(100 * self.state.overlay_opacity[name])))
+            for w in (check, slider):
                 w.blockSignals(False)

@@ -180,7 +180,7 @@ class PacsActions(QtCore.QObject):
     # -- send ---------------------------------------------------------------------------------------------------
 
     def _analysed(self, scope: str) -> list[tuple[Any, Any, Any]]:
-        from pneumoview.postprocess import postprocess
+        from pneumoview.findings_pipeline import findings_for
 
         w, s = self.window, self.window.session
         if scope == "image":
@@ -192,7 +192,7 @@ class PacsActions(QtCore.QObject):
         for path in w.browser.study_images():
             if path in cache:
                 image, result = cache[path]
-                out.append((image, result, postprocess(result, s.thresholds, spacing_mm=image.spacing_mm)))
+                out.append((image, result, findings_for(result, s.thresholds, image.spacing_mm)))
         return out
 
     def send_dialog(self) -> SendDialog:

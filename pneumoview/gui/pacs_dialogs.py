@@ -233,6 +233,28 @@ class OpenFromPacsDialog(QtWidgets.QDialog):
         self.setWindowTitle("Open from PACS")
         self.resize(900, 520)
         self._peers = list(peers)
+        self._job: workers.Job | None = None
+        form = self._build_query_form()
+        self._build_results()
+        buttons = _buttons(self, "Retrieve")
+        self.retrieve_button = buttons.button(QtWidgets.QDialogButtonBox.StandardButton.Ok)
+        self.retrieve_button.setEnabled(False)
+        outer = QtWidgets.QVBoxLayout(self)
+        outer.addLayout(form)
+        outer.addWidget(self.table, 1)
+        outer.addWidget(self.status)
+        outer.addWidget(buttons)
+        self.search_button.clicked.connect(self.search)
+        self.table.itemSelectionChanged.connect(
+            lambda: self.retrieve_button.setEnabled(bool(self.chosen_study_uids()))
+        )
+        self.table.doubleClicked.connect(lambda _i: self.accept())
+        if not self._peers:
+            self.search_button.setEnabled(False)
+            self.status.setText("No PACS is set up yet: add one in Settings ▸ PACS peers… first.")
+
+    def _build_query_form(self) -> QtWidgets.QGridLayout:
+        """The peer and the query fields (name, ID, date range, modality, accession) with the Search button."""
         self.peer_box = QtWidgets.QComboBox()
         self.peer_box.addItems([f"{p.name} — {p.address}" for p in self._peers])
         self.patient_name = QtWidgets.QLineEdit()
@@ -267,6 +289,10 @@ class OpenFromPacsDialog(QtWidgets.QDialog):
         form.addWidget(QtWidgets.QLabel("Accession"), 3, 0)
         form.addWidget(self.accession, 3, 1)
         form.addWidget(self.search_button, 3, 3)
+        return form
+
+    def _build_results(self) -> None:
+        """The table of studies found and the status line under it."""
         self.table = QtWidgets.QTableWidget(0, len(self.COLUMNS))
         self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
@@ -275,23 +301,6 @@ class OpenFromPacsDialog(QtWidgets.QDialog):
         self.table.setSortingEnabled(True)
         self.status = QtWidgets.QLabel("Choose a PACS and Search." if self._peers else "")
         self.status.setWordWrap(True)
-        buttons = _buttons(self, "Retrieve")
-        self.retrieve_button = buttons.button(QtWidgets.QDialogButtonBox.StandardButton.Ok)
-        self.retrieve_button.setEnabled(False)
-        outer = QtWidgets.QVBoxLayout(self)
-        outer.addLayout(form)
-        outer.addWidget(self.table, 1)
-        outer.addWidget(self.status)
-        outer.addWidget(buttons)
-        self.search_button.clicked.connect(self.search)
-        self.table.itemSelectionChanged.connect(
-            lambda: self.retrieve_button.setEnabled(bool(self.chosen_study_uids()))
-        )
-        self.table.doubleClicked.connect(lambda _i: self.accept())
-        self._job: workers.Job | None = None
-        if not self._peers:
-            self.search_button.setEnabled(False)
-            self.status.setText("No PACS is set up yet: add one in Settings ▸ PACS peers… first.")
 
     def peer(self) -> Peer | None:
         i = self.peer_box.currentIndex()

@@ -1,6 +1,10 @@
 """The study browser: Patient ▸ Study ▸ Series ▸ Image tree, filled as the folder scan yields, with a status per
 image (icon, colour and text; the reason in a tooltip), a filter box, and "Analyse study" / "Analyse all".
 
+It is a view: the grouping is :class:`pneumoview.study_index.StudyTree`'s (the browser adds each scan item to
+the tree and shows the tree's patient, study and series nodes), and each image's status is the
+:class:`~pneumoview.viewer_state.ViewerState`'s, shown when the state announces it.
+
 Files the scan could not read are listed under "Unreadable files", documents (notes, labels) and DICOMDIR files under
 "Other files", and non-image DICOM objects (reports, presentation states, RT plans …) under their series, so nothing
 is left out silently. DICOM results (SR, SEG, GSPS) that refer to an image of the folder are listed under that image
@@ -17,9 +21,10 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from pneumoview.gui import viewmodel as vm
 from pneumoview.gui.icons import icon, status_icon
+from pneumoview.viewer_state import ViewerState
 
 if TYPE_CHECKING:  # the scan runs in a worker, which imports the module (and pydicom) off the start-up path
-    from pneumoview.study_index import ScanEntry, ScanError
+    from pneumoview.study_index import ScanEntry, ScanError, StudyTree
 
 PATH_ROLE = QtCore.Qt.ItemDataRole.UserRole + 1
 KIND_ROLE = QtCore.Qt.ItemDataRole.UserRole + 2
@@ -64,8 +69,9 @@ class StudyBrowser(QtWidgets.QWidget):
     imageSelected = QtCore.Signal(object)
     analyseRequested = QtCore.Signal(list)
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, state: ViewerState | None = None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
+        self.state = state if state is not None else ViewerState()
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         self.filter_edit = QtWidgets.QLineEdit()
@@ -105,12 +111,14 @@ class StudyBrowser(QtWidgets.QWidget):
         self.tree.selectionModel().currentChanged.connect(self._on_current_changed)
         self.analyse_study_button.clicked.connect(lambda: self.analyseRequested.emit(self.study_images()))
         self.analyse_all_button.clicked.connect(lambda: self.analyseRequested.emit(self.image_paths()))
+        self.state.status_changed.connect(self._render_status)
         self.clear()
 
     # -- content ------------------------------------------------------------------------------------------------
 
     def clear(self, title: str = "") -> None:
         self.model.removeRows(0, self.model.rowCount())
+        self.study_tree: StudyTree | None = None  # made on the first scan item (study_index imports pydicom)
         self._nodes: dict[tuple[str, ...], QtGui.QStandardItem] = {}
         self._images: dict[Path, QtGui.QStandardItem] = {}
         self._errors_node: QtGui.QStandardItem | None = None
@@ -120,15 +128,17 @@ class StudyBrowser(QtWidgets.QWidget):
         self._waiting: dict[
             str, list[QtGui.QStandardItem]
         ] = {}  # results whose image has not been scanned yet
-        self.n_errors = 0
         self.title = title
         self._update_summary()
 
     def add_items(self, items: Iterable[ScanEntry | ScanError]) -> None:
-        """Add scan results (in scan order) to the tree."""
-        from pneumoview.study_index import ScanError
+        """Add scan results (in scan order) to the study tree and show them."""
+        from pneumoview.study_index import ScanError, StudyTree
 
+        if self.study_tree is None:
+            self.study_tree = StudyTree()
         for item in items:
+            self.study_tree.add(item)
             if isinstance(item, ScanError) and item.is_document:
                 self._add_document(item)
             elif isinstance(item, ScanError):
@@ -154,13 +164,8 @@ class StudyBrowser(QtWidgets.QWidget):
         image = None
         if e.kind == "result":
             image = next((self._image_by_uid[u] for u in e.result_for if u in self._image_by_uid), None)
-        if image is not None:  # a result about an image already listed goes straight under it
-            series = image
-        else:
-            root = self.model.invisibleRootItem()
-            patient = self._node((e.patient_key,), e.patient_label, root, "patient")
-            study = self._node((e.patient_key, e.study_key), e.study_label, patient, "study")
-            series = self._node((e.patient_key, e.study_key, e.series_key), e.series_label, study, "series")
+        # A result about an image already listed goes straight under it.
+        series = image if image is not None else self._series_node(e)
         name = QtGui.QStandardItem(e.instance_label or e.path.name)
         name.setData(str(e.path), PATH_ROLE)
         name.setData(e.kind, KIND_ROLE)
@@ -170,7 +175,7 @@ class StudyBrowser(QtWidgets.QWidget):
         series.appendRow([name, status])
         if e.kind == "image":
             self._images[e.path] = name
-            self.set_status(e.path, vm.NOT_ANALYSED, "")
+            self._render_status(e.path, *self.state.status(e.path))
             if e.sop_instance_uid:
                 self._image_by_uid[e.sop_instance_uid] = name
                 for waiting in self._waiting.pop(e.sop_instance_uid, []):
@@ -182,6 +187,17 @@ class StudyBrowser(QtWidgets.QWidget):
                 self._results.setdefault(uid, []).append(e.path)
                 if image is None:
                     self._waiting.setdefault(uid, []).append(name)
+
+    def _series_node(self, e: ScanEntry) -> QtGui.QStandardItem:
+        """The row of ``e``'s series, made (with its study and patient rows) from the study tree's nodes."""
+        assert self.study_tree is not None
+        patient_node = self.study_tree.patients[e.patient_key]
+        study_node = patient_node.studies[e.study_key]
+        series_node = study_node.series[e.series_key]
+        root = self.model.invisibleRootItem()
+        patient = self._node((e.patient_key,), patient_node.label, root, "patient")
+        study = self._node((e.patient_key, e.study_key), study_node.label, patient, "study")
+        return self._node((e.patient_key, e.study_key, e.series_key), series_node.label, study, "series")
 
     def _attach_result(self, name: QtGui.QStandardItem, image: QtGui.QStandardItem) -> None:
         """Move a result's row under the image it is about."""
@@ -215,7 +231,6 @@ class StudyBrowser(QtWidgets.QWidget):
         status = QtGui.QStandardItem("")
         self._errors_node.appendRow([name, status])
         self._paint_status(name, status, vm.ERROR, f"{err.stage}: {err.message}", vm.ERROR)
-        self.n_errors += 1
         self._errors_node.setText(f"Unreadable files ({self.n_errors})")
 
     def _other_files_node(self) -> QtGui.QStandardItem:
@@ -245,7 +260,11 @@ class StudyBrowser(QtWidgets.QWidget):
     # -- status -------------------------------------------------------------------------------------------------
 
     def set_status(self, path: Path, status: str, reason: str = "") -> None:
-        """Show an image's status (``viewmodel.STATUS_LABELS``) with the reason as tooltip."""
+        """Set an image's status (``viewmodel.STATUS_LABELS``) in the state, which the browser then shows."""
+        self.state.set_status(path, status, reason)
+
+    def _render_status(self, path: Path, status: str, reason: str = "") -> None:
+        """Show an image's status with the reason as tooltip."""
         name = self._images.get(Path(path))
         if name is None:
             return
@@ -268,15 +287,15 @@ class StudyBrowser(QtWidgets.QWidget):
         status_item.setForeground(QtGui.QBrush(QtGui.QColor(_STATUS_COLOURS[status])))
         status_item.setData(status, KIND_ROLE)
 
+    @property
+    def n_errors(self) -> int:
+        """How many files the scan could not read."""
+        return len(self.study_tree.errors) if self.study_tree is not None else 0
+
     def errors(self) -> list[tuple[Path, str]]:
         """``(path, reason)`` of every file listed under "Unreadable files"."""
-        node = self._errors_node
-        if node is None:
-            return []
-        return [
-            (Path(node.child(r, 0).data(PATH_ROLE)), node.child(r, 1).toolTip())
-            for r in range(node.rowCount())
-        ]
+        errors = self.study_tree.errors if self.study_tree is not None else []
+        return [(e.path, f"{e.stage}: {e.message}") for e in errors]
 
     def _update_summary(self) -> None:
         n = len(self._images)
@@ -314,10 +333,11 @@ class StudyBrowser(QtWidgets.QWidget):
         item = self.model.itemFromIndex(index.siblingAtColumn(0))
         while item is not None and item.data(KIND_ROLE) not in ("study", "patient", "errors"):
             item = item.parent()
-        if item is None or item.data(KIND_ROLE) != "study":
+        key = next((k for k, node in self._nodes.items() if node is item), None)
+        if item is None or item.data(KIND_ROLE) != "study" or key is None or self.study_tree is None:
             return self.image_paths()
-        study = item.index()
-        return [p for p, it in self._images.items() if it.parent() and it.parent().parent().index() == study]
+        study = self.study_tree.patients[key[0]].studies[key[1]]
+        return [e.path for series in study.series.values() for e in series.entries if e.kind == "image"]
 
     def select_path(self, path: Path) -> bool:
         item = self._images.get(Path(path))

@@ -1,7 +1,8 @@
 """Controls for every field of :class:`pneumoview.thresholds.Thresholds`.
 
-Each change emits ``thresholdsChanged(Thresholds)``; the main window re-runs post-processing only (never the
-models). Widget ranges keep every value valid, so building the ``Thresholds`` cannot fail.
+A view over the thresholds of a :class:`~pneumoview.viewer_state.ViewerState`: each change goes to the state
+(which re-runs post-processing only, never the models), and the controls follow the state's
+``thresholds_changed``. Widget ranges keep every value valid, so building the ``Thresholds`` cannot fail.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pneumoview.thresholds import (
     min_area_mm2,
     min_area_px,
 )
+from pneumoview.viewer_state import ViewerState
 
 # field: (label, minimum, maximum, step, decimals, tooltip); values are shown as stored unless noted.
 _SLIDERS = {
@@ -77,12 +79,15 @@ def _from_widget(name: str, value: float) -> float:
 
 
 class ThresholdPanel(QtWidgets.QWidget):
-    """A form with one control per threshold, a live minimum-area readout, and reset buttons."""
+    """A form with one control per threshold, a live minimum-area readout, and reset buttons.
 
-    thresholdsChanged = QtCore.Signal(object)
+    Args:
+        state: whose thresholds it shows and edits (default: a state of its own, e.g. for a dialog).
+    """
 
-    def __init__(self, thresholds: Thresholds | None = None, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, state: ViewerState | None = None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
+        self.state = state if state is not None else ViewerState()
         form = QtWidgets.QFormLayout(self)
         form.setContentsMargins(4, 4, 4, 4)
         self.sliders: dict[str, QLabeledDoubleSlider] = {}
@@ -122,24 +127,28 @@ class ThresholdPanel(QtWidgets.QWidget):
         buttons = QtWidgets.QHBoxLayout()
         self.reset_button = QtWidgets.QPushButton(icon("reset"), "Defaults")
         self.reset_button.setToolTip("Reset every threshold to its default")
-        self.reset_button.clicked.connect(lambda: self.set_thresholds(Thresholds(), emit=True))
+        self.reset_button.clicked.connect(lambda: self.set_thresholds(Thresholds()))
         self.seed_button = QtWidgets.QPushButton("Seed 001 rules")
         self.seed_button.setToolTip("Segmentation boxes only, exactly as seed 001 computes them")
-        self.seed_button.clicked.connect(lambda: self.set_thresholds(Thresholds.seed001(), emit=True))
+        self.seed_button.clicked.connect(lambda: self.set_thresholds(Thresholds.seed001()))
         buttons.addWidget(self.reset_button)
         buttons.addWidget(self.seed_button)
         form.addRow(buttons)
         self._shape: tuple[int, int] | None = None
         self._spacing: tuple[float, float] | None = None
-        self._current = thresholds or Thresholds()
-        self.set_thresholds(self._current)
+        self._render(self.state.thresholds)
+        self.state.thresholds_changed.connect(self._render)
 
     def thresholds(self) -> Thresholds:
-        """The thresholds shown (exact values: a slider's rounding only applies to the field it changed)."""
-        return self._current
+        """The state's thresholds (exact values: a slider's rounding only applies to the field it changed)."""
+        return self.state.thresholds
 
-    def set_thresholds(self, thresholds: Thresholds, emit: bool = False) -> None:
-        """Show ``thresholds`` (signals blocked); with ``emit``, announce them once."""
+    def set_thresholds(self, thresholds: Thresholds) -> None:
+        """Use ``thresholds`` (the state announces them once; the controls follow)."""
+        self.state.set_thresholds(thresholds)
+
+    def _render(self, thresholds: Thresholds) -> None:
+        """Show ``thresholds`` with the controls' signals blocked, so showing never edits."""
         for name, w in self.sliders.items():
             w.blockSignals(True)
             w.setValue(_to_widget(name, getattr(thresholds, name)))
@@ -148,11 +157,8 @@ class ThresholdPanel(QtWidgets.QWidget):
             w.blockSignals(True)
             w.setCurrentText(getattr(thresholds, name))
             w.blockSignals(False)
-        self._current = thresholds
         self._update_area_label()
         self._update_gate_box_score()
-        if emit:
-            self.thresholdsChanged.emit(thresholds)
 
     def set_image_geometry(
         self, shape: tuple[int, int] | None, spacing_mm: tuple[float, float] | None
@@ -166,8 +172,8 @@ class ThresholdPanel(QtWidgets.QWidget):
         if self._shape is None:
             self.area_label.setText("")
             return
-        px = min_area_px(self._current, self._shape)
-        mm2 = min_area_mm2(self._current, self._shape, self._spacing)
+        px = min_area_px(self.state.thresholds, self._shape)
+        mm2 = min_area_mm2(self.state.thresholds, self._shape, self._spacing)
         text = f"= {px:,.0f} px²" + (
             f" = {mm2:,.0f} mm² on this image" if mm2 is not None else " on this image"
         )
@@ -178,12 +184,9 @@ class ThresholdPanel(QtWidgets.QWidget):
             value = min(max(value, 0.0), 1.0)
             if name == "shrink":
                 value = max(value, 0.5)
-        self._current = self._current.replace(**{name: value})
-        self._update_area_label()
-        self._update_gate_box_score()
-        self.thresholdsChanged.emit(self._current)
+        self.state.set_thresholds(self.state.thresholds.replace(**{name: value}))
 
     def _update_gate_box_score(self) -> None:
         # Only the low-confidence gate reads it; enabled otherwise, it looks like it changes something.
         if "gate_box_score" in self.sliders:
-            self.sliders["gate_box_score"].setEnabled(self._current.gate_mode == "low_confidence")
+            self.sliders["gate_box_score"].setEnabled(self.state.thresholds.gate_mode == "low_confidence")

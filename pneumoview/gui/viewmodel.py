@@ -14,6 +14,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pneumoview.anatomy import Orientation, describe_boxes
+from pneumoview.findings_pipeline import (  # noqa: F401 - the statuses are read through this module too
+    ERROR,
+    FINDING,
+    NO_FINDING,
+    NON_IMAGE,
+    NOT_ANALYSED,
+    RUNNING,
+    STATUS_LABELS,
+    image_status,
+)
 from pneumoview.ground_truth import match_hits
 from pneumoview.types import AnalysisResult, Window, XrayImage
 
@@ -37,16 +47,6 @@ __all__ = [
     "window_preset",
 ]
 
-# Image status in the study browser.
-NOT_ANALYSED, RUNNING, NO_FINDING, FINDING, ERROR, NON_IMAGE = (
-    "not analysed",
-    "running",
-    "no finding",
-    "finding",
-    "error",
-    "non-image",
-)
-STATUS_LABELS = (NOT_ANALYSED, RUNNING, NO_FINDING, FINDING, ERROR, NON_IMAGE)
 
 # --------------------------------------------------------------------------------------------------------------
 # Window / level presets
@@ -144,27 +144,6 @@ def submission_id(image: XrayImage, include_identifiers: bool = False) -> str:
     return image.image_id
 
 
-def image_status(findings: Findings | None, result: AnalysisResult | None) -> tuple[str, str]:
-    """``(status, explanation)`` of an analysed image for the browser: FINDING when a final box is reported."""
-    if result is None or findings is None:
-        return NOT_ANALYSED, "not analysed yet"
-    p = "" if result.p_opacity is None else f"P(opacity) {result.p_opacity:.2f}"
-    if not result.stages_done:
-        return NOT_ANALYSED, reason_or(result.notes, "no model ran")
-    if not {"segment", "detect"} & set(result.stages_done):
-        # Only the classifier ran: its P(opacity) against the gate (0.5 when the gate is off) decides.
-        if result.p_opacity is None:
-            return NOT_ANALYSED, reason_or(result.notes, "no model ran")
-        cut = findings.thresholds.gate or 0.5
-        status = FINDING if result.p_opacity >= cut else NO_FINDING
-        return status, f"{p}, classifier only (no box model installed)"
-    if findings.positive:
-        n = len(findings.fused)
-        return FINDING, ", ".join(filter(None, [f"{n} box{'es' if n != 1 else ''}", p]))
-    why = "classifier gate" if findings.gated else ""
-    return NO_FINDING, ", ".join(filter(None, ["no box", why, p]))
-
-
 def gate_text(result: AnalysisResult | None, gate: float) -> str:
     """Which probability gates the boxes, its value and the gate: ``"Gate: P(Lung Opacity) = 0.23 (boxes need ≥
     0.30)"``; for acse4 ``"Gate: P(covid + lung_opacity + pneumonia) = 1 − P(normal) = 0.91 …"``. Empty when no
@@ -198,10 +177,6 @@ def classifier_choices(models_dir: str | None, current: str) -> list[tuple[str, 
     if current not in {i for i, _ in out}:
         out.insert(0, (current, f"{current} (not installed)"))
     return out
-
-
-def reason_or(notes: tuple[str, ...], default: str) -> str:
-    return "; ".join(notes) or default
 
 
 def top_class(result: AnalysisResult | None) -> tuple[str, float] | None:

@@ -19,7 +19,9 @@ from typing import Any
 
 from superqt.utils import create_worker
 
+from pneumoview.findings_pipeline import Analysed, analyse, findings_for
 from pneumoview.gui import viewmodel as vm
+from pneumoview.thresholds import Thresholds
 from pneumoview.types import STAGES, AnalysisResult, XrayImage
 
 log = logging.getLogger(__name__)
@@ -140,8 +142,12 @@ class EngineInfo:
 
     engine: Any
     available: Mapping[str, str | None]
-    device: str
     notes: tuple[str, ...] = ()
+
+    @property
+    def device(self) -> str:
+        """Where the engine runs now (the engine owns it: it may fall back to the CPU); ``"none"`` without one."""
+        return "none" if self.engine is None else str(self.engine.device)
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -167,11 +173,11 @@ def load_engine_job(
             notes.append(f"{exc}; using the CPU instead.")
             engine = Engine(device="cpu", models_dir=models_dir or None, selection=selection)
     except ModelError as exc:
-        return EngineInfo(None, dict.fromkeys(STAGES, str(exc)), "none", (str(exc),))
+        return EngineInfo(None, dict.fromkeys(STAGES, str(exc)), (str(exc),))
     available = engine.available_stages()
     if not cancelled() and any(v is None for v in available.values()):
         engine.load()
-    return EngineInfo(engine, available, engine.device, tuple(notes))
+    return EngineInfo(engine, available, tuple(notes))
 
 
 def analyse_job(
@@ -180,19 +186,21 @@ def analyse_job(
     stages: Sequence[str],
     image: XrayImage | None = None,
     *,
+    preview: bool = True,
     cancelled: Cancelled,
 ) -> Iterator[tuple[Any, ...]]:
     """Load one image (unless given) and run the stages one at a time, classifier first.
 
-    Yields ``("image", XrayImage)`` and then ``("stage", AnalysisResult, last)`` after each stage with the result
-    so far. Raises :class:`~pneumoview.errors.ImageReadError` for unreadable files.
+    Yields ``("image", XrayImage)`` (after ``("preview", ReducedImage, painted)`` for a large JPEG 2000 image when
+    ``preview`` is on, see :func:`pneumoview.gui.progressive.load_steps`) and then ``("stage", AnalysisResult,
+    last)`` after each stage with the result so far. Only the full image is analysed. Raises
+    :class:`~pneumoview.errors.ImageReadError` for unreadable files.
     """
     if image is None:
-        from pneumoview.imaging import load_image
+        from pneumoview.gui.progressive import load_steps
 
-        image = load_image(path)
-        yield ("image", image)
-    if engine is None or not stages:
+        image = yield from load_steps(path, cancelled, preview)
+    if image is None or engine is None or not stages:
         return
     # Show each stage as soon as it lands; the final result is sent once more, marked as the last.
     latest: AnalysisResult | None = None
@@ -203,9 +211,9 @@ def analyse_job(
 
 
 def analyse_many_job(
-    paths: Sequence[Path], engine: Any, stages: Sequence[str], *, cancelled: Cancelled
-) -> Iterator[tuple[Path, XrayImage | None, AnalysisResult | None, str]]:
-    """Analyse images one after another; yields ``(path, image, result, error message)`` per image."""
+    paths: Sequence[Path], engine: Any, stages: Sequence[str], thresholds: Thresholds, *, cancelled: Cancelled
+) -> Iterator[tuple[Path, Analysed | None, str]]:
+    """Analyse images one after another; yields ``(path, analysed, "")`` or ``(path, None, error message)``."""
     from pneumoview.errors import ImageReadError
     from pneumoview.imaging import load_image
 
@@ -215,9 +223,9 @@ def analyse_many_job(
         try:
             image = load_image(path)
         except ImageReadError as exc:
-            yield (path, None, None, exc.message)
+            yield (path, None, exc.message)
             continue
-        yield (path, image, engine.analyze(image, stages=tuple(stages)), "")
+        yield (path, analyse(engine, image, thresholds, stages), "")
 
 
 def gradcam_job(engine: Any, image: XrayImage, *, cancelled: Cancelled) -> Any:
@@ -249,9 +257,11 @@ def cached_or_analysed(
     cache: Mapping[Path, tuple[XrayImage, AnalysisResult]],
     engine: Any,
     stages: Sequence[str],
+    thresholds: Thresholds,
     check: Callable[[XrayImage], str | None] | None = None,
-) -> tuple[XrayImage, AnalysisResult] | str:
-    """``path``'s image and result, from ``cache`` or loaded and analysed by ``engine``; or why not (a message).
+) -> Analysed | str:
+    """``path``'s image, result and findings, the result from ``cache`` or loaded and analysed by ``engine``; or
+    why not (a message).
 
     ``check(image)`` may refuse an image with a reason; a loaded image is checked before it is analysed.
     """
@@ -273,8 +283,8 @@ def cached_or_analysed(
     if reason:
         return reason
     if result is None:
-        result = engine.analyze(image, stages=tuple(stages))
-    return image, result
+        return analyse(engine, image, thresholds, stages)
+    return Analysed(image, result, findings_for(result, thresholds, image.spacing_mm))
 
 
 def export_study_job(
@@ -282,7 +292,7 @@ def export_study_job(
     cache: Mapping[Path, tuple[XrayImage, AnalysisResult]],
     engine: Any,
     stages: Sequence[str],
-    thresholds: Any,
+    thresholds: Thresholds,
     include_identifiers: bool,
     findings_csv: Path,
     submission_csv: Path,
@@ -291,7 +301,6 @@ def export_study_job(
 ) -> ExportOutcome:
     """Write the study's ``findings.csv`` and RSNA ``submission.csv``, analysing the images not in ``cache``."""
     from pneumoview.export import findings_rows, write_findings_csv, write_submission_csv
-    from pneumoview.postprocess import postprocess
 
     rows: list[dict[str, str]] = []
     submission: list[tuple[str, str]] = []
@@ -299,12 +308,11 @@ def export_study_job(
     for path in paths:
         if cancelled():
             return ExportOutcome((), tuple(failed))
-        got = cached_or_analysed(path, cache, engine, stages)
+        got = cached_or_analysed(path, cache, engine, stages, thresholds)
         if isinstance(got, str):
             failed.append((str(path), got))
             continue
-        image, result = got
-        findings = postprocess(result, thresholds, spacing_mm=image.spacing_mm)
+        image, result, findings = got.image, got.result, got.findings
         rows.extend(findings_rows(image, result, findings, include_identifiers, review=_review(image)))
         submission.append((vm.submission_id(image, include_identifiers), findings.prediction_string()))
     from pneumoview.file_bundle import write_together

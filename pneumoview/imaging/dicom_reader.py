@@ -23,6 +23,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pneumoview.errors import ImageReadError, ImageTooLargeError, NotAnImageError
 from pneumoview.identity import image_id_for
 from pneumoview.imaging.decoders import decode_first_frame
+from pneumoview.imaging.j2k_reduce import decode_reduced
 from pneumoview.imaging.sniff import deflated_size_exceeds
 from pneumoview.imaging.voi import (
     VOI_FUNCTIONS,
@@ -111,6 +112,16 @@ def deflated_limit(max_pixels: int) -> int:
 
 def read_dicom(path: Path, max_pixels: int) -> XrayImage:
     """Read frame 1 of the DICOM file ``path``; see :func:`pneumoview.imaging.load_image` for the contract."""
+    ds, notes = open_dicom(path, max_pixels)
+    return dicom_image(ds, path, max_pixels, notes)
+
+
+def open_dicom(path: Path, max_pixels: int) -> tuple[Dataset, list[str]]:
+    """Read the whole DICOM file ``path`` (pixel data still encoded) and the notes made while reading it.
+
+    Raises :class:`~pneumoview.errors.ImageReadError` (stage ``"header"``) for unreadable files and
+    :class:`~pneumoview.errors.ImageTooLargeError` for a deflated data set that would inflate past the limit.
+    """
     notes: list[str] = []
     if deflated_size_exceeds(path, deflated_limit(max_pixels)):
         raise ImageTooLargeError(
@@ -119,9 +130,18 @@ def read_dicom(path: Path, max_pixels: int) -> XrayImage:
             f"the deflate-compressed data set inflates to more than {deflated_limit(max_pixels) / 2**20:.0f} MiB, "
             "far more than an image within the size limit needs (a decompression bomb); it was not read.",
         )
-    ds = _read_dataset(path, notes)
+    return _read_dataset(path, notes), notes
+
+
+def dicom_image(ds: Dataset, path: Path, max_pixels: int, notes: list[str], reduce: int = 0) -> XrayImage:
+    """Decode frame 1 of ``ds`` (read from ``path`` by :func:`open_dicom`) into an XrayImage.
+
+    ``reduce`` > 0 decodes a JPEG 2000 frame at ``1 / 2**reduce`` of its size in each direction
+    (:func:`pneumoview.imaging.j2k_reduce.decode_reduced`) and goes through the same Modality LUT, VOI and
+    photometric steps; its ``spacing_mm`` is then the size of the reduced pixels. ``notes`` is extended.
+    """
     try:
-        return _image_from_dataset(ds, path, max_pixels, notes)
+        return _image_from_dataset(ds, path, max_pixels, notes, reduce)
     except ImageReadError:
         raise
     except MemoryError as exc:
@@ -262,7 +282,9 @@ def _no_pixel_data_error(ds: Dataset, path: Path) -> ImageReadError:
     return NotAnImageError(path, "non-image")
 
 
-def _image_from_dataset(ds: Dataset, path: Path, max_pixels: int, notes: list[str]) -> XrayImage:
+def _image_from_dataset(
+    ds: Dataset, path: Path, max_pixels: int, notes: list[str], reduce: int = 0
+) -> XrayImage:
     if not any(k in ds for k in _PIXEL_KEYWORDS):
         raise _no_pixel_data_error(ds, path)
     rows, cols = _required_int(ds, "Rows", path), _required_int(ds, "Columns", path)
@@ -276,7 +298,7 @@ def _image_from_dataset(ds: Dataset, path: Path, max_pixels: int, notes: list[st
             f"{max_pixels / 1e6:.0f} megapixels; open it in a dedicated DICOM viewer, or raise the limit if this "
             "computer has the memory.",
         )
-    arr, props, plugin = decode_first_frame(ds, path)
+    arr, props, plugin = decode_reduced(ds, reduce) if reduce else decode_first_frame(ds, path)
     if frames > 1:
         notes.append(f"multi-frame image: showing frame 1 of {frames}")
     if not arr.dtype.isnative:
@@ -314,7 +336,8 @@ def _image_from_dataset(ds: Dataset, path: Path, max_pixels: int, notes: list[st
     identifiers = {k: v for k in _IDENTIFIER_TAGS if (v := _text(ds, k))}
     spacing = _spacing(ds, notes)
     if spacing is not None:
-        metadata["PixelSpacing"] = f"{spacing[0]:g}\\{spacing[1]:g}"
+        metadata["PixelSpacing"] = f"{spacing[0]:g}\\{spacing[1]:g}"  # the file's, also for a reduced decode
+        spacing = (spacing[0] * 2**reduce, spacing[1] * 2**reduce)
     return XrayImage(
         modality=modality,
         display=display,

@@ -34,6 +34,21 @@ def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# Digest per file identity (path, size, mtime, inode): start-up checks the models that can run and then loads them,
+# and each used to hash every weights file again. A file that is replaced or rewritten has a new identity.
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """:func:`sha256_file` of ``path``, hashed once per file identity in this process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        digest = _DIGESTS[key] = sha256_file(path)
+    return digest
+
+
 def find_weights(spec: ModelSpec, dirs: Iterable[Path] | None = None) -> Path:
     """The first existing weights file for ``spec`` in the models folders (manifest's own folder first)."""
     search = list(dirs) if dirs is not None else models_dirs()
@@ -54,7 +69,7 @@ def find_weights(spec: ModelSpec, dirs: Iterable[Path] | None = None) -> Path:
 def verified_weights(spec: ModelSpec, dirs: Iterable[Path] | None = None) -> Path:
     """Find the weights file and check its sha256; raises ModelNotInstalledError or ChecksumError."""
     path = find_weights(spec, dirs)
-    actual = sha256_file(path)
+    actual = file_digest(path)
     if actual != spec.sha256:
         raise ChecksumError(path, spec.sha256, actual)
     return path
