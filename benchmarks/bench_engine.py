@@ -7,7 +7,7 @@ with random weights (timings only). Baseline in the same run: a naive seed-style
 on — no ``inference_mode``/``no_grad`` —, no batching, preprocessing per call).
 
     .venv/bin/python benchmarks/bench_engine.py [--device cpu|cuda] [--images 16] [--models-dir DIR]
-        [--runtime torch|onnx] [--compare/--no-compare] [--rounds 3]
+        [--runtime torch|onnx] [--compare/--no-compare] [--rounds 3] [--compare-only]
 
 ``--runtime`` is the runtime of the first two tables (default torch, the seed-style baseline's own runtime). With
 ``--compare`` (the default when onnxruntime is installed and the device is the CPU) a third table times eager PyTorch
@@ -67,6 +67,7 @@ def main() -> int:
         "--compare", action=argparse.BooleanOptionalAction, default=None, help="eager vs ONNX Runtime"
     )
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the interleaved comparison")
+    ap.add_argument("--compare-only", action="store_true", help="only the eager-vs-ONNX table")
     args = ap.parse_args()
 
     import torch
@@ -100,6 +101,9 @@ def main() -> int:
     print(f"runtime {engine.runtime}, device {engine.device}, torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}, {len(images)} real 1024-px RSNA images, {source}")  # fmt: skip
 
+    if args.compare_only:
+        _compare(images, manifest, dirs[0], selection, args.rounds)
+        return 0
     rows = []
     t0 = time.perf_counter()
     engine.load()

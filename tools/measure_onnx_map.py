@@ -47,7 +47,7 @@ def _collect(runtime: str, keys: list[str], args: argparse.Namespace) -> dict[st
             out[key] = {
                 "side": "val", "shape": im.shape, "gt": scale_boxes(labels[key], im.shape),
                 "off": _entry(r.p_opacity, r.det_boxes, r.det_scores, r.prob_map, Thresholds()),
-                "raw": (r.p_opacity, r.prob_map.astype(np.float16), r.det_boxes, r.det_scores),
+                "raw": (r.p_opacity, r.prob_map, r.det_boxes, r.det_scores),
             }  # fmt: skip
         path.write_bytes(pickle.dumps(out))
         print(

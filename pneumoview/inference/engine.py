@@ -129,10 +129,6 @@ class Engine:
         """Where the models run (``"cpu"``, ``"cuda:0"``, ``"mps"``); changes to ``"cpu"`` after a GPU OOM."""
         return self.backend.device
 
-    @device.setter
-    def device(self, value: str) -> None:  # one GPU per process in a distributed `predict`
-        self.backend.device = value
-
     def _model(self, spec: ModelSpec) -> Any:
         """The loaded model of the engine's runtime (a torch module or an ONNX Runtime session)."""
         return self.backend.load(spec, self.dirs, self.random_weights)
@@ -232,7 +228,7 @@ class Engine:
             except Exception as exc:
                 if not self.backend.out_of_memory(exc):
                     raise
-                self.backend.to_cpu()
+                self.fall_back_to_cpu()
                 models = [(spec, w, self._model(spec)) for spec, w in specs]
                 with self.backend.session():
                     partial = run(images, partial, models, batch_size)
@@ -259,8 +255,17 @@ class Engine:
 
     def use_device(self, device: str) -> None:
         """Run on ``device`` from now on (as :func:`resolve_device` reads it, e.g. ``"cuda:1"`` for one rank of a
-        distributed run; the torch runtime); the engine is the only writer of ``device``."""
-        self.device = resolve_device(device)
+        distributed run); the engine is the only writer of ``device``. The onnx runtime runs on the CPU only."""
+        if self.runtime != "torch":
+            raise ModelError(
+                f"the {self.runtime} runtime runs on the CPU only; use --runtime torch for {device!r}"
+            )
+        self.backend.device = resolve_device(device)
+
+    def fall_back_to_cpu(self) -> None:
+        """Free the GPU's cached memory and run on the CPU from now on (the GPU ran out of memory); every result
+        made afterwards says so in its ``device`` and notes."""
+        self.backend.to_cpu()
 
     @staticmethod
     def _batches(
