@@ -1,6 +1,6 @@
 """The desktop app (tools/build_app.sh → PyInstaller one-folder, ONNX Runtime, no PyTorch), built and run for real.
 
-Opt-in (see ``pytestmark``). The module builds the app once into a temporary folder (2-4 minutes here: the ONNX
+Opt-in (see ``pytestmark``). The module builds the app once into a temporary folder (2½-7 minutes here: the ONNX
 export of the models, then PyInstaller; no archive), then runs the frozen executables: ``--version``, ``models``,
 ``train`` (which must name PyTorch), ``predict`` on the sample study and on the real chest DICOMs of ../shared/data
 (JPEG 2000, JPEG-LS, MONOCHROME1, a file without meta), whose CSVs must match the source install's on the same
@@ -25,7 +25,7 @@ from PIL import Image
 
 from pneumoview import __version__
 
-# The build alone takes 2-4 minutes on the 2 shared cores here and the whole module 6-7, too much for every CI run:
+# The build alone takes 2½-7 minutes on the 2 shared cores here and the whole module 3½-11, too much for every CI run:
 # it runs when asked, with PNEUMOVIEW_TEST_BUNDLE=1 (builds the app) or PNEUMOVIEW_TEST_APP=dist/PneumoView (tests
 # an app built already).
 pytestmark = [
