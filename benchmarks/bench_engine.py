@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """Inference latency: per model and whole pipeline, first call vs steady state, with and without flip test-time
-augmentation, batch throughput, peak RSS.
+augmentation, batch throughput, peak RSS; and, in the same run, eager PyTorch against ONNX Runtime.
 
 Uses the installed models (``models/`` or ``--models-dir``) when they are there, else the default architectures
 with random weights (timings only). Baseline in the same run: a naive seed-style loop (one image at a time, autograd
 on — no ``inference_mode``/``no_grad`` —, no batching, preprocessing per call).
 
     .venv/bin/python benchmarks/bench_engine.py [--device cpu|cuda] [--images 16] [--models-dir DIR]
+        [--runtime torch|onnx] [--compare/--no-compare] [--rounds 3] [--compare-only]
+
+``--runtime`` is the runtime of the first two tables (default torch, the seed-style baseline's own runtime). With
+``--compare`` (the default when onnxruntime is installed and the device is the CPU) a third table times eager PyTorch
+and ONNX Runtime on the same images, interleaved image by image and batch by batch (medians over ``--rounds``), so a
+busy machine slows both alike: per stage, total, ``analyze`` one image at a time and ``analyze_batch``.
 """
 
 from __future__ import annotations
@@ -54,13 +60,23 @@ def main() -> int:
     ap.add_argument(
         "--random", action="store_true", help="time the default architectures with random weights"
     )
+    ap.add_argument(
+        "--runtime", choices=("torch", "onnx"), default="torch", help="runtime of the first tables"
+    )
+    ap.add_argument(
+        "--compare", action=argparse.BooleanOptionalAction, default=None, help="eager vs ONNX Runtime"
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the interleaved comparison")
+    ap.add_argument("--compare-only", action="store_true", help="only the eager-vs-ONNX table")
     args = ap.parse_args()
 
     import torch
 
     from pneumoview.imaging import load_image
-    from pneumoview.inference.engine import MODEL_CACHE, Engine, StageSelection
+    from pneumoview.inference.engine import Engine, StageSelection
     from pneumoview.inference.manifest import load_manifest, models_dirs
+    from pneumoview.inference.runtime import onnxruntime_available
+    from pneumoview.inference.torch_runtime import MODEL_CACHE
     from pneumoview.preprocess import prepare
 
     paths = sorted((DATA / "images-1024").glob("*.png"))[: args.images]
@@ -77,10 +93,17 @@ def main() -> int:
     elif "detector" not in manifest.models:
         selection = StageSelection(detect=None)
         source = "installed models (no detector installed: detection not timed)"
-    engine = Engine(manifest, device=args.device, models_dir=dirs[0], selection=selection)
-    print(f"device {engine.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{len(images)} real 1024-px RSNA images, {source}")  # fmt: skip
+    if args.random and args.runtime == "onnx":
+        ap.error("--random runs on torch only")
+    engine = Engine(
+        manifest, device=args.device, models_dir=dirs[0], selection=selection, runtime=args.runtime
+    )
+    print(f"runtime {engine.runtime}, device {engine.device}, torch {torch.__version__}, threads "
+          f"{torch.get_num_threads()}, {len(images)} real 1024-px RSNA images, {source}")  # fmt: skip
 
+    if args.compare_only:
+        _compare(images, manifest, dirs[0], selection, args.rounds)
+        return 0
     rows = []
     t0 = time.perf_counter()
     engine.load()
@@ -94,7 +117,9 @@ def main() -> int:
             continue
         rows.append((f"steady {stage}", statistics.median(vals), max(vals)))
     # Flip test-time augmentation (Engine(tta=True)): same models from the cache, each stage runs twice.
-    tta_engine = Engine(manifest, device=args.device, models_dir=dirs[0], selection=selection, tta=True)
+    tta_engine = Engine(
+        manifest, device=args.device, models_dir=dirs[0], selection=selection, tta=True, runtime=args.runtime
+    )
     tta_steady = [tta_engine.analyze(im) for im in images[1:]]
     for stage in ("classify", "segment", "detect", "total"):
         vals = [r.timings_ms[stage] for r in tta_steady if stage in r.timings_ms]
@@ -139,7 +164,54 @@ def main() -> int:
     print(f"model load {load_s:.2f} s; peak RSS {_rss_mb():.0f} MB")
     if engine.device.startswith("cuda"):
         print(f"peak CUDA memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+    compare = args.compare if args.compare is not None else onnxruntime_available() and engine.device == "cpu"
+    if compare and not args.random:
+        _compare(images, manifest, dirs[0], selection, args.rounds)
     return 0
+
+
+def _compare(images, manifest, models_dir, selection, rounds: int) -> None:
+    """Eager PyTorch vs ONNX Runtime, interleaved: per stage and total (one image at a time), and batches of 8."""
+    import onnxruntime
+
+    from pneumoview.inference.engine import Engine
+
+    engines = {
+        rt: Engine(manifest, device="cpu", models_dir=models_dir, selection=selection, runtime=rt)
+        for rt in ("torch", "onnx")
+    }
+    for e in engines.values():  # load (and, for onnx, export into the cache when needed) before timing
+        e.analyze(images[0])
+    stages = ("classify", "segment", "detect", "total")
+    per: dict[str, dict[str, list[float]]] = {rt: {s: [] for s in stages} for rt in engines}
+    batch: dict[str, list[float]] = {rt: [] for rt in engines}
+    for r in range(rounds):
+        order = list(engines) if r % 2 == 0 else list(engines)[::-1]
+        for im in images:
+            for rt in order:
+                t = engines[rt].analyze(im).timings_ms
+                for s in stages:
+                    if s in t:
+                        per[rt][s].append(t[s])
+        for rt in order:
+            t0 = time.perf_counter()
+            engines[rt].analyze_batch(images, batch_size=8)
+            batch[rt].append(len(images) / (time.perf_counter() - t0))
+    med = {rt: {s: statistics.median(v) for s, v in d.items() if v} for rt, d in per.items()}
+    print()
+    print(f"eager PyTorch vs ONNX Runtime {onnxruntime.__version__} (CPU, {len(images)} images × {rounds} rounds, "
+          "interleaved; medians)")  # fmt: skip
+    print(f"| {'measure':34s} | {'eager':>9s} | {'onnx':>9s} | {'speed-up':>8s} |")
+    print(f"|{'-' * 36}|{'-' * 11}|{'-' * 11}|{'-' * 10}|")
+    for s in stages:
+        if s in med["torch"]:
+            a, b = med["torch"][s], med["onnx"][s]
+            print(f"| {'ms per image, ' + s:34s} | {a:9.1f} | {b:9.1f} | {a / b:7.2f}× |")
+    one = {rt: 1000.0 / med[rt]["total"] for rt in engines}
+    print(f"| {'analyze one at a time, images/s':34s} | {one['torch']:9.2f} | {one['onnx']:9.2f} | "
+          f"{one['onnx'] / one['torch']:7.2f}× |")  # fmt: skip
+    bt, bo = statistics.median(batch["torch"]), statistics.median(batch["onnx"])
+    print(f"| {'analyze_batch (batch 8), images/s':34s} | {bt:9.2f} | {bo:9.2f} | {bo / bt:7.2f}× |")
 
 
 if __name__ == "__main__":

@@ -492,6 +492,7 @@ def finalize(
             "command": list(command if command is not None else sys.argv),
             "python": platform.python_version(),
             "device": device,
+            "runtime": None if engine is None else getattr(engine, "runtime", None),
             "models": list(models.values()),
             "thresholds": thresholds.to_dict(),
             "tta": None if engine is None else bool(getattr(engine, "tta", False)),

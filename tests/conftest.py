@@ -13,6 +13,9 @@ import pytest
 
 # GUI tests run without a display; set before anything imports Qt.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# The suite's engine tests pin eager PyTorch (what they were written for); tests/test_onnx_runtime.py runs ONNX
+# Runtime explicitly against it.
+os.environ.setdefault("PNEUMOVIEW_RUNTIME", "torch")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

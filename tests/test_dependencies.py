@@ -31,7 +31,12 @@ def _imported_roots() -> dict[str, Path]:
 
 
 def _declared() -> set[str]:
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    """Distribution names of [project] dependencies and of the optional extras (an optional backend such as
+    ONNX Runtime is imported only when installed, and is declared in its extra)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = list(project["dependencies"])
+    for extra in project.get("optional-dependencies", {}).values():
+        deps.extend(extra)
     return {re.split(r"[\s<>=!~;\[]", d, maxsplit=1)[0].lower().replace("_", "-") for d in deps}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from pneumoview.thresholds import CONFIDENCE_MODES, FUSION_MODES, MODES, Thresholds
 from pneumoview.types import DEFAULT_SELECTION, DEVICE_HELP
@@ -69,6 +70,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--device", default=None, help=f"{DEVICE_HELP} (also $PNEUMOVIEW_DEVICE)"
     )  # fmt: skip
+    add_runtime_option(g)
     g.add_argument("--models-dir", type=Path, default=None, help="extra folder searched first for models")
     for stage, default in (
         ("classifier", DEFAULT_SELECTION["classify"]),
@@ -87,6 +89,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="test-time augmentation: also analyse the mirrored image and combine both (about 2× the time; "
         "off by default, see the README's 'Levers tried')",
     )
+
+
+def add_runtime_option(group: Any) -> None:
+    """``--runtime auto|onnx|torch`` (see :mod:`pneumoview.inference.runtime`)."""
+    from pneumoview.inference.runtime import RUNTIMES
+
+    group.add_argument(
+        "--runtime", choices=RUNTIMES, default=None,
+        help="what runs the models: auto (default; ONNX Runtime on the CPU when installed, else PyTorch), onnx or "
+        "torch (also $PNEUMOVIEW_RUNTIME)",
+    )  # fmt: skip
 
 
 def saved_thresholds() -> Thresholds:
@@ -155,7 +168,7 @@ def thresholds_line(thresholds: Thresholds, source: str) -> str:
 
 
 def engine_from_args(args: argparse.Namespace):
-    """An Engine for the selected models (imports torch)."""
+    """An Engine for the selected models and runtime (imports the runtime)."""
     # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.inference.engine import Engine, StageSelection
 
@@ -166,5 +179,6 @@ def engine_from_args(args: argparse.Namespace):
         classify=pick(args.classifier), segment=pick(args.segmenter), detect=pick(args.detector)
     )
     return Engine(
-        device=args.device, selection=selection, models_dir=args.models_dir, tta=getattr(args, "tta", False)
-    )
+        device=args.device, selection=selection, models_dir=args.models_dir, tta=getattr(args, "tta", False),
+        runtime=getattr(args, "runtime", None),
+    )  # fmt: skip

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pneumoview.commands.common import add_runtime_option
 from pneumoview.errors import ModelError
 from pneumoview.types import DEFAULT_SELECTION, DEVICE_HELP
 
@@ -30,6 +31,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
         help="classifier id (default: acse4-classifier if installed)",
     )
     g.add_argument("--device", default=None, help=DEVICE_HELP)
+    add_runtime_option(g)
     g.add_argument("--models-dir", type=Path, default=None, help="extra folder searched first for models")
     g.add_argument(
         "--per-file", type=Path, default=None, metavar="CSV", help="write each file's probabilities"
@@ -51,8 +53,9 @@ def run_class_folders(args: argparse.Namespace) -> int:
         from pneumoview.inference.engine import Engine, StageSelection
 
         engine = Engine(
-            device=args.device, selection=StageSelection(classify=None), models_dir=args.models_dir
-        )
+            device=args.device, selection=StageSelection(classify=None), models_dir=args.models_dir,
+            runtime=args.runtime,
+        )  # fmt: skip
         ident = args.classifier or (
             "acse4-classifier"
             if "acse4-classifier" in engine.manifest.models

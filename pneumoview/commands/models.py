@@ -1,4 +1,5 @@
-"""``pneumoview models``: every model and ensemble with its status (torch is imported only with ``--check-load``)."""
+"""``pneumoview models``: every model and ensemble with its status (torch is imported only with ``--check-load``);
+``pneumoview models export-onnx --out DIR``: the ONNX exports a models folder (or the desktop bundle) ships."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import argparse
 import json
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pneumoview.errors import ManifestError
+
+if TYPE_CHECKING:
+    from pneumoview.inference.manifest import ModelSpec
+    from pneumoview.inference.weights import ModelStatus
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "setting, $PNEUMOVIEW_MODELS, the per-user data folder, the repository's models/). Status: ok, not "
         "installed (weights file missing), checksum mismatch (file damaged or replaced), load error.",
     )
+    p.add_argument(
+        "action", nargs="?", choices=("list", "export-onnx"), default="list",
+        help="list (default) or export-onnx: write every installed model's ONNX export to DIR/onnx/ (needs "
+        "PyTorch; copy DIR/onnx into a models folder to run without PyTorch)",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="export-onnx: the output folder")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--models-dir", type=Path, default=None, help="extra folder searched first")
     p.add_argument(
@@ -29,7 +41,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
+    if args.action == "export-onnx":
+        return export_onnx(args)
+    return list_models(args)
+
+
+def export_onnx(args: argparse.Namespace) -> int:
+    """Export every model whose weights are installed; exit 2 when nothing could be exported."""
+    from pneumoview.errors import ModelError
+    from pneumoview.inference.manifest import load_manifest, models_dirs
+    from pneumoview.inference.runtime import TORCH_INSTALL_HINT, torch_installed
+
+    if args.out is None:
+        print("pneumoview models export-onnx: give the output folder with --out DIR", file=sys.stderr)
+        return 2
+    if not torch_installed():
+        print(
+            f"pneumoview models export-onnx: exporting needs PyTorch; {TORCH_INSTALL_HINT}", file=sys.stderr
+        )
+        return 2
+    from pneumoview.inference.onnx_artifacts import shipped_path
+    from pneumoview.inference.onnx_export import export_to_file
+
+    dirs = models_dirs(args.models_dir)
+    try:
+        manifest = load_manifest(dirs)
+    except ModelError as exc:
+        print(f"pneumoview models export-onnx: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for spec in manifest.models.values():
+        try:
+            art = export_to_file(spec, dirs, shipped_path(spec, args.out))
+        except ModelError as exc:
+            failed += 1
+            print(f"{spec.id}: not exported: {exc}", file=sys.stderr)
+            continue
+        print(
+            f"{spec.id}: {art.path} ({art.path.stat().st_size / 1e6:.1f} MB, sha256 {art.onnx_sha256[:12]})"
+        )
+    return 2 if failed == len(manifest.models) else (1 if failed else 0)
+
+
+def list_models(args: argparse.Namespace) -> int:
     from pneumoview.inference.manifest import load_manifest, models_dirs
 
     # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
@@ -41,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
     except ManifestError as exc:
         print(f"pneumoview models: {exc}", file=sys.stderr)
         return 2
-    statuses = {m.id: model_status(m, dirs, try_load=args.check_load) for m in manifest.models.values()}
+    statuses = {
+        m.id: with_onnx_export(model_status(m, dirs, try_load=args.check_load), m, dirs)
+        for m in manifest.models.values()
+    }
     models: list[dict[str, Any]] = []
     for spec in manifest.models.values():
         st = statuses[spec.id]
@@ -116,3 +173,22 @@ def metrics_line(metrics: dict) -> str:
             continue
         parts.append(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}")
     return ("validation: " + ", ".join(parts)) if parts else ""
+
+
+def with_onnx_export(status: ModelStatus, spec: ModelSpec, dirs: list[Path]) -> ModelStatus:
+    """A model whose weights file is absent still runs (status ok, the file column names the .onnx) when a verified
+    ONNX export of those weights is installed and ONNX Runtime is there to run it: the desktop app ships only the
+    exports."""
+    from pneumoview.inference.runtime import onnxruntime_available
+    from pneumoview.inference.weights import STATUS_NOT_INSTALLED, STATUS_OK
+
+    if status.status != STATUS_NOT_INSTALLED or not onnxruntime_available():
+        return status
+    from pneumoview.inference.onnx_artifacts import find_artefact
+
+    artefact, _ = find_artefact(spec, dirs)
+    if artefact is None:
+        return status
+    return replace(
+        status, status=STATUS_OK, path=artefact.path, size_bytes=artefact.path.stat().st_size, message=""
+    )

@@ -5,12 +5,14 @@ frozen numpy dataclasses (:class:`~pneumoview.types.AnalysisResult`), safe to ha
 
 Stages run in the order classifier → segmentation ensemble → detector, so a viewer can show the case-level
 probability first (:meth:`Engine.iter_stages`).
+
+The models run on ONNX Runtime or eager PyTorch (:mod:`pneumoview.inference.runtime`; ``runtime="auto"`` picks ONNX
+Runtime on the CPU when it is installed). Importing this module imports neither; with the onnx runtime PyTorch is
+never imported unless an export has to be made (:mod:`pneumoview.inference.onnx_runtime`).
 """
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -20,87 +22,19 @@ import numpy as np
 
 from pneumoview.errors import ModelError, ModelNotInstalledError
 from pneumoview.inference.manifest import Manifest, ModelSpec, load_manifest, models_dirs
-from pneumoview.inference.weights import build_and_load, find_weights, verified_weights
+from pneumoview.inference.runtime import Backend, choose_runtime, make_backend
 from pneumoview.preprocess import FrameMap, prepare
 from pneumoview.types import DEFAULT_SELECTION, STAGES, AnalysisResult, ModelRef, XrayImage
 
 if TYPE_CHECKING:
-    import contextlib
     from pathlib import Path
-
-    import torch
-    from torch import nn
-
-    #: The models of one stage as the engine runs them: (spec, ensemble weight, loaded model).
-    Loaded = list[tuple[ModelSpec, float, nn.Module]]
 
 
 def resolve_device(requested: str | None = None) -> str:
-    """The torch device string to use.
+    """The torch device string to use (imports torch); see :func:`pneumoview.inference.torch_runtime.resolve_device`."""
+    from pneumoview.inference.torch_runtime import resolve_device as torch_device
 
-    ``requested`` (from ``--device`` or the settings) wins; else ``$PNEUMOVIEW_DEVICE``; else ``"auto"``, which
-    means CUDA if available, then Apple MPS, then CPU. An unavailable explicit device raises ModelError.
-    """
-    import torch
-
-    choice = (requested or os.environ.get("PNEUMOVIEW_DEVICE") or "auto").strip().lower()
-    if choice == "auto":
-        if torch.cuda.is_available():
-            return "cuda:0"
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return "mps"
-        return "cpu"
-    if choice.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ModelError(
-                f"device {choice!r} was asked for but CUDA is not available here; use --device cpu"
-            )
-        return "cuda:0" if choice == "cuda" else choice
-    if choice == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ModelError(
-                "device 'mps' was asked for but Apple MPS is not available here; use --device cpu"
-            )
-        return "mps"
-    if choice == "cpu":
-        return "cpu"
-    raise ModelError(f"unknown device {choice!r}; use auto, cpu, cuda, cuda:N or mps")
-
-
-class _ModelCache:
-    """Loaded models per (model id, sha256, device), shared by every Engine in the process."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._models: dict[tuple[str, str, str, str], nn.Module] = {}
-
-    def get(
-        self, spec: ModelSpec, device: str, dirs: Sequence[Path] | None, random_weights: bool
-    ) -> nn.Module:
-        # The file's location is part of the key, so a model is never served from the cache after its weights
-        # file disappeared or another folder took precedence; the checksum is verified on every real load.
-        where = "" if random_weights else str(find_weights(spec, dirs))
-        key = (spec.id, "random" if random_weights else spec.sha256, device, where)
-        with self._lock:
-            model = self._models.get(key)
-            if model is None:
-                path = None if random_weights else verified_weights(spec, dirs)
-                model = build_and_load(spec, path).to(device)
-                if device.startswith("cuda") and spec.task != "detect":
-                    import torch
-
-                    model = model.to(memory_format=torch.channels_last)
-                self._models[key] = model
-            return model
-
-    def clear(self) -> None:
-        with self._lock:
-            self._models.clear()
-
-
-MODEL_CACHE = _ModelCache()
+    return torch_device(requested)
 
 
 @dataclass(frozen=True)
@@ -125,6 +59,16 @@ class Engine:
         tta: test-time augmentation by horizontal flip for every stage (:mod:`pneumoview.inference.tta`); about
             twice the compute. Off by default: on the validation split it did not pay for itself (README, "Levers
             tried").
+        runtime: ``"auto"``, ``"onnx"`` or ``"torch"`` (else ``$PNEUMOVIEW_RUNTIME``; see
+            :func:`pneumoview.inference.runtime.choose_runtime`). ``random_weights`` always runs on torch.
+
+    Attributes:
+        runtime: the runtime in use, ``"onnx"`` or ``"torch"``.
+        device: where the models run (``"cpu"``, ``"cuda:0"``, ``"mps"``); always ``"cpu"`` for onnx.
+
+    Raises:
+        pneumoview.errors.RuntimeMissingError: the runtime asked for is not installed (the message names the
+            install command); ModelError for an unavailable device.
     """
 
     def __init__(
@@ -136,10 +80,17 @@ class Engine:
         models_dir: str | Path | None = None,
         random_weights: bool = False,
         tta: bool = False,
+        runtime: str | None = "auto",
     ) -> None:
         self.dirs = models_dirs(models_dir)
-        self.manifest = manifest if manifest is not None else load_manifest(self.dirs)
-        self.device = resolve_device(device)
+        self.runtime, device = choose_runtime("torch" if random_weights else runtime, device)
+        self.backend: Backend = make_backend(self.runtime, device)
+        # Checking builder names imports every architecture, which is torch; the onnx runtime does not need them.
+        self.manifest = (
+            manifest
+            if manifest is not None
+            else load_manifest(self.dirs, check_builders=self.runtime == "torch")
+        )
         self.selection = selection or StageSelection()
         self.random_weights = random_weights
         self.tta = tta
@@ -171,9 +122,19 @@ class Engine:
             )
         return [(self.manifest.model(ident), 1.0)]
 
-    def model_for(self, spec: ModelSpec) -> nn.Module:
-        """The loaded model of ``spec`` on this engine's device, in eval mode (from the process-wide cache: each
-        model is loaded once, whoever asks first). For callers that run a model themselves (Grad-CAM)."""
+    @property
+    def device(self) -> str:
+        """Where the models run (``"cpu"``, ``"cuda:0"``, ``"mps"``); changes to ``"cpu"`` after a GPU OOM."""
+        return self.backend.device
+
+    def model_for(self, spec: ModelSpec) -> Any:
+        """The loaded model of the engine's runtime (a torch module or an ONNX Runtime session)."""
+        return self.backend.load(spec, self.dirs, self.random_weights)
+
+    def torch_model(self, spec: ModelSpec) -> Any:
+        """The eager PyTorch module of ``spec`` on the engine's device (CPU for onnx), e.g. for Grad-CAM."""
+        from pneumoview.inference.torch_runtime import MODEL_CACHE
+
         return MODEL_CACHE.get(spec, self.device, self.dirs, self.random_weights)
 
     def load(self) -> list[str]:
@@ -188,7 +149,8 @@ class Engine:
         return problems
 
     def available_stages(self) -> dict[str, str | None]:
-        """For each stage, None when it can run, else the reason it cannot (e.g. weights not installed)."""
+        """For each stage, None when it can run, else the reason it cannot (weights not installed, or no ONNX
+        export and no PyTorch to make one): the same sentence the stage's skip note gives."""
         out: dict[str, str | None] = {}
         for stage in STAGES:
             try:
@@ -196,9 +158,8 @@ class Engine:
                 if not specs:
                     out[stage] = "no model selected"
                     continue
-                if not self.random_weights:
-                    for spec, _ in specs:
-                        verified_weights(spec, self.dirs)
+                for spec, _ in specs:
+                    self.backend.check(spec, self.dirs, self.random_weights)
                 out[stage] = None
             except ModelError as exc:
                 out[stage] = str(exc)
@@ -236,8 +197,6 @@ class Engine:
     ) -> Iterator[list[AnalysisResult]]:
         """Run the stages in order, yielding the results so far (with the time so far as ``"total"``) right after each
         stage; once at the end when no stage ran."""
-        import torch
-
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown stage(s) {unknown}; valid stages: {', '.join(STAGES)}")
@@ -262,19 +221,17 @@ class Engine:
                 continue
             run = {"classify": self._classify, "segment": self._segment, "detect": self._detect}[stage]
             try:
-                with torch.inference_mode():
+                with self.backend.session():
                     partial = run(images, partial, models, batch_size)
-            except torch.OutOfMemoryError:
+            except Exception as exc:
+                if not self.backend.out_of_memory(exc):
+                    raise
                 self.fall_back_to_cpu()
                 models = [(spec, w, self.model_for(spec)) for spec, w in specs]
-                with torch.inference_mode():
+                with self.backend.session():
                     partial = run(images, partial, models, batch_size)
-                partial = [
-                    replace(
-                        r, notes=(*r.notes, "The GPU ran out of memory; this image was analysed on the CPU.")
-                    )
-                    for r in partial
-                ]
+                note = "The GPU ran out of memory; this image was analysed on the CPU."
+                partial = [replace(r, notes=(*r.notes, note)) for r in partial]
             ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(images))
             refs = tuple(ModelRef(s.id, s.task, s.version, s.sha256[:12]) for s, _, _ in models)
             total = (time.perf_counter() - t_all) * 1000.0 / max(1, len(images))
@@ -296,49 +253,33 @@ class Engine:
 
     def use_device(self, device: str) -> None:
         """Run on ``device`` from now on (as :func:`resolve_device` reads it, e.g. ``"cuda:1"`` for one rank of a
-        distributed run); the engine is the only writer of ``device``."""
-        self.device = resolve_device(device)
+        distributed run); the engine is the only writer of ``device``. The onnx runtime runs on the CPU only."""
+        if self.runtime != "torch":
+            raise ModelError(
+                f"the {self.runtime} runtime runs on the CPU only; use --runtime torch for {device!r}"
+            )
+        self.backend.device = resolve_device(device)
 
     def fall_back_to_cpu(self) -> None:
         """Free the GPU's cached memory and run on the CPU from now on (the GPU ran out of memory); every result
         made afterwards says so in its ``device`` and notes."""
-        import torch
+        self.backend.to_cpu()
 
-        torch.cuda.empty_cache()
-        self.device = "cpu"
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        import contextlib
-
-        import torch
-
-        if self.device.startswith("cuda"):
-            return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
-
+    @staticmethod
     def _batches(
-        self, images: Sequence[XrayImage], spec: ModelSpec, batch_size: int
-    ) -> Iterator[tuple[range, torch.Tensor, list[FrameMap]]]:
-        import torch
-
+        images: Sequence[XrayImage], spec: ModelSpec, batch_size: int
+    ) -> Iterator[tuple[range, np.ndarray, list[FrameMap]]]:
+        """Prepared inputs ``(B, C, h, w)`` float32 of ``batch_size`` images at a time, with their frame maps."""
         for start in range(0, len(images), batch_size):
             idx = range(start, min(len(images), start + batch_size))
             arrays, frames = zip(*(prepare(images[i].display, spec.input) for i in idx), strict=True)
-            x = torch.from_numpy(np.stack(arrays)).to(self.device)
-            if self.device.startswith("cuda"):
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield idx, x, list(frames)
+            yield idx, np.stack(arrays), list(frames)
 
-    def _classify(
-        self, images: Sequence[XrayImage], partial: list[AnalysisResult], models: Loaded, batch_size: int
-    ) -> list[AnalysisResult]:
-        from pneumoview.inference import tta
-
+    def _classify(self, images, partial, models, batch_size):
         spec, _, model = models[0]
         out = list(partial)
         for idx, x, _ in self._batches(images, spec, batch_size):
-            with self._autocast():
-                probs = tta.classify(model, x, self.tta).cpu().numpy().astype(np.float32)
+            probs = self.backend.classify(model, x, self.tta)
             for j, i in enumerate(idx):
                 gate = spec.gate_indices
                 p_op = min(1.0, float(probs[j, list(gate)].sum())) if gate else None
@@ -348,17 +289,12 @@ class Engine:
                 )  # fmt: skip
         return out
 
-    def _segment(
-        self, images: Sequence[XrayImage], partial: list[AnalysisResult], models: Loaded, batch_size: int
-    ) -> list[AnalysisResult]:
-        from pneumoview.inference import tta
-
+    def _segment(self, images, partial, models, batch_size):
         sums = [np.zeros(im.shape, dtype=np.float32) for im in images]
         members: list[dict[str, np.ndarray]] = [{} for _ in images]
         for spec, weight, model in models:
             for idx, x, frames in self._batches(images, spec, batch_size):
-                with self._autocast():
-                    probs = tta.segment(model, x, self.tta).cpu().numpy()
+                probs = self.backend.segment(model, x, self.tta)
                 for j, i in enumerate(idx):
                     members[i][spec.id] = probs[j]
                     sums[i] += weight * frames[j].map_to_original(probs[j])
@@ -367,10 +303,7 @@ class Engine:
             for r, s, m in zip(partial, sums, members, strict=True)
         ]
 
-    def _detect(
-        self, images: Sequence[XrayImage], partial: list[AnalysisResult], models: Loaded, batch_size: int
-    ) -> list[AnalysisResult]:
-        from pneumoview.inference import tta
+    def _detect(self, images, partial, models, batch_size):
         from pneumoview.postprocess import (
             xyxy_to_xywh,  # lazy: scikit-image; importing the engine stays light
         )
@@ -378,8 +311,7 @@ class Engine:
         spec, _, model = models[0]
         out = list(partial)
         for idx, x, frames in self._batches(images, spec, batch_size):
-            with self._autocast():
-                dets = tta.detect(model, x, self.tta)
+            dets = self.backend.detect(model, x, self.tta)
             for j, i in enumerate(idx):
                 boxes, scores = dets[j]
                 xyxy = frames[j].boxes_to_original(boxes)

@@ -157,6 +157,17 @@ def user_models_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "models"
 
 
+def user_cache_dir() -> Path:
+    """Per-user cache folder (platformdirs user cache dir, e.g. ``~/.cache/PneumoView``), or ``$PNEUMOVIEW_CACHE_DIR``.
+
+    Only rebuildable files live here (ONNX exports of the models); deleting the folder loses nothing.
+    """
+    env = os.environ.get("PNEUMOVIEW_CACHE_DIR", "").strip()
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
 def models_dirs(setting: str | Path | None = None) -> list[Path]:
     """Models folders in lookup order: the user setting, ``$PNEUMOVIEW_MODELS`` (``os.pathsep``-separated),
     the per-user data folder, then the repository's ``models/``. Folders that do not exist are kept (a status report

@@ -23,8 +23,6 @@ from pneumoview.types import XrayImage
 if TYPE_CHECKING:
     from torch import nn
 
-    from pneumoview.inference.engine import Engine
-
 __all__ = ["gradcam", "target_layer"]
 
 
@@ -34,7 +32,6 @@ def target_layer(model: nn.Module) -> nn.Module:
     Raises:
         ValueError: when the model has no convolutional layer (no spatial map to explain).
     """
-    # lazy: torch takes seconds to import; only this path runs a model
     from torch import nn
 
     block = getattr(model, "layer4", None)
@@ -48,17 +45,18 @@ def target_layer(model: nn.Module) -> nn.Module:
     return convs[-1]
 
 
-def _classifier_from_engine(engine: Engine) -> tuple[nn.Module, InputSpec, int | None, str]:
+def _classifier_from_engine(engine: Any) -> tuple[nn.Module, InputSpec, int | None, str]:
     specs = engine.stage_specs("classify")
     if not specs:
         raise ValueError("no classifier is selected, so there is no saliency map to compute")
     spec = specs[0][0]
-    model = engine.model_for(spec)
+    # The engine's shared model cache: the model is loaded once whoever asks first.
+    model = engine.torch_model(spec)
     return model, spec.input, spec.positive_index, engine.device
 
 
 def gradcam(
-    engine_or_model: Engine | nn.Module,
+    engine_or_model: Any,
     image: XrayImage,
     *,
     input_spec: InputSpec | None = None,
@@ -80,10 +78,7 @@ def gradcam(
         float32 ``(H, W)`` map in ``[0, 1]`` on the original image's pixel grid (all zeros when no region raised
         the score).
     """
-    # lazy: torch takes seconds to import; only this path runs a model
     import torch
-
-    # lazy: torch takes seconds to import; only this path runs a model
     from torch import nn
 
     if isinstance(engine_or_model, nn.Module):

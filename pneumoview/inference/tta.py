@@ -9,18 +9,23 @@ is on, also on the batch mirrored left–right, then combines the two in the sam
   weighted box fusion (:func:`pneumoview.postprocess._wbf`): a box both views found gets the mean of their scores and
   the score-weighted mean of their corners; a box only one view found keeps half its score.
 
+The torch functions import torch when called; :func:`fuse_views` and :func:`mirror_boxes` are numpy only, so the
+ONNX runtime (:mod:`pneumoview.inference.onnx_runtime`) shares them without importing torch.
+
 A mirrored chest radiograph is anatomically implausible (the heart on the right), but the models see lung fields that
 are nearly symmetric, and the RSNA boxes are in both lungs, which is why flip TTA was a common RSNA-challenge lever.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from pneumoview.postprocess import BoxSet, _wbf, xywh_to_xyxy, xyxy_to_xywh
+
+if TYPE_CHECKING:
+    import torch
 
 # Boxes of the two views are merged when their IoU is at least this (the usual WBF setting for flip TTA).
 TTA_FUSION_IOU = 0.55
@@ -28,6 +33,8 @@ TTA_FUSION_IOU = 0.55
 
 def classify(model: Any, x: torch.Tensor, tta: bool) -> torch.Tensor:
     """Class probabilities ``(B, K)`` float32 (softmax; mean over the original and mirrored image with ``tta``)."""
+    import torch
+
     probs = torch.softmax(model(x).float(), dim=1)
     if tta:
         probs = 0.5 * (probs + torch.softmax(model(torch.flip(x, dims=[-1])).float(), dim=1))
@@ -36,6 +43,8 @@ def classify(model: Any, x: torch.Tensor, tta: bool) -> torch.Tensor:
 
 def segment(model: Any, x: torch.Tensor, tta: bool) -> torch.Tensor:
     """Opacity probability maps ``(B, H, W)`` float32 in the input frame (mean over both views with ``tta``)."""
+    import torch
+
     probs = torch.sigmoid(model(x).float())[:, 0]
     if tta:
         flipped = torch.sigmoid(model(torch.flip(x, dims=[-1])).float())[:, 0]
@@ -61,8 +70,16 @@ def fuse_views(
     return xywh_to_xyxy(fused.boxes), np.asarray(fused.scores, dtype=np.float32)
 
 
+def mirror_boxes(boxes: np.ndarray, width: float) -> np.ndarray:
+    """``xyxy`` boxes found on the left–right mirrored input, mapped back to the input frame (``x1' = W - x2``)."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    return np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1)
+
+
 def detect(model: Any, x: torch.Tensor, tta: bool) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per image, the opacity boxes ``(N, 4)`` ``xyxy`` in the input frame's pixels and their scores ``(N,)``."""
+    import torch
+
     batch = list(x.float())
     out = [_boxes_scores(d) for d in model(batch)]
     if not tta:
@@ -72,6 +89,5 @@ def detect(model: Any, x: torch.Tensor, tta: bool) -> list[tuple[np.ndarray, np.
     fused = []
     for (boxes, scores), d in zip(out, mirrored, strict=True):
         fb, fs = _boxes_scores(d)
-        back = np.stack([width - fb[:, 2], fb[:, 1], width - fb[:, 0], fb[:, 3]], axis=1) if len(fb) else fb
-        fused.append(fuse_views(boxes, scores, back.reshape(-1, 4), fs))
+        fused.append(fuse_views(boxes, scores, mirror_boxes(fb, width), fs))
     return fused

@@ -1,0 +1,174 @@
+"""The ONNX Runtime backend: sessions per verified export, and the three model families run on numpy (torch-free).
+
+Sessions run on ONNX Runtime's CPU provider with every graph optimisation on and ``intra_op_num_threads`` =
+``$PNEUMOVIEW_THREADS`` or the number of CPUs. The classifier and segmenters take a batch ``(B, C, h, w)``; the
+detector's graph (torchvision Faster R-CNN with its RPN, RoIAlign and NMS) takes one ``(3, 256, 256)`` image per
+run, so a batch is a loop. Flip TTA runs the mirrored input and combines the views exactly as
+:mod:`pneumoview.inference.tta` does for PyTorch.
+
+When a model has no usable export (:mod:`pneumoview.inference.onnx_artifacts`) and PyTorch is installed, the export
+is made into the per-user cache first (:func:`pneumoview.inference.onnx_export.export_to_cache`); without PyTorch
+the stage is skipped with a note saying how to get one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumoview.errors import ModelError
+from pneumoview.inference.manifest import ModelSpec
+from pneumoview.inference.onnx_artifacts import (
+    OnnxArtefact,
+    OnnxExportMissingError,
+    find_artefact,
+    missing_message,
+)
+from pneumoview.inference.runtime import Detections, RuntimeMissingError, installed, torch_installed
+from pneumoview.inference.tta import fuse_views, mirror_boxes
+
+__all__ = ["SESSIONS", "OnnxBackend", "session_options"]
+
+DETECTOR_LABEL = 1  # torchvision's class index of "Lung Opacity" (0 is background)
+
+
+def session_options() -> Any:
+    """ORT session options: all graph optimisations, one intra-op thread per CPU (or ``$PNEUMOVIEW_THREADS``)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    threads = os.environ.get("PNEUMOVIEW_THREADS", "").strip()
+    opts.intra_op_num_threads = int(threads) if threads.isdigit() else (os.cpu_count() or 1)
+    opts.log_severity_level = 3  # warnings about unused initialisers etc. are not the user's business
+    return opts
+
+
+class _Sessions:
+    """One ``InferenceSession`` per export file (path and sha256), shared by every Engine in the process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple[str, str], Any] = {}
+
+    def get(self, spec: ModelSpec, dirs: Sequence[Path]) -> Any:
+        import onnxruntime as ort
+
+        with self._lock:
+            artefact = _find_or_check_export(spec, dirs)
+            if artefact is None:
+                from pneumoview.inference.onnx_export import export_to_cache
+
+                artefact = export_to_cache(spec, dirs)
+            key = (str(artefact.path), artefact.onnx_sha256)
+            session = self._sessions.get(key)
+            if session is None:
+                try:
+                    session = ort.InferenceSession(
+                        str(artefact.path), sess_options=session_options(), providers=["CPUExecutionProvider"]
+                    )
+                except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for a bad graph
+                    raise ModelError(f"{artefact.path}: ONNX Runtime cannot load it ({exc})") from None
+                self._sessions[key] = session
+            return session
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+
+
+SESSIONS = _Sessions()
+
+
+def _find_or_check_export(spec: ModelSpec, dirs: Sequence[Path]) -> OnnxArtefact | None:
+    """The verified export of ``spec``; None when there is none but one can be made here (else ModelError why)."""
+    artefact, problems = find_artefact(spec, dirs)
+    if artefact is not None:
+        return artefact
+    if not torch_installed():
+        raise OnnxExportMissingError(missing_message(spec, problems))
+    if not installed("onnx"):
+        raise RuntimeMissingError(
+            f"no ONNX export of {spec.id}, and making one needs the package 'onnx'; pip install 'pneumoview[onnx]'"
+        )
+    from pneumoview.inference.weights import verified_weights
+
+    verified_weights(spec, dirs)  # the export needs the weights file
+    return None
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+def _run(session: Any, x: np.ndarray) -> list[np.ndarray]:
+    name = session.get_inputs()[0].name
+    return session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})
+
+
+def _detect_one(session: Any, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    boxes, labels, scores = _run(session, image)[:3]
+    keep = labels == DETECTOR_LABEL
+    return boxes[keep].astype(np.float32).reshape(-1, 4), scores[keep].astype(np.float32)
+
+
+class OnnxBackend:
+    """ONNX Runtime on the CPU."""
+
+    name = "onnx"
+    device = "cpu"
+
+    def check(self, spec: ModelSpec, dirs: Sequence[Path], random_weights: bool) -> None:
+        if random_weights:
+            raise ModelError("random weights are only available with the torch runtime (--runtime torch)")
+        _find_or_check_export(spec, dirs)
+
+    def load(self, spec: ModelSpec, dirs: Sequence[Path], random_weights: bool) -> Any:
+        self.check(spec, dirs, random_weights)
+        return SESSIONS.get(spec, dirs)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        yield
+
+    def classify(self, model: Any, x: np.ndarray, tta: bool) -> np.ndarray:
+        probs = _softmax(_run(model, x)[0])
+        if tta:
+            probs = 0.5 * (probs + _softmax(_run(model, x[..., ::-1])[0]))
+        return probs.astype(np.float32)
+
+    def segment(self, model: Any, x: np.ndarray, tta: bool) -> np.ndarray:
+        probs = _sigmoid(_run(model, x)[0])[:, 0]
+        if tta:
+            flipped = _sigmoid(_run(model, x[..., ::-1])[0])[:, 0]
+            probs = 0.5 * (probs + flipped[..., ::-1])
+        return np.ascontiguousarray(probs, dtype=np.float32)
+
+    def detect(self, model: Any, x: np.ndarray, tta: bool) -> Detections:
+        out = [_detect_one(model, im) for im in x]
+        if not tta:
+            return out
+        width = float(x.shape[-1])
+        fused = []
+        for (boxes, scores), im in zip(out, x, strict=True):
+            fb, fs = _detect_one(model, im[..., ::-1])
+            fused.append(fuse_views(boxes, scores, mirror_boxes(fb, width), fs))
+        return fused
+
+    def out_of_memory(self, exc: BaseException) -> bool:
+        return False
+
+    def to_cpu(self) -> None:
+        return None
