@@ -93,6 +93,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def add_runtime_option(group: Any) -> None:
     """``--runtime auto|onnx|torch`` (see :mod:`pneumoview.inference.runtime`)."""
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.inference.runtime import RUNTIMES
 
     group.add_argument(

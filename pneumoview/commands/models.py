@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pneumoview.errors import ManifestError
+from pneumoview.errors import ManifestError, ModelError
 
 if TYPE_CHECKING:
     from pneumoview.inference.manifest import ModelSpec
@@ -48,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
 def export_onnx(args: argparse.Namespace) -> int:
     """Export every model whose weights are installed; exit 2 when nothing could be exported."""
-    from pneumoview.errors import ModelError
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.inference.manifest import load_manifest, models_dirs
+
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.inference.runtime import TORCH_INSTALL_HINT, torch_installed
 
     if args.out is None:
@@ -60,7 +62,10 @@ def export_onnx(args: argparse.Namespace) -> int:
             f"pneumoview models export-onnx: exporting needs PyTorch; {TORCH_INSTALL_HINT}", file=sys.stderr
         )
         return 2
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.inference.onnx_artifacts import shipped_path
+
+    # lazy: needs torch or onnxruntime, which are optional here
     from pneumoview.inference.onnx_export import export_to_file
 
     dirs = models_dirs(args.models_dir)
@@ -84,6 +89,7 @@ def export_onnx(args: argparse.Namespace) -> int:
 
 
 def list_models(args: argparse.Namespace) -> int:
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.inference.manifest import load_manifest, models_dirs
 
     # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
@@ -179,11 +185,15 @@ def with_onnx_export(status: ModelStatus, spec: ModelSpec, dirs: list[Path]) -> 
     """A model whose weights file is absent still runs (status ok, the file column names the .onnx) when a verified
     ONNX export of those weights is installed and ONNX Runtime is there to run it: the desktop app ships only the
     exports."""
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.inference.runtime import onnxruntime_available
+
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.inference.weights import STATUS_NOT_INSTALLED, STATUS_OK
 
     if status.status != STATUS_NOT_INSTALLED or not onnxruntime_available():
         return status
+    # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.inference.onnx_artifacts import find_artefact
 
     artefact, _ = find_artefact(spec, dirs)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pneumoview.atomic import atomic_write_bytes
 from pneumoview.errors import ModelError
 from pneumoview.inference.manifest import ModelSpec, user_cache_dir
 from pneumoview.inference.weights import sha256_file
@@ -71,6 +72,7 @@ def shipped_path(spec: ModelSpec, models_dir: Path) -> Path:
 
 
 def _ort_version() -> str:
+    # lazy: optional (the onnx extra): imported only when installed and asked for
     import onnxruntime
 
     return str(onnxruntime.__version__)
@@ -85,8 +87,6 @@ def cache_path(spec: ModelSpec, cache_dir: Path | None = None) -> Path:
 
 def write_sidecar(onnx_path: Path, spec: ModelSpec, *, opset: int, torch_version: str) -> Path:
     """Write the sidecar of a finished export (atomically) and return its path."""
-    from pneumoview.atomic import atomic_write_bytes
-
     meta = {
         "model_id": spec.id,
         "source_sha256": spec.sha256,

@@ -47,6 +47,7 @@ def _merge_levels_by_gather(levels: torch.Tensor, per_level: list[torch.Tensor])
 
 @contextlib.contextmanager
 def _gather_merge() -> Iterator[None]:
+    # lazy: torch takes seconds to import; only this path runs a model
     from torchvision.ops import poolers
 
     original = poolers._onnx_merge_levels
