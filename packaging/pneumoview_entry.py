@@ -11,13 +11,14 @@ import multiprocessing
 import sys
 
 if __name__ == "__main__":
-    multiprocessing.freeze_support()  # for any multiprocessing use (torch DataLoader workers in training)
-    from pneumoview.imaging.isolated import WORKER_FLAG
+    multiprocessing.freeze_support()  # for any multiprocessing use
+    # Importing pneumoview.imaging loads pydicom and numpy (~1 s on a busy machine), which `--version`, `--help` and
+    # the viewer's first paint do not need: only a run that may be the worker pays for it.
+    if sys.argv[1:2] and sys.argv[1].startswith("--pneumoview-"):
+        from pneumoview.imaging.isolated import WORKER_FLAG, serve
 
-    if sys.argv[1:2] == [WORKER_FLAG]:
-        from pneumoview.imaging.isolated import serve
-
-        sys.exit(serve())
+        if sys.argv[1] == WORKER_FLAG:
+            sys.exit(serve())
     from pneumoview.__main__ import main
 
     sys.exit(main())

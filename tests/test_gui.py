@@ -306,12 +306,14 @@ def test_viewing_works_without_models(qtbot, make_window, small_study, tmp_path,
     monkeypatch.setattr(manifest, "user_models_dir", lambda: empty)
     w = make_window(models_dir=empty)
     assert w.engine_info.stages == ()
-    assert "not installed" in w.models_label.text()
+    assert "viewing only" in w.models_label.text()
+    assert "no model 'rsna3-classifier' is installed" in w.models_label.toolTip()
     with qtbot.waitSignal(w.imageShown, timeout=10_000):
         w.open_path(small_study)
     assert w.canvas.image_item.image is not None
     assert w.session.result is None
-    assert "No model is installed" in w.findings_panel.notes.text()
+    notes = w.findings_panel.notes.text()
+    assert "Analysis is off" in notes and "no model 'rsna3-classifier' is installed" in notes
     assert w.export_current(tmp_path / "x") == []  # nothing to export, and no crash
 
 

@@ -135,25 +135,36 @@ class _Analysis:
     def __init__(self, scripts, **kwargs) -> None:
         self.scripts_in, self.kwargs = scripts, kwargs
         self.pure, self.scripts = [], []
+        # What a hook could still pull in from a CUDA torch environment, and what the app needs.
         self.binaries = [
             ("libcudnn.so.9", "/venv/nvidia/cudnn/lib/libcudnn.so.9", "BINARY"),
             ("nvidia/cublas/lib/libcublasLt.so.12", "/venv/nvidia/cublas/lib/libcublasLt.so.12", "BINARY"),
             ("torch/lib/libtorch_cuda.so", "/venv/torch/lib/libtorch_cuda.so", "BINARY"),
-            ("torch/lib/libc10_cuda.so", "/venv/torch/lib/libc10_cuda.so", "BINARY"),
-            ("torch/lib/cudnn64_9.dll", "C:\\venv\\torch\\lib\\cudnn64_9.dll", "BINARY"),
             ("torch/lib/libtorch_cpu.so", "/venv/torch/lib/libtorch_cpu.so", "BINARY"),
-            ("torch/lib/libc10.so", "/venv/torch/lib/libc10.so", "BINARY"),
+            ("torch/lib/cudnn64_9.dll", "C:\\venv\\torch\\lib\\cudnn64_9.dll", "BINARY"),
+            (
+                "triton/backends/nvidia/lib/libcuda_utils.so",
+                "/venv/triton/backends/nvidia/lib/x.so",
+                "BINARY",
+            ),
+            ("torchvision/_C.so", "/venv/torchvision/_C.so", "BINARY"),
             ("PySide6/Qt/lib/libQt6Core.so.6", "/venv/PySide6/Qt/lib/libQt6Core.so.6", "BINARY"),
+            (
+                "onnxruntime/capi/libonnxruntime.so.1",
+                "/venv/onnxruntime/capi/libonnxruntime.so.1",
+                "BINARY",
+            ),
             ("libcurl.so.4", "/usr/lib/libcurl.so.4", "BINARY"),
+            (
+                "PySide6/Qt/plugins/platformthemes/libqgtk3.so",
+                "/venv/PySide6/Qt/plugins/platformthemes/libqgtk3.so",
+                "BINARY",
+            ),
         ]
         self.datas = [
+            ("PySide6/Qt/translations/qtbase_de.qm", "/venv/PySide6/Qt/translations/qtbase_de.qm", "DATA"),
             ("torch/include/ATen/ATen.h", "/venv/torch/include/ATen/ATen.h", "DATA"),
-            (
-                "torch/share/cmake/Torch/TorchConfig.cmake",
-                "/venv/torch/share/cmake/Torch/TorchConfig.cmake",
-                "DATA",
-            ),
-            ("torch/lib/libprotobuf.a", "/venv/torch/lib/libprotobuf.a", "DATA"),
+            ("torch-2.14.1.dist-info/METADATA", "/venv/torch-2.14.1.dist-info/METADATA", "DATA"),
             ("pneumoview/gui/resources/app.svg", "/src/pneumoview/gui/resources/app.svg", "DATA"),
         ]
 
@@ -163,13 +174,13 @@ class _Recorder:
         self.args, self.kwargs = args, kwargs
 
 
-def _run_spec(monkeypatch: pytest.MonkeyPatch, allow_cuda: bool) -> dict:
+def _run_spec(monkeypatch: pytest.MonkeyPatch, models: Path | None) -> dict:
     source = (PACKAGING / "pneumoview.spec").read_text(encoding="utf-8")
     ast.parse(source)
-    if allow_cuda:
-        monkeypatch.setenv("PNEUMOVIEW_ALLOW_CUDA_BUILD", "1")
+    if models is None:
+        monkeypatch.delenv("PNEUMOVIEW_BUNDLE_MODELS", raising=False)
     else:
-        monkeypatch.delenv("PNEUMOVIEW_ALLOW_CUDA_BUILD", raising=False)
+        monkeypatch.setenv("PNEUMOVIEW_BUNDLE_MODELS", str(models))
     namespace = {
         "SPECPATH": str(PACKAGING),
         "Analysis": _Analysis,
@@ -182,33 +193,54 @@ def _run_spec(monkeypatch: pytest.MonkeyPatch, allow_cuda: bool) -> dict:
     return namespace
 
 
-def test_pyinstaller_spec_collects_data_and_drops_cuda(monkeypatch: pytest.MonkeyPatch):
-    ns = _run_spec(monkeypatch, allow_cuda=True)
+def test_pyinstaller_spec_collects_data_and_drops_torch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    models = tmp_path / "app-models"
+    (models / "onnx").mkdir(parents=True)
+    shutil.copy(ROOT / "models" / "manifest.toml", models / "manifest.toml")
+    for name in ("detector-f20e040dabcd.onnx", "detector-f20e040dabcd.json", "detector-f20e040d.pt"):
+        (models / "onnx" / name).write_bytes(b"x")
+    (models / "detector-f20e040d.pt").write_bytes(b"x")
+    ns = _run_spec(monkeypatch, models)
     a = ns["a"]
     assert a.scripts_in == [str(PACKAGING / "pneumoview_entry.py")]
     ast.parse((PACKAGING / "pneumoview_entry.py").read_text())
-    datas = {Path(src).relative_to(ROOT).as_posix(): dest for src, dest in a.kwargs["datas"]}
-    assert datas["pneumoview/data/sample_study"] == "pneumoview/data/sample_study"
-    assert datas["pneumoview/gui/resources"] == "pneumoview/gui/resources"
-    if (ROOT / "models" / "manifest.toml").is_file():
-        assert datas["models/manifest.toml"] == "models"
-        assert {k for k in datas if k.endswith(".pt")} == {
-            f"models/{p.name}" for p in (ROOT / "models").glob("*.pt")
-        }
+    from pneumoview.imaging.isolated import WORKER_FLAG
+
+    assert WORKER_FLAG.startswith("--pneumoview-")  # the entry point's cheap test before importing the worker
+    datas = {Path(src).as_posix(): dest for src, dest in a.kwargs["datas"]}
+    assert datas[(ROOT / "pneumoview/data/sample_study").as_posix()] == "pneumoview/data/sample_study"
+    assert datas[(ROOT / "pneumoview/gui/resources").as_posix()] == "pneumoview/gui/resources"
+    # The models folder: the manifest and the ONNX artefacts, never a .pt file (only torch reads those).
+    shipped = {
+        Path(src).relative_to(models).as_posix(): dest
+        for src, dest in datas.items()
+        if src.startswith(models.as_posix())
+    }
+    assert shipped == {
+        "manifest.toml": "models",
+        "onnx/detector-f20e040dabcd.onnx": "models/onnx",
+        "onnx/detector-f20e040dabcd.json": "models/onnx",
+    }
     hidden = set(a.kwargs["hiddenimports"])
     from pneumoview.cli import COMMAND_MODULES
 
     assert set(COMMAND_MODULES) <= hidden and "pneumoview.commands.deidentify" in hidden
+    assert {
+        "onnxruntime",
+        "highdicom",
+        "pynetdicom",
+        "pyqtgraph",
+        "pylibjpeg",
+        "openjpeg",
+        "jpeg_ls",
+        "gdcm",
+    } <= hidden
     for module in hidden:  # every hidden import exists here
         if not module.startswith("pneumoview.gui"):
             __import__(module)
+    assert {"torch", "torchvision", "triton", "nvidia", "onnx", "sympy"} <= set(a.kwargs["excludes"])
     kept = {b[0] for b in a.binaries}
-    assert kept == {
-        "torch/lib/libtorch_cpu.so",
-        "torch/lib/libc10.so",
-        "PySide6/Qt/lib/libQt6Core.so.6",
-        "libcurl.so.4",
-    }
+    assert kept == {"PySide6/Qt/lib/libQt6Core.so.6", "onnxruntime/capi/libonnxruntime.so.1", "libcurl.so.4"}
     assert [d[0] for d in a.datas] == ["pneumoview/gui/resources/app.svg"]
     gui, cli = ns["gui"], ns["cli"]
     assert gui.kwargs["name"] == "pneumoview-gui" and gui.kwargs["console"] is False
@@ -216,14 +248,16 @@ def test_pyinstaller_spec_collects_data_and_drops_cuda(monkeypatch: pytest.Monke
     assert ns["coll"].kwargs["name"] == "PneumoView" and ns["coll"].kwargs["upx"] is False
 
 
-def test_pyinstaller_spec_refuses_a_cuda_torch(monkeypatch: pytest.MonkeyPatch):
-    import torch
-
-    if torch.version.cuda is None:  # a CPU torch: the build goes ahead
-        assert _run_spec(monkeypatch, allow_cuda=False)["a"].binaries
-        return
-    with pytest.raises(SystemExit, match="CPU wheel"):
-        _run_spec(monkeypatch, allow_cuda=False)
+def test_pyinstaller_spec_without_exports_says_the_app_cannot_analyse(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(ROOT / "models" / "manifest.toml", models / "manifest.toml")
+    (models / "detector-f20e040d.pt").write_bytes(b"x")
+    datas = _run_spec(monkeypatch, models)["a"].kwargs["datas"]
+    assert [dest for src, dest in datas if src.startswith(str(models))] == ["models"]  # the manifest only
+    assert "has no ONNX artefacts" in capsys.readouterr().out
 
 
 def test_readme_explains_how_models_reach_wheel_users():

@@ -7,7 +7,13 @@ import argparse
 import json
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pneumoview.inference.manifest import ModelSpec
+    from pneumoview.inference.weights import ModelStatus
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -86,7 +92,10 @@ def list_models(args: argparse.Namespace) -> int:
     except ManifestError as exc:
         print(f"pneumoview models: {exc}", file=sys.stderr)
         return 2
-    statuses = {m.id: model_status(m, dirs, try_load=args.check_load) for m in manifest.models.values()}
+    statuses = {
+        m.id: with_onnx_export(model_status(m, dirs, try_load=args.check_load), m, dirs)
+        for m in manifest.models.values()
+    }
     models = []
     for m in manifest.models.values():
         st = statuses[m.id]
@@ -161,3 +170,22 @@ def metrics_line(metrics: dict) -> str:
             continue
         parts.append(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}")
     return ("validation: " + ", ".join(parts)) if parts else ""
+
+
+def with_onnx_export(status: ModelStatus, spec: ModelSpec, dirs: list[Path]) -> ModelStatus:
+    """A model whose weights file is absent still runs (status ok, the file column names the .onnx) when a verified
+    ONNX export of those weights is installed and ONNX Runtime is there to run it: the desktop app ships only the
+    exports."""
+    from pneumoview.inference.runtime import onnxruntime_available
+    from pneumoview.inference.weights import STATUS_NOT_INSTALLED, STATUS_OK
+
+    if status.status != STATUS_NOT_INSTALLED or not onnxruntime_available():
+        return status
+    from pneumoview.inference.onnx_artifacts import find_artefact
+
+    artefact, _ = find_artefact(spec, dirs)
+    if artefact is None:
+        return status
+    return replace(
+        status, status=STATUS_OK, path=artefact.path, size_bytes=artefact.path.stat().st_size, message=""
+    )

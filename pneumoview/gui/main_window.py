@@ -27,6 +27,7 @@ from pneumoview.gui.pacs_actions import PacsActions
 from pneumoview.gui.progressive import ProgressiveDisplay
 from pneumoview.gui.review_controller import ReviewController
 from pneumoview.gui.stored_results import StoredResultsLayer
+from pneumoview.inference.runtime import needs_torch
 from pneumoview.prefetch import ImagePrefetcher, neighbours
 from pneumoview.settings import Settings, save_settings
 from pneumoview.suitability import suitability_warnings
@@ -117,7 +118,18 @@ class MainWindow(QtWidgets.QMainWindow):
         a["saliency"].setChecked(self.session.overlay_visible["saliency"])
         a["info_overlay"].setChecked(self.settings.info_overlay)
         self.canvas.set_info_overlay(self.settings.info_overlay)
+        self._disable_gradcam_without_torch()
         self._bind_state()
+
+    def _disable_gradcam_without_torch(self) -> None:
+        # Grad-CAM backpropagates through the classifier, which only PyTorch does; the desktop app has no torch.
+        self.gradcam_missing = needs_torch("Grad-CAM")
+        if self.gradcam_missing is None:
+            return
+        for widget in (self.actions_by_key["saliency"], self.layer_controls.checks["saliency"]):
+            widget.setEnabled(False)
+            widget.setToolTip(self.gradcam_missing)
+        self.actions_by_key["saliency"].setStatusTip(self.gradcam_missing)
 
     def _bind_state(self) -> None:
         """Render the state's changes: findings (throttled while a threshold is dragged), the Grad-CAM action and
@@ -168,7 +180,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if info.stages:
             self.models_label.setText(f"Models: {', '.join(info.stages)} on {self.session.device}")
         else:
-            self.models_label.setText("Models: not installed (viewing only)")
+            self.models_label.setText("Models: analysis off (viewing only)")  # the tooltip says why
         reasons = [f"{s}: {r}" for s, r in info.available.items() if r]
         self.models_label.setToolTip("\n".join([*info.notes, *reasons]) or "All models are ready.")
 
@@ -289,7 +301,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         stages = self.engine_stages()
         if not stages:
-            why = "the models are still loading" if self.engine_info is None else "no model is installed"
+            why = "the models are still loading" if self.engine_info is None else self.engine_info.why_off()
             self.statusBar().showMessage(f"Cannot analyse: {why}.", 8000)
             return
         self._cancel("analyse")
@@ -339,7 +351,9 @@ class MainWindow(QtWidgets.QMainWindow):
         pending = bool(self.engine_stages()) and self.auto_analyse
         notes = list(image.notes)
         if self.engine_info is not None and not self.engine_info.stages:
-            notes.append("No model is installed, so analysis is off; Help ▸ About lists the models folders.")
+            notes.append(
+                f"Analysis is off: {self.engine_info.why_off()}. Help ▸ About lists the models folders."
+            )
         self.findings_panel.set_result(None, None, running=pending, extra_notes=notes)
         self.findings_panel.set_warnings(suitability_warnings(image))
         self.review.on_image(image)
@@ -392,7 +406,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._start_saliency()
 
     def _start_saliency(self) -> None:
-        if "classify" not in self.engine_stages() or self.session.image is None:
+        if "classify" not in self.engine_stages() or self.session.image is None or self.gradcam_missing:
             return
         gen = self.session.generation
 
@@ -452,7 +466,8 @@ class MainWindow(QtWidgets.QMainWindow):
             Path(p) for p in paths if self.session.cached(Path(p)) is None and Path(p) != self.session.path
         ]
         if not self.engine_stages():
-            self.statusBar().showMessage("Cannot analyse: no model is ready.", 8000)
+            why = "the models are still loading" if self.engine_info is None else self.engine_info.why_off()
+            self.statusBar().showMessage(f"Cannot analyse: {why}.", 8000)
             return None
         self._cancel("many")
         for p in todo:

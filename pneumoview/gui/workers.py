@@ -153,6 +153,16 @@ class EngineInfo:
     def stages(self) -> tuple[str, ...]:
         return tuple(s for s in STAGES if self.available.get(s) is None)
 
+    def why_off(self) -> str:
+        """Why no stage can run, in the engine's words: the one cause when every stage gives the same (e.g. no
+        inference runtime installed), else each stage's cause."""
+        reasons = {s: r for s, r in self.available.items() if r}
+        if not reasons:
+            return "no model is selected"
+        if len(set(reasons.values())) == 1:
+            return next(iter(reasons.values()))
+        return "; ".join(f"{s}: {r}" for s, r in reasons.items())
+
 
 def load_engine_job(
     device: str, models_dir: str | None, classifier: str | None = None, *, cancelled: Cancelled

@@ -41,6 +41,7 @@ __all__ = [
     "RuntimeMissingError",
     "choose_runtime",
     "make_backend",
+    "needs_torch",
     "onnxruntime_available",
     "torch_installed",
 ]
@@ -77,6 +78,12 @@ def onnxruntime_available() -> bool:
 def torch_installed() -> bool:
     """Whether ``torch`` can be imported (checked without importing it)."""
     return installed("torch")
+
+
+def needs_torch(feature: str) -> str | None:
+    """The sentence to show when ``feature`` (training, Grad-CAM) needs PyTorch and it is not installed (the
+    desktop app never has it), else None."""
+    return None if torch_installed() else f"{feature} needs PyTorch: {TORCH_INSTALL_HINT}"
 
 
 def _requested(value: str | None, env: str, valid: Sequence[str] | None = None) -> str:

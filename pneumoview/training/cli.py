@@ -250,6 +250,12 @@ def load_source(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pneumoview train <family>``; returns the exit code."""
+    from pneumoview.inference.runtime import needs_torch
+
+    missing = needs_torch("training")
+    if missing is not None:
+        print(f"pneumoview train: error: {missing}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return _run(args)
     except KeyboardInterrupt:
