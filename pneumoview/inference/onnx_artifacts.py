@@ -24,7 +24,7 @@ from typing import Any
 from pneumoview.atomic import atomic_write_bytes
 from pneumoview.errors import ModelError
 from pneumoview.inference.manifest import ModelSpec, user_cache_dir
-from pneumoview.inference.weights import sha256_file
+from pneumoview.inference.weights import file_digest, sha256_file
 
 __all__ = [
     "EXPORTER_VERSION",
@@ -116,7 +116,7 @@ def read_artefact(onnx_path: Path, spec: ModelSpec, *, exporter_version: int | N
         )
     if exporter_version is not None and meta.get("exporter_version") != exporter_version:
         raise ModelError(f"{onnx_path}: exported by exporter version {meta.get('exporter_version')}")
-    actual = sha256_file(onnx_path)
+    actual = file_digest(onnx_path)  # hashed once per file identity: this runs on every batch
     if actual != meta.get("onnx_sha256"):
         raise ModelError(
             f"{onnx_path}: the file's sha256 {actual[:12]} is not the {str(meta.get('onnx_sha256'))[:12]} its "
