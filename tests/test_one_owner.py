@@ -11,12 +11,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pneumoview"
-# TEMP(#14): the ONNX Runtime backend landed on main minutes before this branch's deadline; the lazy imports of
-# its files are not sorted yet (see the #14 report).
-BEING_SPLIT = {
-    "inference/engine.py", "inference/onnx_runtime.py", "inference/runtime.py", "inference/tta.py",
-    "inference/saliency.py",
-}  # fmt: skip
 
 
 @cache
@@ -77,8 +71,6 @@ def test_imports_inside_functions_say_why():
     missing = []
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE).as_posix()
-        if rel in BEING_SPLIT:
-            continue
         lines = path.read_text("utf-8").splitlines()
         for fn in ast.walk(ast.parse("\n".join(lines))):
             if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):

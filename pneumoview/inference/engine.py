@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 def resolve_device(requested: str | None = None) -> str:
     """The torch device string to use (imports torch); see :func:`pneumoview.inference.torch_runtime.resolve_device`."""
+    # lazy: torch_runtime imports torch, which a torch-free install lacks
     from pneumoview.inference.torch_runtime import resolve_device as torch_device
 
     return torch_device(requested)
@@ -133,6 +134,7 @@ class Engine:
 
     def torch_model(self, spec: ModelSpec) -> Any:
         """The eager PyTorch module of ``spec`` on the engine's device (CPU for onnx), e.g. for Grad-CAM."""
+        # lazy: torch_runtime imports torch, which a torch-free install lacks
         from pneumoview.inference.torch_runtime import MODEL_CACHE
 
         return MODEL_CACHE.get(spec, self.device, self.dirs, self.random_weights)
@@ -331,6 +333,7 @@ def model_refs(result: AnalysisResult) -> list[dict[str, str]]:
 
 def torch_version() -> str:
     """Version string of the installed torch (imports torch)."""
+    # lazy: torch only for the eager runtime
     import torch
 
     return str(torch.__version__)

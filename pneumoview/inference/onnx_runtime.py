@@ -41,6 +41,7 @@ DETECTOR_LABEL = 1  # torchvision's class index of "Lung Opacity" (0 is backgrou
 def session_options() -> Any:
     """ORT session options: all graph optimisations, one intra-op thread per CPU (or ``$PNEUMOVIEW_THREADS``), no
     spinning while idle."""
+    # lazy: optional package, only when the ONNX runtime is used
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -62,11 +63,13 @@ class _Sessions:
         self._sessions: dict[tuple[str, str], Any] = {}
 
     def get(self, spec: ModelSpec, dirs: Sequence[Path]) -> Any:
+        # lazy: optional package, only when the ONNX runtime is used
         import onnxruntime as ort
 
         with self._lock:
             artefact = _find_or_check_export(spec, dirs)
             if artefact is None:
+                # lazy: onnx_export imports torch; only reached where torch is installed
                 from pneumoview.inference.onnx_export import export_to_cache
 
                 artefact = export_to_cache(spec, dirs)
@@ -101,6 +104,7 @@ def _find_or_check_export(spec: ModelSpec, dirs: Sequence[Path]) -> OnnxArtefact
         raise RuntimeMissingError(
             f"no ONNX export of {spec.id}, and making one needs the package 'onnx'; pip install 'pneumoview[onnx]'"
         )
+    # lazy: weights imports torch; only reached where torch is installed
     from pneumoview.inference.weights import verified_weights
 
     verified_weights(spec, dirs)  # the export needs the weights file

@@ -101,6 +101,7 @@ def _torch_device(device: str) -> str:
             f"the torch runtime needs PyTorch, which is not installed here; {TORCH_INSTALL_HINT}, or use "
             f"--runtime onnx ({ONNX_INSTALL_HINT})"
         )
+    # lazy: torch_runtime imports torch, which a torch-free install lacks
     from pneumoview.inference.torch_runtime import resolve_device
 
     return resolve_device(device)
@@ -181,9 +182,11 @@ class Backend(Protocol):
 def make_backend(runtime: str, device: str) -> Backend:
     """The backend object for a runtime chosen by :func:`choose_runtime` (imports that runtime's module)."""
     if runtime == "onnx":
+        # lazy: onnxruntime is optional
         from pneumoview.inference.onnx_runtime import OnnxBackend
 
         return OnnxBackend()
+    # lazy: torch_runtime imports torch, which a torch-free install lacks
     from pneumoview.inference.torch_runtime import TorchBackend
 
     return TorchBackend(device)

@@ -32,6 +32,7 @@ def target_layer(model: nn.Module) -> nn.Module:
     Raises:
         ValueError: when the model has no convolutional layer (no spatial map to explain).
     """
+    # lazy: torch only when Grad-CAM runs (a torch-free install disables it)
     from torch import nn
 
     block = getattr(model, "layer4", None)
@@ -78,8 +79,9 @@ def gradcam(
         float32 ``(H, W)`` map in ``[0, 1]`` on the original image's pixel grid (all zeros when no region raised
         the score).
     """
+    # lazy: torch only when Grad-CAM runs
     import torch
-    from torch import nn
+    from torch import nn  # lazy: as above
 
     if isinstance(engine_or_model, nn.Module):
         if input_spec is None:

@@ -33,6 +33,7 @@ TTA_FUSION_IOU = 0.55
 
 def classify(model: Any, x: torch.Tensor, tta: bool) -> torch.Tensor:
     """Class probabilities ``(B, K)`` float32 (softmax; mean over the original and mirrored image with ``tta``)."""
+    # lazy: torch only for the eager runtime; the numpy helpers here serve ONNX Runtime without it
     import torch
 
     probs = torch.softmax(model(x).float(), dim=1)
@@ -43,6 +44,7 @@ def classify(model: Any, x: torch.Tensor, tta: bool) -> torch.Tensor:
 
 def segment(model: Any, x: torch.Tensor, tta: bool) -> torch.Tensor:
     """Opacity probability maps ``(B, H, W)`` float32 in the input frame (mean over both views with ``tta``)."""
+    # lazy: torch only for the eager runtime
     import torch
 
     probs = torch.sigmoid(model(x).float())[:, 0]
@@ -78,6 +80,7 @@ def mirror_boxes(boxes: np.ndarray, width: float) -> np.ndarray:
 
 def detect(model: Any, x: torch.Tensor, tta: bool) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per image, the opacity boxes ``(N, 4)`` ``xyxy`` in the input frame's pixels and their scores ``(N,)``."""
+    # lazy: torch only for the eager runtime
     import torch
 
     batch = list(x.float())
