@@ -285,6 +285,9 @@ def main() -> None:
 
     import tests.model_fixtures as mf
 
+    # The viewer is timed with the small test models of tests/model_fixtures, which are torch modules made for the
+    # tests (as in tests/conftest.py): eager PyTorch runs them; the runtimes are compared in bench_engine.py.
+    os.environ.setdefault("PNEUMOVIEW_RUNTIME", "torch")
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
