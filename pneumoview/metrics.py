@@ -7,7 +7,7 @@ Boxes are ``(N, 4)`` ``[x, y, w, h]`` in pixels (x, y = top-left corner), as in 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ __all__ = [
     "ClassMetrics",
     "ClassificationReport",
     "MapResult",
+    "bootstrap_se",
     "classification_report",
     "iou_xywh",
     "roc_auc",
@@ -204,6 +205,18 @@ def roc_auc(y_true_binary: Any, scores: Any) -> float:
         return math.nan
     ranks = _midranks(s)
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def bootstrap_se(
+    statistic: Callable[[np.ndarray], float], n: int, *, resamples: int = 1000, seed: int = 0
+) -> float:
+    """Standard error of ``statistic(indices)`` by the bootstrap: ``resamples`` draws of ``n`` item indices with
+    replacement (seeded, so a report is reproducible); resamples where the statistic is undefined (NaN, e.g. an AUC
+    without a positive) are left out."""
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(resamples)], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
 
 
 def _ratio(num: float, den: float) -> float:

@@ -40,20 +40,10 @@ DATA = ROOT.parent / "shared" / "data" / "rsna"
 
 def _split_sides(data: Path) -> dict[str, str]:
     """patientId → "train" / "val" exactly as the shipped models' split (seed 0, 20 %)."""
-    from pneumoview.training.datasets import load_rsna, patient_strata
-    from pneumoview.training.splits import patient_split
+    from tools.validation_split import split_ids
 
-    src = load_rsna(
-        data / "stage_2_train_labels.csv",
-        data / "images-512",
-        data / "stage_2_detailed_class_info.csv",
-        data / "index.csv",
-    )
-    recs = src.records
-    split = patient_split([r.patient for r in recs], patient_strata(recs), val_fraction=0.2, seed=0)
-    side = {recs[i].key: "train" for i in split.train}
-    side.update({recs[i].key: "val" for i in split.val})
-    return side
+    train, val = split_ids(data)
+    return {**dict.fromkeys(train, "train"), **dict.fromkeys(val, "val")}
 
 
 def _mirror(im):

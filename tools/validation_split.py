@@ -19,6 +19,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pneumoview.training.datasets import load_rsna, patient_strata  # noqa: E402
 from pneumoview.training.splits import patient_split  # noqa: E402
 
+SPLIT_SEED, VAL_FRACTION = 0, 0.2  # the shipped models' split
+
+
+def shipped_split(
+    data: Path, images: Path | None = None, seed: int = SPLIT_SEED, val_fraction: float = VAL_FRACTION
+):
+    """``(records, split)``: the RSNA records under ``data`` and the patient-level split ``pneumoview train`` makes
+    with these settings (the same call); the default is the shipped models' split."""
+    src = load_rsna(
+        data / "stage_2_train_labels.csv",
+        images or data / "images-512",
+        data / "stage_2_detailed_class_info.csv",
+        data / "index.csv",
+    )
+    records = src.records
+    split = patient_split(
+        [r.patient for r in records], patient_strata(records), val_fraction=val_fraction, seed=seed
+    )
+    return records, split
+
+
+def split_ids(data: Path) -> tuple[list[str], list[str]]:
+    """The patientIds of the shipped models' training and validation images (sorted)."""
+    records, split = shipped_split(data)
+    return sorted(records[i].key for i in split.train), sorted(records[i].key for i in split.val)
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,17 +55,7 @@ def main() -> int:
     ap.add_argument("--val-fraction", type=float, default=0.2)
     ap.add_argument("--train", action="store_true", help="write the training side instead")
     args = ap.parse_args()
-    d = args.data
-    src = load_rsna(
-        d / "stage_2_train_labels.csv",
-        args.images or d / "images-512",
-        d / "stage_2_detailed_class_info.csv",
-        d / "index.csv",
-    )
-    records = src.records
-    split = patient_split(
-        [r.patient for r in records], patient_strata(records), val_fraction=args.val_fraction, seed=args.seed
-    )
+    records, split = shipped_split(args.data, args.images, args.seed, args.val_fraction)
     side = split.train if args.train else split.val
     with open(args.out, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from pneumoview.calibration import expected_calibration_error
 from pneumoview.errors import PneumoViewError
-from pneumoview.metrics import classification_report, rsna_map
+from pneumoview.metrics import bootstrap_se, classification_report, roc_auc, rsna_map
 from pneumoview.rsna_labels import RSNA_CLASSES, read_classes, read_labels, scale_boxes
 
 
@@ -164,7 +165,11 @@ def _print_map(result: Any, gt: dict[str, np.ndarray], n_images: int) -> None:
     print(
         f"images evaluated: {n_images} ({result.n_scored} scored, {result.n_skipped} skipped: no truth, no box)"
     )
-    print(f"RSNA mAP@[.40:.75]: {result.map:.4f}")
+    values = np.array([np.nan if v is None else v for v in result.per_image.values()], dtype=np.float64)
+    se = bootstrap_se(
+        lambda i: float(np.nanmean(values[i])) if np.isfinite(values[i]).any() else math.nan, len(values)
+    )
+    print(f"RSNA mAP@[.40:.75]: {result.map:.4f} ± {se:.4f} (bootstrap standard error over images)")
     positives = [k for k, v in gt.items() if len(v)]
     if positives:
         pos = [v for k in positives if (v := result.per_image[k]) is not None]  # a positive is always scored
@@ -197,6 +202,22 @@ def _print_classifier_metrics(
     probs = np.array([[float(_first(findings[k], *names)) for names in _RSNA3_COLUMNS] for k in ids])
     rep = classification_report(y, probs, RSNA_CLASSES)
     _print_report(rep, len(ids))
+    _print_p_opacity(ids, findings, classes)
+
+
+def _print_p_opacity(ids: list[str], findings: dict[str, dict[str, str]], classes: dict[str, str]) -> None:
+    """The P(opacity) the user saw (calibrated, with header facts when the model has them): AUC and ECE."""
+    ids = [k for k in ids if findings[k].get("p_opacity", "") != ""]
+    if not ids:
+        return
+    y = np.array([classes[k] == RSNA_CLASSES[2] for k in ids], dtype=float)
+    p = np.array([float(findings[k]["p_opacity"]) for k in ids])
+    se = bootstrap_se(lambda i: roc_auc(y[i], p[i]), len(ids))
+    print(
+        f"P(opacity) as reported (opacity vs rest, {len(ids)} images): ROC AUC {roc_auc(y, p):.3f} ± {se:.3f}, "
+        f"expected calibration error {expected_calibration_error(p, y):.3f} (10 bins), "
+        f"mean {p.mean():.3f} vs prevalence {y.mean():.3f}"
+    )
 
 
 # findings.csv columns of the rsna3 classes: p_<class> since per-class columns, the older names after them.

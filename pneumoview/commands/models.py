@@ -119,6 +119,7 @@ def list_models(args: argparse.Namespace) -> int:
                 "sha256_prefix": st.sha256_prefix,
                 "size_bytes": st.size_bytes,
                 "metrics": dict(spec.metrics),
+                "calibration": None if spec.calibration is None else spec.calibration.to_dict(),
                 "message": st.message,
             }
         )
@@ -134,6 +135,7 @@ def list_models(args: argparse.Namespace) -> int:
                 "weights": list(e.weights),
                 "status": STATUS_OK if all(s == STATUS_OK for s in member_status) else "incomplete",
                 "metrics": dict(e.metrics),
+                "calibration": None if e.calibration is None else e.calibration.to_dict(),
             }
         )
     if args.json:
@@ -144,6 +146,14 @@ def list_models(args: argparse.Namespace) -> int:
         )
         print()
         return 0
+    _print_table(dirs, models, ensembles)
+    for m in models:
+        if m["status"] != STATUS_OK:
+            print(f"\n{m['id']}: {m['message']}")
+    return 0
+
+
+def _print_table(dirs: list[Path], models: list[dict[str, Any]], ensembles: list[dict[str, Any]]) -> None:
     print("models folders (searched in this order): " + ", ".join(str(d) for d in dirs))
     if not models:
         print("no models found: train some with `pneumoview train` or copy a models folder (see the README)")
@@ -154,10 +164,7 @@ def list_models(args: argparse.Namespace) -> int:
             f"{m['id']:26s} {m['task']:9s} {m['version']:8s} {m['status']:18s} {m['sha256_prefix']:12s} "
             f"{size:>9s}  {m['file'] or '-'}"
         )
-        line = metrics_line(m["metrics"])
-        if line:
-            pad = " " * 27
-            print(textwrap.fill(line, 118, initial_indent=pad, subsequent_indent=pad + "  "))
+        _print_card_lines(metrics_line(m["metrics"]), _calibration_line(m["calibration"]))
     for ens in ensembles:
         members = ", ".join(f"{mid}×{w:g}" for mid, w in zip(ens["members"], ens["weights"], strict=True))
         # No file and no hash of its own: those columns stay empty, the members go in the file column.
@@ -165,10 +172,25 @@ def list_models(args: argparse.Namespace) -> int:
             f"{ens['id']:26s} {ens['task']:9s} {ens['version']:8s} {ens['status']:18s} {'-':12s} {'':>9s}  "
             f"ensemble of {members}"
         )
-    for m in models:
-        if m["status"] != STATUS_OK:
-            print(f"\n{m['id']}: {m['message']}")
-    return 0
+        _print_card_lines(metrics_line(ens["metrics"]), _calibration_line(ens["calibration"]))
+
+
+def _print_card_lines(*lines: str) -> None:
+    pad = " " * 27
+    for line in lines:
+        if line:
+            print(textwrap.fill(line, 118, initial_indent=pad, subsequent_indent=pad + "  "))
+
+
+def _calibration_line(calibration: dict | None) -> str:
+    if not calibration:
+        return ""
+    header = [f for f in calibration["features"] if f != "logit"]
+    return (
+        "P(opacity) calibrated (logistic"
+        + (", with header facts: " + ", ".join(header) if header else "")
+        + ")"
+    )
 
 
 def metrics_line(metrics: dict) -> str:

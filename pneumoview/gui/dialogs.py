@@ -12,6 +12,7 @@ import pydicom
 from PySide6 import QtCore, QtWidgets
 
 from pneumoview import RESEARCH_USE_NOTICE, __version__
+from pneumoview.calibration import Calibration
 from pneumoview.errors import ModelError
 from pneumoview.gui import viewmodel as vm
 from pneumoview.inference.manifest import load_manifest, models_dirs
@@ -187,28 +188,42 @@ def model_cards_html(models_dir: str | None, available: Mapping[str, str | None]
         ):
             if text:
                 parts.append(f"<p><b>{title}:</b> {html.escape(text)}</p>")
-        if spec.metrics:
-            rows = "".join(
-                f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
-                for k, v in spec.metrics.items()
-            )
-            parts.append(
-                f"<table border='0' cellspacing='4'><tr><th align='left'>Metric</th><th>Value</th></tr>{rows}</table>"
-            )
+        parts.extend(_card_tail(spec.calibration, spec.metrics))
     for ens in manifest.ensembles.values():
         members = ", ".join(ens.members)
         parts.append(
             f"<h3>{html.escape(ens.id)} <small>v{html.escape(ens.version)} · ensemble of {html.escape(members)}"
             "</small></h3>"
         )
-        for title, text in (("Intended use", ens.intended_use), ("Limitations", ens.limitations)):
+        for title, text in (
+            ("Description", ens.description),
+            ("Intended use", ens.intended_use),
+            ("Limitations", ens.limitations),
+        ):
             if text:
                 parts.append(f"<p><b>{title}:</b> {html.escape(text)}</p>")
+        parts.extend(_card_tail(ens.calibration, ens.metrics))
     if available:
         problems = [f"<li>{s}: {html.escape(r)}</li>" for s, r in available.items() if r]
         if problems:
             parts.append("<p><b>Stages that cannot run now:</b></p><ul>" + "".join(problems) + "</ul>")
     return "".join(parts)
+
+
+def _card_tail(calibration: Calibration | None, metrics: Mapping[str, object]) -> list[str]:
+    """A card's calibration paragraph and metrics table (HTML)."""
+    parts = []
+    if calibration is not None:
+        parts.append(f"<p><b>Calibration:</b> {html.escape(calibration.describe())}</p>")
+    if metrics:
+        rows = "".join(
+            f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
+            for k, v in metrics.items()
+        )
+        parts.append(
+            f"<table border='0' cellspacing='4'><tr><th align='left'>Metric</th><th>Value</th></tr>{rows}</table>"
+        )
+    return parts
 
 
 def _fmt(value: object) -> str:

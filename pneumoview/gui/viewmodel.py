@@ -153,12 +153,13 @@ def gate_text(result: AnalysisResult | None, gate: float) -> str:
 
 
 def classifier_choices(models_dir: str | None, current: str) -> list[tuple[str, str]]:
-    """``(id, label)`` for every installed classifier (label: id, classes and validation AUC when known); the
-    ``current`` id is kept even when it is not installed (labelled so)."""
+    """``(id, label)`` for every installed classifier and classifier ensemble (label: id, classes and validation
+    AUC when known); the ``current`` id is kept even when it is not installed (labelled so)."""
     try:
-        specs = load_manifest(models_dirs(models_dir), check_builders=False).by_task("classify")
+        manifest = load_manifest(models_dirs(models_dir), check_builders=False)
     except Exception:  # noqa: BLE001 - a broken manifest is reported elsewhere; the choice stays usable
-        specs = []
+        return [(current, f"{current} (not installed)")]
+    specs = manifest.by_task("classify")
     out = []
     for s in sorted(specs, key=lambda s: (s.id != DEFAULT_SELECTION["classify"], s.id)):
         auc = s.metrics.get("macro_auc")
@@ -166,6 +167,10 @@ def classifier_choices(models_dir: str | None, current: str) -> list[tuple[str, 
         if isinstance(auc, int | float):
             label += f", validation macro AUC {auc:.2f}"
         out.append((s.id, label))
+    ensembles = [e for e in manifest.ensembles.values() if e.task == "classify"]
+    for e in sorted(ensembles, key=lambda e: (e.id != DEFAULT_SELECTION["classify"], e.id)):
+        entry = (e.id, f"{e.id} (mean of {len(e.members)} classifiers: {', '.join(e.members)})")
+        out.insert(0 if e.id == DEFAULT_SELECTION["classify"] else len(out), entry)
     if current not in {i for i, _ in out}:
         out.insert(0, (current, f"{current} (not installed)"))
     return out

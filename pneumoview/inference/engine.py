@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pneumoview.calibration import Calibration
 from pneumoview.errors import ModelError, ModelNotInstalledError
 from pneumoview.inference.manifest import Manifest, ModelSpec, load_manifest, models_dirs
 from pneumoview.inference.runtime import Backend, choose_runtime, make_backend
@@ -122,6 +123,15 @@ class Engine:
                 + "train one with `pneumoview train` (see the README) or copy a models folder in."
             )
         return [(self.manifest.model(ident), 1.0)]
+
+    def stage_calibration(self, stage: str) -> Calibration | None:
+        """The P(opacity) calibration of the model or ensemble selected for ``stage`` (classify only)."""
+        ident = getattr(self.selection, stage)
+        if ident in self.manifest.ensembles:
+            return self.manifest.ensemble(ident).calibration
+        if ident in self.manifest.models:
+            return self.manifest.model(ident).calibration
+        return None
 
     @property
     def device(self) -> str:
@@ -278,17 +288,30 @@ class Engine:
             yield idx, np.stack(arrays), list(frames)
 
     def _classify(self, images, partial, models, batch_size):
-        spec, _, model = models[0]
+        """Mean of the members' class probabilities (ensemble weights), then P(opacity) through the stage's
+        calibration when the manifest gives one (with the image's header facts)."""
+        spec = models[0][0]
+        summed: list[np.ndarray | None] = [None] * len(images)
+        for member, weight, model in models:
+            if member.classes != spec.classes:
+                raise ModelError(f"classifier ensemble members disagree on classes: {member.id} vs {spec.id}")
+            for idx, x, _ in self._batches(images, member, batch_size):
+                probs = self.backend.classify(model, x, self.tta)
+                for j, i in enumerate(idx):
+                    prev = summed[i]
+                    summed[i] = weight * probs[j] if prev is None else prev + weight * probs[j]
+        calibration = self.stage_calibration("classify")
+        gate = spec.gate_indices
         out = list(partial)
-        for idx, x, _ in self._batches(images, spec, batch_size):
-            probs = self.backend.classify(model, x, self.tta)
-            for j, i in enumerate(idx):
-                gate = spec.gate_indices
-                p_op = min(1.0, float(probs[j, list(gate)].sum())) if gate else None
-                out[i] = replace(
-                    out[i], class_names=spec.classes, class_probs=probs[j], p_opacity=p_op,
-                    gate_classes=spec.gate_names,
-                )  # fmt: skip
+        for i, probs_i in enumerate(summed):
+            assert probs_i is not None
+            p_op = min(1.0, float(probs_i[list(gate)].sum())) if gate else None
+            if p_op is not None and calibration is not None:
+                p_op = calibration.apply(p_op, images[i].view, images[i].metadata)
+            out[i] = replace(
+                out[i], class_names=spec.classes, class_probs=probs_i.astype(np.float32), p_opacity=p_op,
+                gate_classes=spec.gate_names,
+            )  # fmt: skip
         return out
 
     def _segment(self, images, partial, models, batch_size):

@@ -20,6 +20,7 @@ from typing import Any
 import platformdirs
 
 from pneumoview.atomic import atomic_write_text
+from pneumoview.calibration import Calibration
 from pneumoview.errors import ManifestError
 from pneumoview.preprocess import InputSpec
 from pneumoview.types import STAGES
@@ -45,6 +46,7 @@ _MODEL_KEYS = {
     "intended_use": False,
     "limitations": False,
     "description": False,
+    "calibration": False,
 }
 _ENSEMBLE_KEYS = {
     "id": True,
@@ -56,6 +58,7 @@ _ENSEMBLE_KEYS = {
     "intended_use": False,
     "limitations": False,
     "metrics": False,
+    "calibration": False,
 }
 
 
@@ -79,6 +82,7 @@ class ModelSpec:
     intended_use: str = ""
     limitations: str = ""
     description: str = ""
+    calibration: Calibration | None = None
     source: Path | None = None
 
     @property
@@ -116,6 +120,7 @@ class EnsembleSpec:
     intended_use: str = ""
     limitations: str = ""
     metrics: Mapping[str, Any] = field(default_factory=dict)
+    calibration: Calibration | None = None
     source: Path | None = None
 
 
@@ -201,6 +206,17 @@ def _check_keys(table: Mapping[str, Any], spec: Mapping[str, bool], what: str, s
         raise ManifestError(f"{what}{where}: missing required key(s) {', '.join(missing)}")
 
 
+def _calibration(t: Mapping[str, Any], what: str) -> Calibration | None:
+    if "calibration" not in t:
+        return None
+    if t["task"] != "classify":
+        raise ManifestError(f"{what}: only classify models and ensembles take a calibration")
+    try:
+        return Calibration.from_dict(t["calibration"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ManifestError(f"{what}: bad calibration: {exc}") from None
+
+
 def _parse_model(t: Mapping[str, Any], source: Path | None) -> ModelSpec:
     what = f"model {t.get('id', '?')!r}"
     _check_keys(t, _MODEL_KEYS, what, source)
@@ -240,6 +256,7 @@ def _parse_model(t: Mapping[str, Any], source: Path | None) -> ModelSpec:
         intended_use=str(t.get("intended_use", "")),
         limitations=str(t.get("limitations", "")),
         description=str(t.get("description", "")),
+        calibration=_calibration(t, what),
         source=source,
     )
 
@@ -265,6 +282,7 @@ def _parse_ensemble(t: Mapping[str, Any], source: Path | None) -> EnsembleSpec:
         intended_use=str(t.get("intended_use", "")),
         limitations=str(t.get("limitations", "")),
         metrics=dict(t.get("metrics", {})),
+        calibration=_calibration(t, what),
         source=source,
     )
 

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Out-of-fold classifier predictions on the shipped models' training split, and the P(opacity) calibration.
+
+``oof``: the K fold models (``pneumoview train classifier --folds K --fold I --index TRAIN_INDEX``, ids
+``PREFIX0`` … ``PREFIX{K-1}``) each score the images of the fold they did not train on, so every training image gets
+a P(opacity) from a model that never saw its patient. The fold of each image is recomputed with the trainer's own
+split call. Header facts (view, age, sex) come from ``stage_2_train_dicom_headers.csv.gz``. Writes ``oof.csv``.
+
+``fit``: fits :class:`pneumoview.calibration.Calibration` on ``oof.csv`` twice (Platt: ``logit`` only; header:
+``logit`` + view/age/sex, each row also entered with its header removed so that PNG input gets a trained "unknown"),
+reports cross-fitted AUC and ECE (the calibration for fold I fitted on the other folds' rows), and with ``--write``
+stores the chosen calibration in a manifest entry. Nothing here reads the held-out validation split.
+
+    python tools/fit_calibration.py oof --models DIR --prefix rsna3-fold --folds 5 --index TRAIN_INDEX --out oof.csv
+    python tools/fit_calibration.py fit --oof oof.csv [--features header|platt] [--write MANIFEST --id ID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pneumoview.calibration import (  # noqa: E402
+    HEADER_FEATURES,
+    Calibration,
+    expected_calibration_error,
+    feature_row,
+    fit_logistic,
+)
+from pneumoview.metrics import roc_auc  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "rsna"
+FEATURE_SETS = {"platt": ("logit",), "header": ("logit", *HEADER_FEATURES)}
+NO_HEADER: dict[str, str] = {}
+
+
+def oof(args: argparse.Namespace) -> int:
+    from pneumoview.imaging import load_image
+    from pneumoview.inference.engine import Engine, StageSelection
+    from pneumoview.training.datasets import load_rsna, patient_strata
+    from pneumoview.training.splits import patient_split
+    from tools.rsna_dicom import read_rsna_headers
+
+    src = load_rsna(
+        args.data / "stage_2_train_labels.csv", args.data / "images-512",
+        classes_csv=args.data / "stage_2_detailed_class_info.csv", index_csv=args.index,
+    )  # fmt: skip
+    recs = src.records
+    headers = read_rsna_headers(args.data / "stage_2_train_dicom_headers.csv.gz", [r.key for r in recs])
+    rows = []
+    for fold in range(args.folds):
+        split = patient_split(
+            [r.patient for r in recs], patient_strata(recs), seed=args.split_seed, folds=args.folds, fold=fold
+        )
+        engine = Engine(
+            device="cpu", models_dir=args.models, runtime="torch",
+            selection=StageSelection(classify=f"{args.prefix}{fold}", segment=None, detect=None),
+        )  # fmt: skip
+        for i in split.val:
+            r = recs[i]
+            res = engine.analyze(load_image(r.path), stages=("classify",))
+            h = headers.get(r.key, {})
+            rows.append({
+                "patientId": r.key, "nih_patient": r.patient, "fold": fold, "p_raw": f"{res.p_opacity:.6f}",
+                "target": int(r.label == "Lung Opacity"), "view": h.get("view", ""), "age": h.get("age", ""),
+                "sex": h.get("sex", ""),
+            })  # fmt: skip
+        print(f"fold {fold}: {len(split.val)} images", file=sys.stderr)
+    with open(args.out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    return 0
+
+
+def _design(rows: list[dict[str, str]], features: tuple[str, ...], with_header: bool) -> np.ndarray:
+    out = []
+    for r in rows:
+        meta = {"PatientAge": r["age"], "PatientSex": r["sex"]} if with_header else NO_HEADER
+        out.append(feature_row(features, float(r["p_raw"]), r["view"] if with_header else None, meta))
+    return np.array(out)
+
+
+def fit_rows(rows: list[dict[str, str]], features: tuple[str, ...], fitted_on: str) -> Calibration:
+    """The calibration fitted on ``rows``; with header features each row is entered twice, with and without its
+    header, so that input without one (PNG/JPEG) has a fitted "unknown" value."""
+    y = np.array([int(r["target"]) for r in rows])
+    x = _design(rows, features, True)
+    if any(f in HEADER_FEATURES for f in features):
+        x = np.vstack([x, _design(rows, features, False)])
+        y = np.concatenate([y, y])
+    coef, intercept = fit_logistic(x, y)
+    return Calibration(features, tuple(float(c) for c in coef), intercept, fitted_on)
+
+
+def _apply(cal: Calibration, rows: list[dict[str, str]], with_header: bool) -> np.ndarray:
+    return np.array([
+        cal.apply(float(r["p_raw"]), r["view"] if with_header else None,
+                  {"PatientAge": r["age"], "PatientSex": r["sex"]} if with_header else NO_HEADER)
+        for r in rows
+    ])  # fmt: skip
+
+
+def fit(args: argparse.Namespace) -> int:
+    with open(args.oof, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    y = np.array([int(r["target"]) for r in rows])
+    folds = sorted({r["fold"] for r in rows})
+    raw = np.array([float(r["p_raw"]) for r in rows])
+    print(f"{len(rows)} out-of-fold predictions, {int(y.sum())} with opacity, {len(folds)} folds")
+    print(f"{'calibration':<22} {'AUC':>14} {'ECE':>7} {'AUC no header':>14} {'ECE no header':>14}")
+    print(f"{'none (softmax)':<22} {_auc_se(y, raw):>14} {expected_calibration_error(raw, y):>7.3f}")
+    for name, features in FEATURE_SETS.items():
+        cross = np.zeros(len(rows))
+        cross_nh = np.zeros(len(rows))
+        for k in folds:
+            train = [r for r in rows if r["fold"] != k]
+            test = [i for i, r in enumerate(rows) if r["fold"] == k]
+            cal = fit_rows(train, features, "")
+            cross[test] = _apply(cal, [rows[i] for i in test], True)
+            cross_nh[test] = _apply(cal, [rows[i] for i in test], False)
+        print(
+            f"{name:<22} {_auc_se(y, cross):>14} {expected_calibration_error(cross, y):>7.3f} "
+            f"{_auc_se(y, cross_nh):>14} {expected_calibration_error(cross_nh, y):>14.3f}"
+        )
+    chosen = fit_rows(rows, FEATURE_SETS[args.features], args.fitted_on)
+    print("chosen:", chosen.to_dict())
+    if args.write:
+        _write(args.write, args.id, chosen)
+    return 0
+
+
+def _auc_se(y: np.ndarray, p: np.ndarray, n: int = 500) -> str:
+    rng = np.random.default_rng(0)
+    boots = [roc_auc(y[i], p[i]) for i in (rng.integers(0, len(y), len(y)) for _ in range(n))]
+    return f"{roc_auc(y, p):.3f} ± {np.std(boots):.3f}"
+
+
+def _write(manifest: Path, ident: str, cal: Calibration) -> None:
+    import tomllib
+
+    from pneumoview.inference.manifest import ensemble_entry_toml, model_entry_toml, upsert_entries
+
+    doc = tomllib.loads(manifest.read_text())
+    for kind, render in (("model", model_entry_toml), ("ensemble", ensemble_entry_toml)):
+        for entry in doc.get(kind, []):
+            if entry["id"] == ident:
+                entry["calibration"] = cal.to_dict()
+                upsert_entries(manifest, {ident: render(entry)})
+                print(f"calibration written to {ident} in {manifest}")
+                return
+    raise SystemExit(f"no model or ensemble {ident!r} in {manifest}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    o = sub.add_parser("oof")
+    o.add_argument("--models", type=Path, required=True)
+    o.add_argument("--prefix", default="rsna3-fold")
+    o.add_argument("--folds", type=int, default=5)
+    o.add_argument("--split-seed", type=int, default=0)
+    o.add_argument("--index", type=Path, required=True)
+    o.add_argument("--data", type=Path, default=DATA)
+    o.add_argument("--out", type=Path, required=True)
+    f = sub.add_parser("fit")
+    f.add_argument("--oof", type=Path, required=True)
+    f.add_argument("--features", choices=sorted(FEATURE_SETS), default="header")
+    f.add_argument("--fitted-on", default="out-of-fold predictions of the training split")
+    f.add_argument("--write", type=Path)
+    f.add_argument("--id")
+    args = ap.parse_args(argv)
+    return oof(args) if args.cmd == "oof" else fit(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
