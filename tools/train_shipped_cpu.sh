@@ -21,6 +21,33 @@ T=("$PY" -m pneumoview train)
 # rsna3 classifier: ResNet-18, 1 channel, 128 px (≈ 9 min)
 "${T[@]}" classifier --recipe default --preset rsna3 --id rsna3-classifier --size 128 --epochs 14 --max-minutes 13 \
   --seed 0 --workers 1 "${DATA[@]}" "${COMMON[@]}"
+# P(opacity) calibration (≈ 20 min): the same recipe on 5 patient-level folds of the 1,282 training images (the
+# validation split is never read), their out-of-fold predictions, and Platt scaling fitted on those into the
+# classifier's manifest entry. `fit` also prints the header-feature variant (view, age, sex), which did not help.
+KF="$(mktemp -d)"
+"$PY" - "$D" "$KF/index-train.csv" <<'PY'
+import csv, sys
+from pathlib import Path
+sys.path.insert(0, ".")
+from tools.validation_split import split_ids
+data, out = Path(sys.argv[1]), sys.argv[2]
+train = set(split_ids(data)[0])
+with open(data / "index.csv", newline="") as f:
+    rows = [r for r in csv.DictReader(f) if r["patientId"] in train]
+with open(out, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+PY
+for i in 0 1 2 3 4; do
+  "${T[@]}" classifier --recipe default --preset rsna3 --id "rsna3-fold$i" --size 128 --epochs 5 --folds 5 --fold "$i" \
+    --seed 0 --workers 1 "${DATA[@]:0:4}" --index "$KF/index-train.csv" "${DATA[@]:6}" --out "$KF/models" \
+    --device cpu --split-seed 0 --no-progress
+done
+"$PY" tools/fit_calibration.py oof --models "$KF/models" --prefix rsna3-fold --folds 5 --index "$KF/index-train.csv" \
+  --data "$D" --out "$KF/oof.csv"
+"$PY" tools/fit_calibration.py fit --oof "$KF/oof.csv" --features platt --write "$OUT/manifest.toml" \
+  --id rsna3-classifier --fitted-on "5-fold patient-level out-of-fold predictions of the 1,282 training images (seed 0)"
 # segmentation members, 128 px (≈ 20 and 26 min)
 "${T[@]}" segmenter --recipe default --model deeplabv3plus:resnet18 --id seg-deeplabv3plus-resnet18 --size 128 \
   --epochs 12 --max-minutes 11 --seed 0 --workers 1 "${DATA[@]}" "${COMMON[@]}"
