@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -123,3 +124,15 @@ def test_viewmodel_and_viewer_state_are_qt_free():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_gate_text_says_when_p_opacity_is_calibrated():
+    classes = ("Normal", "No Lung Opacity / Not Normal", "Lung Opacity")
+    base = AnalysisResult(
+        image_id="x", image_shape=(8, 8), class_names=classes, class_probs=np.array([0.25, 0.52, 0.23]),
+        p_opacity=0.23, gate_classes=("Lung Opacity",),
+    )  # fmt: skip
+    assert vm.gate_text(base, 0.3) == "Gate: P(Lung Opacity) = 0.23 (boxes need ≥ 0.30)"
+    calibrated = replace(base, p_opacity=0.24)
+    assert vm.gate_text(calibrated, 0.3) == "Gate: calibrated P(Lung Opacity) = 0.24 (boxes need ≥ 0.30)"
+    assert vm.gate_text(replace(base, p_opacity=None), 0.3) == ""

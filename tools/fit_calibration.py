@@ -8,7 +8,8 @@ split call. Header facts (view, age, sex) come from ``stage_2_train_dicom_header
 
 ``fit``: fits :class:`pneumoview.calibration.Calibration` on ``oof.csv`` twice (Platt: ``logit`` only; header:
 ``logit`` + view/age/sex, each row also entered with its header removed so that PNG input gets a trained "unknown"),
-reports cross-fitted AUC and ECE (the calibration for fold I fitted on the other folds' rows), and with ``--write``
+reports cross-fitted AUC and ECE (the calibration for fold I fitted on the other folds' rows; ``--cross-out`` writes
+them), and with ``--write``
 stores the chosen calibration in a manifest entry. Nothing here reads the held-out validation split.
 
     python tools/fit_calibration.py oof --models DIR --prefix rsna3-fold --folds 5 --index TRAIN_INDEX --out oof.csv
@@ -117,6 +118,7 @@ def fit(args: argparse.Namespace) -> int:
     print(f"{len(rows)} out-of-fold predictions, {int(y.sum())} with opacity, {len(folds)} folds")
     print(f"{'calibration':<22} {'AUC':>14} {'ECE':>7} {'AUC no header':>14} {'ECE no header':>14}")
     print(f"{'none (softmax)':<22} {_auc_se(y, raw):>14} {expected_calibration_error(raw, y):>7.3f}")
+    crossed: dict[str, np.ndarray] = {}
     for name, features in FEATURE_SETS.items():
         cross = np.zeros(len(rows))
         cross_nh = np.zeros(len(rows))
@@ -126,10 +128,16 @@ def fit(args: argparse.Namespace) -> int:
             cal = fit_rows(train, features, "")
             cross[test] = _apply(cal, [rows[i] for i in test], True)
             cross_nh[test] = _apply(cal, [rows[i] for i in test], False)
+        crossed[name] = cross
         print(
             f"{name:<22} {_auc_se(y, cross):>14} {expected_calibration_error(cross, y):>7.3f} "
             f"{_auc_se(y, cross_nh):>14} {expected_calibration_error(cross_nh, y):>14.3f}"
         )
+    if args.cross_out:
+        with open(args.cross_out, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=[*rows[0], "p_cal"], lineterminator="\n")
+            w.writeheader()
+            w.writerows({**r, "p_cal": f"{c:.6f}"} for r, c in zip(rows, crossed[args.features], strict=True))
     chosen = fit_rows(rows, FEATURE_SETS[args.features], args.fitted_on)
     print("chosen:", chosen.to_dict())
     if args.write:
@@ -175,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--features", choices=sorted(FEATURE_SETS), default="header")
     f.add_argument("--fitted-on", default="out-of-fold predictions of the training split")
     f.add_argument("--write", type=Path)
+    f.add_argument("--cross-out", type=Path, help="write oof.csv with the cross-fitted calibrated p_cal column")
     f.add_argument("--id")
     args = ap.parse_args(argv)
     return oof(args) if args.cmd == "oof" else fit(args)

@@ -140,8 +140,10 @@ def drag_window(window: Window, dx: float, dy: float, value_span: float) -> Wind
 
 def gate_text(result: AnalysisResult | None, gate: float) -> str:
     """Which probability gates the boxes, its value and the gate: ``"Gate: P(Lung Opacity) = 0.23 (boxes need ≥
-    0.30)"``; for acse4 ``"Gate: P(covid + lung_opacity + pneumonia) = 1 − P(normal) = 0.91 …"``. Empty when no
-    classifier ran or it has no gate classes."""
+    0.30)"``; for acse4 ``"Gate: P(covid + lung_opacity + pneumonia) = 1 − P(normal) = 0.91 …"``. "calibrated"
+    precedes the probability when it differs from the classes' softmax sum (the model's P(opacity) calibration),
+    so the number beside the class bars is not mistaken for a typo. Empty when no classifier ran or it has no gate
+    classes."""
     if result is None or result.p_opacity is None or not result.gate_classes:
         return ""
     names = " + ".join(result.gate_classes)
@@ -149,7 +151,11 @@ def gate_text(result: AnalysisResult | None, gate: float) -> str:
     if len(result.gate_classes) > 1 and len(rest) == 1:
         names += f") = 1 − P({rest[0]}"
     need = f"boxes need ≥ {gate:.2f}" if gate > 0 else "gate off"
-    return f"Gate: P({names}) = {result.p_opacity:.2f} ({need})"
+    calibrated = ""
+    if result.class_probs is not None:
+        raw = sum(float(result.class_probs[result.class_names.index(c)]) for c in result.gate_classes)
+        calibrated = "calibrated " if abs(min(1.0, raw) - result.p_opacity) > 5e-3 else ""
+    return f"Gate: {calibrated}P({names}) = {result.p_opacity:.2f} ({need})"
 
 
 def classifier_choices(models_dir: str | None, current: str) -> list[tuple[str, str]]:
