@@ -114,6 +114,8 @@ def models_copy(tmp_path_factory) -> Path:
     spec = next(m for m in parse_manifest(_shipped_text())[0] if m.id == "rsna3-classifier")
     shutil.copy(src / spec.weights, out / spec.weights)
     block = _shipped_text().split("[[model]]")[1]
+    # the shipped calibration goes: this folder's entries carry the test's own
+    block = "".join(line for line in block.splitlines(keepends=True) if not line.startswith("calibration ="))
     assert 'id = "rsna3-classifier"' in block
     cal = '\ncalibration = { features = ["logit", "view_ap", "view_unknown"], coef = [0.5, 2.0, 1.0], intercept = -1.0 }\n'
     text = (
@@ -160,3 +162,26 @@ def test_classifier_ensemble_averages_members_and_is_calibrated(models_copy):
     # two copies of one model, weights 1:3: the mean is the model itself
     np.testing.assert_allclose(pair.class_probs, single.class_probs, atol=1e-6)
     assert pair.p_opacity == pytest.approx(single.p_opacity, abs=1e-6)
+
+
+def test_fit_rows_learns_the_header_and_an_unknown_value_for_png():
+    from tools.fit_calibration import FEATURE_SETS, fit_rows
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for _ in range(4000):
+        view = "AP" if rng.random() < 0.5 else "PA"
+        p_true = 0.45 if view == "AP" else 0.15  # the view alone decides here; the image score is noise
+        rows.append({
+            "p_raw": f"{rng.uniform(0.2, 0.4):.4f}", "view": view, "age": str(rng.integers(20, 80)),
+            "sex": "M" if rng.random() < 0.5 else "F", "target": int(rng.random() < p_true),
+        })  # fmt: skip
+    cal = fit_rows(rows, FEATURE_SETS["header"], "synthetic")
+    assert cal.coef[cal.features.index("view_ap")] > 1.0
+    ap = cal.apply(0.3, "AP", {"PatientAge": "50", "PatientSex": "F"})
+    pa = cal.apply(0.3, "PA", {"PatientAge": "50", "PatientSex": "F"})
+    png = cal.apply(0.3, None, {})
+    assert ap == pytest.approx(0.45, abs=0.04) and pa == pytest.approx(0.15, abs=0.04)
+    assert png == pytest.approx(
+        0.30, abs=0.04
+    )  # no header: the population rate, learnt from the header-less copies
