@@ -12,7 +12,9 @@
 # Usage:
 #   tools/train_defaults.sh [--quick] [--data DIR] [--out DIR] [--device DEV] [--budget MINUTES]
 #
-#   --data DIR     an rsna/ folder (images-512/ + stage_2_*.csv + index.csv), or a packed copy made by
+#   --data DIR     an rsna/ folder (images-512/ + stage_2_*.csv + index.csv), the challenge's own download
+#                  (stage_2_train_images/ + stage_2_*.csv: the full 26,684 images, with --budget 150 or so), or a
+#                  packed copy made by
 #                  tools/pack_rsna_subset.py (images/ + the same CSVs). Default: ../shared/data/rsna
 #   --out DIR      models folder to write (default: models)
 #   --device DEV   auto (default), cuda, cpu
@@ -52,8 +54,9 @@ else PY="python3"; fi
 
 if [[ -d "$DATA/images-512" ]]; then IMAGES="$DATA/images-512"
 elif [[ -d "$DATA/images" ]]; then IMAGES="$DATA/images"
-else echo "no images-512/ or images/ folder in $DATA" >&2; exit 2; fi
-for f in stage_2_train_labels.csv stage_2_detailed_class_info.csv index.csv; do
+elif [[ -d "$DATA/stage_2_train_images" ]]; then IMAGES="$DATA/stage_2_train_images"  # the challenge's own download
+else echo "no images-512/, images/ or stage_2_train_images/ folder in $DATA" >&2; exit 2; fi
+for f in stage_2_train_labels.csv stage_2_detailed_class_info.csv; do
   [[ -f "$DATA/$f" ]] || { echo "missing $DATA/$f" >&2; exit 2; }
 done
 
@@ -86,7 +89,9 @@ EOF
 fi
 
 DATA_ARGS=(--labels "$DATA/stage_2_train_labels.csv" --classes "$DATA/stage_2_detailed_class_info.csv"
-           --index "$DATA/index.csv" --images "$IMAGES")
+           --images "$IMAGES")
+# index.csv (this project's subset) gives NIH patient groups; without it each patientId is its own patient
+[[ -f "$DATA/index.csv" ]] && DATA_ARGS+=(--index "$DATA/index.csv")
 COMMON=(--out "$OUT" --device "$DEVICE" --split-seed 0 --seed 0 --val-fraction 0.2)
 if [[ "$QUICK" == 1 ]]; then
   COMMON+=(--limit 40 --epochs 1 --max-steps 2 --batch-size 4 --workers 0 --device cpu --no-progress)
