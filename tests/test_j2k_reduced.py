@@ -127,3 +127,29 @@ def test_a_damaged_file_raises_the_readers_error(shared_data, j2k_2k, tmp_path):
     assert got.value.message == expected.value.message and got.value.path == cut
     with pytest.raises(ImageReadError, match="does not exist"):
         _steps(tmp_path / "missing.dcm")
+
+
+def test_the_viewer_decodes_jpeg_2000_in_the_worker_process_with_identical_pixels(shared_data, monkeypatch):
+    """The viewer's setting (``pneumoview.gui.app.main`` turns it on): a JPEG 2000 decode goes to the decoder worker (so it never holds the GUI process's
+    interpreter lock) and gives exactly the in-process pixels; other syntaxes stay in process."""
+    from pneumoview.imaging import decoders, isolated
+
+    in_process = load_image(RG1_J2K)
+    sent: list[str] = []
+    real = decoders.decode_isolated
+    monkeypatch.setattr(
+        decoders, "decode_isolated", lambda ds, plugin: sent.append(plugin) or real(ds, plugin)
+    )
+    decoders.decode_jpeg2000_in_worker(True)
+    try:
+        in_worker = load_image(RG1_J2K)
+        load_image(CHEST_DICOM)  # JPEG baseline: Pillow, in process
+    finally:
+        decoders.decode_jpeg2000_in_worker(False)
+    assert sent and all(p != "pillow" for p in sent), sent
+    assert len(sent) == 1
+    assert isolated._worker is not None
+    np.testing.assert_array_equal(in_worker.modality, in_process.modality)
+    np.testing.assert_array_equal(in_worker.display, in_process.display)
+    load_image(RG1_J2K)
+    assert len(sent) == 1  # off again: back in process

@@ -166,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     # lazy: Qt is imported only after the platform check, so a missing system library gives a message
     from pneumoview.gui.main_window import MainWindow
 
+    # lazy: pydicom's pixel machinery is not needed for --version or a failed platform check
+    from pneumoview.imaging.decoders import decode_jpeg2000_in_worker
+
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+    decode_jpeg2000_in_worker(True)  # a long JPEG 2000 decode must not hold the GUI thread's interpreter lock
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["pneumoview"])
     app.setApplicationName("PneumoView")
     app.setApplicationVersion(__version__)

@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 
 from pneumoview.errors import ImageReadError, UnsupportedTransferSyntaxError
-from pneumoview.imaging.isolated import decode_isolated
+from pneumoview.imaging.isolated import decode_isolated, warm_worker_in_background
 
 _J2K = (dcm_uid.JPEG2000Lossless, dcm_uid.JPEG2000)
 _HTJ2K = (dcm_uid.HTJ2KLossless, dcm_uid.HTJ2KLosslessRPCL, dcm_uid.HTJ2K)
@@ -206,7 +206,7 @@ def decode_first_frame(ds: Dataset, path: Path) -> tuple[np.ndarray, dict[str, A
     first_error: BaseException | None = None
     for plugin in order:
         try:
-            if plugin in _ISOLATED_PLUGINS:
+            if plugin in _ISOLATED_PLUGINS or (ts in _J2K and _policy["jpeg2000_in_worker"]):
                 arr, props = decode_isolated(ds, plugin)
             else:
                 arr, props = decoder.as_array(ds, index=0, decoding_plugin=plugin)
@@ -293,3 +293,16 @@ def _check_codestream_size(ds: Dataset, path: Path, syntax_name: str) -> None:
 # GDCM's Python wrapper can abort the whole process on damaged data (see pneumoview.imaging.isolated), so its decodes
 # run in a worker process.
 _ISOLATED_PLUGINS = frozenset({"gdcm"})
+_policy = {"jpeg2000_in_worker": False}
+
+
+def decode_jpeg2000_in_worker(on: bool = True) -> None:
+    """Decode JPEG 2000 pixel data in the decoder worker process from now on (``on``), or in the calling thread.
+
+    The viewer turns this on: the JPEG 2000 decoders hold Python's interpreter lock for the whole decode (about
+    0.6 s for a 2k × 2k lossless image), which froze the window; in the worker the calling thread only waits on a
+    pipe. Batch runs leave it off, so that their decode threads run in parallel (the worker decodes one file at a
+    time)."""
+    _policy["jpeg2000_in_worker"] = bool(on)
+    if on:
+        warm_worker_in_background()

@@ -126,6 +126,12 @@ class DecoderWorker:
                 replies.put(EOFError())
                 return
 
+    def warm(self) -> None:
+        """Start the process now (its imports take about a second), so that the first decode does not wait."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._proc = self._start()
+
     def decode(self, ds: Any, plugin: str) -> tuple[Any, dict[str, Any]]:
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
@@ -171,14 +177,34 @@ _worker_lock = threading.Lock()
 _unavailable = False
 
 
-def decode_isolated(ds: Any, plugin: str) -> tuple[Any, dict[str, Any]]:
-    """Decode frame 1 of ``ds`` with ``plugin`` in the worker process (in this process if no worker can start)."""
-    global _worker, _unavailable
+def _shared_worker() -> DecoderWorker | None:
+    global _worker
     with _worker_lock:
         if _worker is None and not _unavailable:
             _worker = DecoderWorker()
             atexit.register(_worker.close)
-        worker = _worker
+        return _worker
+
+
+def warm_worker_in_background() -> None:
+    """Start the shared worker process in a background thread (a no-op when it runs or cannot start)."""
+
+    def start() -> None:
+        global _unavailable
+        worker = _shared_worker()
+        if worker is not None:
+            try:
+                worker.warm()
+            except OSError:
+                _unavailable = True
+
+    threading.Thread(target=start, name="decoder-worker-start", daemon=True).start()
+
+
+def decode_isolated(ds: Any, plugin: str) -> tuple[Any, dict[str, Any]]:
+    """Decode frame 1 of ``ds`` with ``plugin`` in the worker process (in this process if no worker can start)."""
+    global _unavailable
+    worker = _shared_worker()
     if worker is not None:
         try:
             return worker.decode(ds, plugin)
