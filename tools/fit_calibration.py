@@ -183,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--features", choices=sorted(FEATURE_SETS), default="header")
     f.add_argument("--fitted-on", default="out-of-fold predictions of the training split")
     f.add_argument("--write", type=Path)
-    f.add_argument("--cross-out", type=Path, help="write oof.csv with the cross-fitted calibrated p_cal column")
+    f.add_argument(
+        "--cross-out", type=Path, help="write oof.csv with the cross-fitted calibrated p_cal column"
+    )
     f.add_argument("--id")
     args = ap.parse_args(argv)
     return oof(args) if args.cmd == "oof" else fit(args)
