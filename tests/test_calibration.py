@@ -185,3 +185,13 @@ def test_fit_rows_learns_the_header_and_an_unknown_value_for_png():
     assert png == pytest.approx(
         0.30, abs=0.04
     )  # no header: the population rate, learnt from the header-less copies
+
+
+def test_a_calibration_is_part_of_the_identity_that_makes_resumed_rows_stale(models_copy):
+    """predict resumes only rows made by the same models: the same weights with another calibration give other
+    P(opacity) values, so they count as other models."""
+    from pneumoview.batch import _model_hashes
+
+    raw = _model_hashes(_engine(models_copy, "rsna3-classifier"))
+    cal = _model_hashes(_engine(models_copy, "cal-single"))
+    assert "classify:calibration" not in raw and '"coef": [0.5, 2.0, 1.0]' in cal["classify:calibration"]
