@@ -107,9 +107,8 @@ class Calibration:
 
     def describe(self) -> str:
         """One paragraph for model cards: what the probability shown is, and the shortcut it may take."""
-        text = (
-            "P(opacity) is recalibrated by a logistic model fitted on out-of-fold predictions of the training "
-            f"images ({self.fitted_on or 'see the model card'})"
+        text = "P(opacity) is recalibrated by a logistic model fitted on " + (
+            self.fitted_on or "out-of-fold predictions of the training images"
         )
         if not self.uses_header:
             return text + "."
