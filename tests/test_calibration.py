@@ -195,3 +195,15 @@ def test_a_calibration_is_part_of_the_identity_that_makes_resumed_rows_stale(mod
     raw = _model_hashes(_engine(models_copy, "rsna3-classifier"))
     cal = _model_hashes(_engine(models_copy, "cal-single"))
     assert "classify:calibration" not in raw and '"coef": [0.5, 2.0, 1.0]' in cal["classify:calibration"]
+
+
+def test_a_classifier_ensemble_of_models_with_other_classes_is_refused(tmp_path):
+    from pneumoview.inference.manifest import load_manifest
+
+    extra = (
+        '\n[[ensemble]]\nid = "mixed"\ntask = "classify"\nversion = "1"\n'
+        'members = ["rsna3-classifier", "acse4-classifier"]\n'
+    )
+    (tmp_path / "manifest.toml").write_text(_shipped_text() + extra, encoding="utf-8")
+    with pytest.raises(ManifestError, match="mixed.*must share their classes.*acse4-classifier: \\['covid'"):
+        load_manifest([tmp_path], check_builders=False)

@@ -35,7 +35,7 @@ from pneumoview.calibration import (  # noqa: E402
     feature_row,
     fit_logistic,
 )
-from pneumoview.metrics import roc_auc  # noqa: E402
+from pneumoview.metrics import bootstrap_se, roc_auc  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "rsna"
 FEATURE_SETS = {"platt": ("logit",), "header": ("logit", *HEADER_FEATURES)}
@@ -145,10 +145,8 @@ def fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _auc_se(y: np.ndarray, p: np.ndarray, n: int = 500) -> str:
-    rng = np.random.default_rng(0)
-    boots = [roc_auc(y[i], p[i]) for i in (rng.integers(0, len(y), len(y)) for _ in range(n))]
-    return f"{roc_auc(y, p):.3f} ± {np.std(boots):.3f}"
+def _auc_se(y: np.ndarray, p: np.ndarray) -> str:
+    return f"{roc_auc(y, p):.3f} ± {bootstrap_se(lambda i: roc_auc(y[i], p[i]), len(y)):.3f}"
 
 
 def _write(manifest: Path, ident: str, cal: Calibration) -> None:

@@ -292,9 +292,7 @@ class Engine:
         calibration when the manifest gives one (with the image's header facts)."""
         spec = models[0][0]
         summed: list[np.ndarray | None] = [None] * len(images)
-        for member, weight, model in models:
-            if member.classes != spec.classes:
-                raise ModelError(f"classifier ensemble members disagree on classes: {member.id} vs {spec.id}")
+        for member, weight, model in models:  # members share their classes (the manifest checks it)
             for idx, x, _ in self._batches(images, member, batch_size):
                 probs = self.backend.classify(model, x, self.tta)
                 for j, i in enumerate(idx):

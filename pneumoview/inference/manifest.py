@@ -332,6 +332,12 @@ def validate(manifest: Manifest, check_builders: bool = True) -> None:
                 raise ManifestError(
                     f"ensemble {e.id!r} ({e.task}): member {member!r} is a {manifest.models[member].task} model"
                 )
+        classes = {manifest.models[m].classes for m in e.members}
+        if e.task == "classify" and len(classes) > 1:
+            raise ManifestError(
+                f"ensemble {e.id!r}: its classifiers must share their classes to be averaged; "
+                + "; ".join(f"{m}: {list(manifest.models[m].classes)}" for m in e.members)
+            )
 
 
 def load_manifest(dirs: Iterable[Path] | None = None, *, check_builders: bool = True) -> Manifest:
