@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 SAMPLE = ROOT / "pneumoview" / "data" / "sample_study"
+
+from tests.gui_helpers import start_xvfb  # noqa: E402
 
 
 def _env(tmp: Path, display: str, cache: Path) -> dict[str, str]:
@@ -46,21 +48,6 @@ def _timed(command: list[str], env: dict[str, str], cwd: Path) -> float:
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({r.returncode}):\n{r.stderr[-2000:]}")
     return seconds
-
-
-def _start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
-    xvfb = shutil.which("Xvfb")
-    if xvfb is None:
-        raise SystemExit("Xvfb is missing: apt-get install xvfb")
-    read_fd, write_fd = os.pipe()
-    proc = subprocess.Popen(
-        [xvfb, "-displayfd", str(write_fd), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    os.close(write_fd)
-    with os.fdopen(read_fd) as f:
-        number = f.readline().strip()
-    return proc, f":{number}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
     }
     installs = {"app": [str(app / "pneumoview")]} | ({} if args.no_source else {"source": source})
-    xvfb, display = _start_xvfb()
+    xvfb, display = start_xvfb()
     times: dict[tuple[str, str], list[float]] = {}
     caches = tempfile.TemporaryDirectory()
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -34,3 +36,30 @@ def open_and_wait(qtbot, window, path: Path, timeout: int = 30_000) -> None:
     """Open ``path`` and wait until the scan has finished and the first image's complete result is on screen."""
     with qtbot.waitSignals([window.scanFinished, window.analysisFinished], timeout=timeout):
         assert window.open_path(path)
+
+
+def start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
+    """A real X server (Xvfb, 1600×1000×24) on a display number it picks itself (``-displayfd``, so parallel runs
+    never clash): ``(process, ":N")``. The caller terminates the process.
+
+    Raises:
+        RuntimeError: Xvfb is not installed or did not start.
+    """
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        raise RuntimeError(
+            "Xvfb is missing: install the xvfb package (apt-get install -y xvfb; .ci/run does)"
+        )
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(
+        [xvfb, "-displayfd", str(write_fd), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        number = f.readline().strip()
+    if not number.isdigit():
+        proc.kill()
+        proc.wait()
+        raise RuntimeError("Xvfb did not start")
+    return proc, f":{number}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.gui_helpers import start_xvfb
 
 pytest_plugins = ("tests.gui_fixtures",)
 
@@ -33,20 +34,10 @@ def _viewer(
 
 @pytest.fixture
 def xvfb_display():
-    """A real X server (Xvfb) on a display number it picks itself (``-displayfd``), so parallel runs never clash."""
-    xvfb = shutil.which("Xvfb")
-    assert xvfb, "Xvfb is missing: install the xvfb package (.ci/run does)"
-    read_fd, write_fd = os.pipe()
-    proc = subprocess.Popen(
-        [xvfb, "-displayfd", str(write_fd), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    os.close(write_fd)
+    """A real X server (Xvfb) on a display number it picks itself, so parallel runs never clash."""
+    proc, display = start_xvfb()
     try:
-        with os.fdopen(read_fd) as f:
-            number = f.readline().strip()
-        assert number.isdigit(), "Xvfb did not start"
-        yield f":{number}"
+        yield display
     finally:
         proc.terminate()
         proc.wait(timeout=10)
