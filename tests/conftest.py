@@ -11,6 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.journal_plugin import (  # noqa: F401 - hooks: --journal / --resume-from (see .ci/run)
+    pytest_addoption,
+    pytest_collection_modifyitems,
+    pytest_configure,
+)
+
 # GUI tests run without a display; set before anything imports Qt.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # The suite's engine tests pin eager PyTorch (what they were written for); tests/test_onnx_runtime.py runs ONNX
