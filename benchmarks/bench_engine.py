@@ -7,11 +7,12 @@ with random weights (timings only). Baseline in the same run: a naive seed-style
 on — no ``inference_mode``/``no_grad`` —, no batching, preprocessing per call).
 
     .venv/bin/python benchmarks/bench_engine.py [--device cpu|cuda] [--images 16] [--models-dir DIR]
-        [--runtime torch|onnx] [--compare/--no-compare] [--rounds 3] [--compare-only]
+        [--runtime torch|onnx|openvino] [--compare/--no-compare] [--against onnx|openvino] [--rounds 3]
+        [--compare-only]
 
 ``--runtime`` is the runtime of the first two tables (default torch, the seed-style baseline's own runtime). With
 ``--compare`` (the default when onnxruntime is installed and the device is the CPU) a third table times eager PyTorch
-and ONNX Runtime on the same images, interleaved image by image and batch by batch (medians over ``--rounds``), so a
+and ONNX Runtime (or OpenVINO, ``--against openvino``) on the same images, interleaved image by image and batch by batch (medians over ``--rounds``), so a
 busy machine slows both alike: per stage, total, ``analyze`` one image at a time and ``analyze_batch``.
 """
 
@@ -61,7 +62,16 @@ def main() -> int:
         "--random", action="store_true", help="time the default architectures with random weights"
     )
     ap.add_argument(
-        "--runtime", choices=("torch", "onnx"), default="torch", help="runtime of the first tables"
+        "--runtime",
+        choices=("torch", "onnx", "openvino"),
+        default="torch",
+        help="runtime of the first tables",
+    )
+    ap.add_argument(
+        "--against",
+        choices=("onnx", "openvino"),
+        default="onnx",
+        help="the runtime compared with eager PyTorch",
     )
     ap.add_argument(
         "--compare", action=argparse.BooleanOptionalAction, default=None, help="eager vs ONNX Runtime"
@@ -93,7 +103,7 @@ def main() -> int:
     elif "detector" not in manifest.models:
         selection = StageSelection(detect=None)
         source = "installed models (no detector installed: detection not timed)"
-    if args.random and args.runtime == "onnx":
+    if args.random and args.runtime != "torch":
         ap.error("--random runs on torch only")
     engine = Engine(
         manifest, device=args.device, models_dir=dirs[0], selection=selection, runtime=args.runtime
@@ -102,7 +112,7 @@ def main() -> int:
           f"{torch.get_num_threads()}, {len(images)} real 1024-px RSNA images, {source}")  # fmt: skip
 
     if args.compare_only:
-        _compare(images, manifest, dirs[0], selection, args.rounds)
+        _compare(images, manifest, dirs[0], selection, args.rounds, args.against)
         return 0
     rows = []
     t0 = time.perf_counter()
@@ -166,19 +176,23 @@ def main() -> int:
         print(f"peak CUDA memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
     compare = args.compare if args.compare is not None else onnxruntime_available() and engine.device == "cpu"
     if compare and not args.random:
-        _compare(images, manifest, dirs[0], selection, args.rounds)
+        _compare(images, manifest, dirs[0], selection, args.rounds, args.against)
     return 0
 
 
-def _compare(images, manifest, models_dir, selection, rounds: int) -> None:
-    """Eager PyTorch vs ONNX Runtime, interleaved: per stage and total (one image at a time), and batches of 8."""
-    import onnxruntime
+def _compare(images, manifest, models_dir, selection, rounds: int, other: str = "onnx") -> None:
+    """Eager PyTorch vs ``other`` (ONNX Runtime or OpenVINO), interleaved: per stage and total (one image at a
+    time), and batches of 8."""
+    import importlib
 
     from pneumoview.inference.engine import Engine
 
+    package = {"onnx": "onnxruntime", "openvino": "openvino"}[other]
+    label = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}[other]
+    version = importlib.import_module(package).__version__
     engines = {
         rt: Engine(manifest, device="cpu", models_dir=models_dir, selection=selection, runtime=rt)
-        for rt in ("torch", "onnx")
+        for rt in ("torch", other)
     }
     for e in engines.values():  # load (and, for onnx, export into the cache when needed) before timing
         e.analyze(images[0])
@@ -199,18 +213,18 @@ def _compare(images, manifest, models_dir, selection, rounds: int) -> None:
             batch[rt].append(len(images) / (time.perf_counter() - t0))
     med = {rt: {s: statistics.median(v) for s, v in d.items() if v} for rt, d in per.items()}
     print()
-    print(f"eager PyTorch vs ONNX Runtime {onnxruntime.__version__} (CPU, {len(images)} images × {rounds} rounds, "
+    print(f"eager PyTorch vs {label} {version} (CPU, {len(images)} images × {rounds} rounds, "
           "interleaved; medians)")  # fmt: skip
-    print(f"| {'measure':34s} | {'eager':>9s} | {'onnx':>9s} | {'speed-up':>8s} |")
+    print(f"| {'measure':34s} | {'eager':>9s} | {other:>9s} | {'speed-up':>8s} |")
     print(f"|{'-' * 36}|{'-' * 11}|{'-' * 11}|{'-' * 10}|")
     for s in stages:
         if s in med["torch"]:
-            a, b = med["torch"][s], med["onnx"][s]
+            a, b = med["torch"][s], med[other][s]
             print(f"| {'ms per image, ' + s:34s} | {a:9.1f} | {b:9.1f} | {a / b:7.2f}× |")
     one = {rt: 1000.0 / med[rt]["total"] for rt in engines}
-    print(f"| {'analyze one at a time, images/s':34s} | {one['torch']:9.2f} | {one['onnx']:9.2f} | "
-          f"{one['onnx'] / one['torch']:7.2f}× |")  # fmt: skip
-    bt, bo = statistics.median(batch["torch"]), statistics.median(batch["onnx"])
+    print(f"| {'analyze one at a time, images/s':34s} | {one['torch']:9.2f} | {one[other]:9.2f} | "
+          f"{one[other] / one['torch']:7.2f}× |")  # fmt: skip
+    bt, bo = statistics.median(batch["torch"]), statistics.median(batch[other])
     print(f"| {'analyze_batch (batch 8), images/s':34s} | {bt:9.2f} | {bo:9.2f} | {bo / bt:7.2f}× |")
 
 

@@ -1,5 +1,6 @@
-"""The ONNX Runtime backend on the shipped models and real radiographs: same outputs as eager PyTorch within the
-issue's tolerances, verified artefacts, a stale cache rebuilt, and a run with torch and torchvision unimportable."""
+"""The ONNX Runtime and OpenVINO backends on the shipped models and real radiographs: same outputs as eager PyTorch
+within the issue's tolerances, verified artefacts, a stale cache rebuilt, and a run with torch and torchvision
+unimportable."""
 
 from __future__ import annotations
 
@@ -112,9 +113,24 @@ def test_onnx_matches_eager_on_real_images(onnx_models: Path, images) -> None:
 def test_onnx_flip_tta_matches_eager(onnx_models: Path, images) -> None:
     picked = [images[0], images[-1]]
     ref = Engine(device="cpu", runtime="torch", tta=True).analyze_batch(picked)
-    got = Engine(runtime="onnx", models_dir=onnx_models, tta=True).analyze_batch(picked)
-    for r, g in zip(ref, got, strict=True):
-        assert_same_result(r, g)
+    for runtime in ("onnx", "openvino"):
+        got = Engine(runtime=runtime, models_dir=onnx_models, tta=True).analyze_batch(picked)
+        for r, g in zip(ref, got, strict=True):
+            assert_same_result(r, g)
+
+
+def test_openvino_runs_the_same_exports_with_eager_results(onnx_models: Path, images) -> None:
+    eager = Engine(device="cpu", runtime="torch")
+    ov = Engine(runtime="openvino", models_dir=onnx_models)
+    assert (ov.runtime, ov.device, type(ov.backend).__name__) == ("openvino", "cpu", "OpenVinoBackend")
+    assert ov.available_stages() == dict.fromkeys(("classify", "segment", "detect"))
+    ref = eager.analyze_batch(images, batch_size=4)
+    one = [ov.analyze(im) for im in images]
+    batched = ov.analyze_batch(images, batch_size=4)
+    for r, a, b in zip(ref, one, batched, strict=True):
+        assert_same_result(r, a)
+        assert_same_result(r, b)
+        assert r.models == a.models
 
 
 def test_export_into_cache_verified_and_stale_rebuilt(
@@ -176,10 +192,21 @@ def test_shipped_artefact_checked_against_weights(onnx_models: Path, tmp_path: P
 
 
 def test_runtime_choice_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert RUNTIMES == ("auto", "onnx", "torch")
+    from pneumoview.inference import runtime
+
+    assert RUNTIMES == ("auto", "onnx", "openvino", "torch")
     monkeypatch.delenv("PNEUMOVIEW_RUNTIME")
     assert choose_runtime("onnx", "auto") == ("onnx", "cpu")
+    assert choose_runtime("openvino", "auto") == ("openvino", "cpu")
+    assert choose_runtime("auto", "cpu") == ("openvino", "cpu"), "the fastest CPU runtime installed"
+    monkeypatch.setattr(runtime, "openvino_available", lambda: False)
     assert choose_runtime("auto", "cpu") == ("onnx", "cpu")
+    with pytest.raises(
+        RuntimeMissingError, match=r"'openvino' is not installed; pip install 'pneumoview\[openvino\]'"
+    ):
+        choose_runtime("openvino", "cpu")
+    monkeypatch.undo()
+    monkeypatch.delenv("PNEUMOVIEW_RUNTIME")
     assert choose_runtime("torch", "cpu") == ("torch", "cpu")
     monkeypatch.setenv("PNEUMOVIEW_RUNTIME", "onnx")
     assert choose_runtime(None, "cpu") == ("onnx", "cpu")
@@ -188,6 +215,8 @@ def test_runtime_choice_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         choose_runtime("tensorrt", "cpu")
     with pytest.raises(ModelError, match="CPU only"):
         choose_runtime("onnx", "cuda")
+    with pytest.raises(ModelError, match="openvino runtime runs on the CPU only"):
+        choose_runtime("openvino", "cuda")
     assert Engine(runtime="onnx", random_weights=True).runtime == "torch"
 
 
@@ -211,7 +240,8 @@ def test_runs_without_torch(onnx_models: Path, tmp_path: Path) -> None:
         "PNEUMOVIEW_CACHE_DIR": str(tmp_path / "cache"),
         "PNEUMOVIEW_MODELS": str(tmp_path / "none"),
     }
-    proc = _python(code, ("torch", "torchvision"), {**empty_cache, "PNEUMOVIEW_RUNTIME": ""})
+    # OpenVINO blocked too: this is the desktop app's configuration (ONNX Runtime only).
+    proc = _python(code, ("torch", "torchvision", "openvino"), {**empty_cache, "PNEUMOVIEW_RUNTIME": ""})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "RC 0 ROWS 6 RUNTIME onnx" in out and "RUNJSON onnx cpu" in out, out
@@ -235,7 +265,7 @@ def test_onnx_runtime_missing_is_named(tmp_path: Path) -> None:
     # Not the finder: torch probes optional packages with find_spec, which must answer "absent", as it does when a
     # package is not installed (a None entry in sys.modules makes find_spec return None and import fail).
     proc = _python(
-        "import sys; sys.modules['onnxruntime'] = None\n" + textwrap.dedent(code),
+        "import sys; sys.modules['onnxruntime'] = sys.modules['openvino'] = None\n" + textwrap.dedent(code),
         (),
         {"PNEUMOVIEW_RUNTIME": ""},
     )

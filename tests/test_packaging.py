@@ -238,7 +238,9 @@ def test_pyinstaller_spec_collects_data_and_drops_torch(monkeypatch: pytest.Monk
     for module in hidden:  # every hidden import exists here
         if not module.startswith("pneumoview.gui"):
             __import__(module)
-    assert {"torch", "torchvision", "triton", "nvidia", "onnx", "sympy"} <= set(a.kwargs["excludes"])
+    assert {"torch", "torchvision", "triton", "nvidia", "onnx", "sympy", "openvino"} <= set(
+        a.kwargs["excludes"]
+    )
     kept = {b[0] for b in a.binaries}
     assert kept == {"PySide6/Qt/lib/libQt6Core.so.6", "onnxruntime/capi/libonnxruntime.so.1", "libcurl.so.4"}
     assert [d[0] for d in a.datas] == ["pneumoview/gui/resources/app.svg"]

@@ -92,14 +92,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_runtime_option(group: Any) -> None:
-    """``--runtime auto|onnx|torch`` (see :mod:`pneumoview.inference.runtime`)."""
+    """``--runtime auto|onnx|openvino|torch`` (see :mod:`pneumoview.inference.runtime`)."""
     # lazy: the CLI imports every command module to build its parser, so their top level stays cheap
     from pneumoview.inference.runtime import RUNTIMES
 
     group.add_argument(
         "--runtime", choices=RUNTIMES, default=None,
-        help="what runs the models: auto (default; ONNX Runtime on the CPU when installed, else PyTorch), onnx or "
-        "torch (also $PNEUMOVIEW_RUNTIME)",
+        help="what runs the models: auto (default; on the CPU OpenVINO, else ONNX Runtime, when installed; else "
+        "PyTorch), openvino, onnx or torch (also $PNEUMOVIEW_RUNTIME)",
     )  # fmt: skip
 
 

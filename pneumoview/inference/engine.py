@@ -6,9 +6,10 @@ frozen numpy dataclasses (:class:`~pneumoview.types.AnalysisResult`), safe to ha
 Stages run in the order classifier → segmentation ensemble → detector, so a viewer can show the case-level
 probability first (:meth:`Engine.iter_stages`).
 
-The models run on ONNX Runtime or eager PyTorch (:mod:`pneumoview.inference.runtime`; ``runtime="auto"`` picks ONNX
-Runtime on the CPU when it is installed). Importing this module imports neither; with the onnx runtime PyTorch is
-never imported unless an export has to be made (:mod:`pneumoview.inference.onnx_runtime`).
+The models run on OpenVINO, ONNX Runtime or eager PyTorch (:mod:`pneumoview.inference.runtime`; ``runtime="auto"``
+picks OpenVINO, else ONNX Runtime, on the CPU when installed). Importing this module imports none of them; with the
+openvino or onnx runtime PyTorch is never imported unless an export has to be made
+(:mod:`pneumoview.inference.onnx_runtime`).
 """
 
 from __future__ import annotations
@@ -61,11 +62,11 @@ class Engine:
         tta: test-time augmentation by horizontal flip for every stage (:mod:`pneumoview.inference.tta`); about
             twice the compute. Off by default: on the validation split it did not pay for itself (README, "Levers
             tried").
-        runtime: ``"auto"``, ``"onnx"`` or ``"torch"`` (else ``$PNEUMOVIEW_RUNTIME``; see
+        runtime: ``"auto"``, ``"openvino"``, ``"onnx"`` or ``"torch"`` (else ``$PNEUMOVIEW_RUNTIME``; see
             :func:`pneumoview.inference.runtime.choose_runtime`). ``random_weights`` always runs on torch.
 
     Attributes:
-        runtime: the runtime in use, ``"onnx"`` or ``"torch"``.
+        runtime: the runtime in use, ``"openvino"``, ``"onnx"`` or ``"torch"``.
         device: where the models run (``"cpu"``, ``"cuda:0"``, ``"mps"``); always ``"cpu"`` for onnx.
 
     Raises:
@@ -139,7 +140,8 @@ class Engine:
         return self.backend.device
 
     def model_for(self, spec: ModelSpec) -> Any:
-        """The loaded model of the engine's runtime (a torch module or an ONNX Runtime session)."""
+        """The loaded model of the engine's runtime (a torch module, an ONNX Runtime session or an OpenVINO compiled
+        model)."""
         return self.backend.load(spec, self.dirs, self.random_weights)
 
     def torch_model(self, spec: ModelSpec) -> Any:
@@ -265,7 +267,8 @@ class Engine:
 
     def use_device(self, device: str) -> None:
         """Run on ``device`` from now on (as :func:`resolve_device` reads it, e.g. ``"cuda:1"`` for one rank of a
-        distributed run); the engine is the only writer of ``device``. The onnx runtime runs on the CPU only."""
+        distributed run); the engine is the only writer of ``device``. The openvino and onnx runtimes run on the CPU
+        only."""
         if self.runtime != "torch":
             raise ModelError(
                 f"the {self.runtime} runtime runs on the CPU only; use --runtime torch for {device!r}"

@@ -1,4 +1,6 @@
-"""The ONNX Runtime backend: sessions per verified export, and the three model families run on numpy (torch-free).
+"""The ONNX Runtime backend: sessions per verified export; and :class:`GraphBackend`, the three model families run on
+numpy from an ONNX graph, which the OpenVINO backend (:mod:`pneumoview.inference.openvino_runtime`) shares
+(torch-free).
 
 Sessions run on ONNX Runtime's CPU provider with every graph optimisation on and ``intra_op_num_threads`` =
 ``$PNEUMOVIEW_THREADS`` or the number of CPUs. The classifier and segmenters take a batch ``(B, C, h, w)``; the
@@ -33,7 +35,7 @@ from pneumoview.inference.onnx_artifacts import (
 from pneumoview.inference.runtime import Detections, RuntimeMissingError, installed, torch_installed
 from pneumoview.inference.tta import fuse_views, mirror_boxes
 
-__all__ = ["SESSIONS", "OnnxBackend", "session_options"]
+__all__ = ["SESSIONS", "GraphBackend", "OnnxBackend", "session_options", "verified_export"]
 
 DETECTOR_LABEL = 1  # torchvision's class index of "Lung Opacity" (0 is background)
 
@@ -67,12 +69,7 @@ class _Sessions:
         import onnxruntime as ort
 
         with self._lock:
-            artefact = _find_or_check_export(spec, dirs)
-            if artefact is None:
-                # lazy: onnx_export imports torch; only reached where torch is installed
-                from pneumoview.inference.onnx_export import export_to_cache
-
-                artefact = export_to_cache(spec, dirs)
+            artefact = verified_export(spec, dirs)
             key = (str(artefact.path), artefact.onnx_sha256)
             session = self._sessions.get(key)
             if session is None:
@@ -93,7 +90,23 @@ class _Sessions:
 SESSIONS = _Sessions()
 
 
-def _find_or_check_export(spec: ModelSpec, dirs: Sequence[Path]) -> OnnxArtefact | None:
+_EXPORT_LOCK = threading.Lock()
+
+
+def verified_export(spec: ModelSpec, dirs: Sequence[Path]) -> OnnxArtefact:
+    """The verified ONNX export of ``spec`` (shipped or cached), made into the per-user cache first when there is
+    none and PyTorch is installed (every graph runtime runs these files). Raises ModelError why not."""
+    with _EXPORT_LOCK:
+        artefact = find_or_check_export(spec, dirs)
+        if artefact is None:
+            # lazy: onnx_export imports torch; only reached where torch is installed
+            from pneumoview.inference.onnx_export import export_to_cache
+
+            artefact = export_to_cache(spec, dirs)
+        return artefact
+
+
+def find_or_check_export(spec: ModelSpec, dirs: Sequence[Path]) -> OnnxArtefact | None:
     """The verified export of ``spec``; None when there is none but one can be made here (else ModelError why)."""
     artefact, problems = find_artefact(spec, dirs)
     if artefact is not None:
@@ -121,57 +134,59 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
 
 
-def _run(session: Any, x: np.ndarray) -> list[np.ndarray]:
+def _run_session(session: Any, x: np.ndarray) -> list[np.ndarray]:
     name = session.get_inputs()[0].name
     return session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})
 
 
-def _detect_one(session: Any, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    boxes, labels, scores = _run(session, image)[:3]
-    keep = labels == DETECTOR_LABEL
-    return boxes[keep].astype(np.float32).reshape(-1, 4), scores[keep].astype(np.float32)
+class GraphBackend:
+    """The three model families on a runtime that runs the ONNX exports on numpy arrays; a subclass says how to
+    load an export (:meth:`load`) and run it (:meth:`run`: one float32 input, the graph's outputs in order)."""
 
-
-class OnnxBackend:
-    """ONNX Runtime on the CPU."""
-
-    name = "onnx"
+    name = "graph"
     device = "cpu"
 
     def check(self, spec: ModelSpec, dirs: Sequence[Path], random_weights: bool) -> None:
         if random_weights:
             raise ModelError("random weights are only available with the torch runtime (--runtime torch)")
-        _find_or_check_export(spec, dirs)
+        find_or_check_export(spec, dirs)
 
     def load(self, spec: ModelSpec, dirs: Sequence[Path], random_weights: bool) -> Any:
-        self.check(spec, dirs, random_weights)
-        return SESSIONS.get(spec, dirs)
+        raise NotImplementedError
+
+    def run(self, model: Any, x: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
         yield
 
     def classify(self, model: Any, x: np.ndarray, tta: bool) -> np.ndarray:
-        probs = _softmax(_run(model, x)[0])
+        probs = _softmax(self.run(model, x)[0])
         if tta:
-            probs = 0.5 * (probs + _softmax(_run(model, x[..., ::-1])[0]))
+            probs = 0.5 * (probs + _softmax(self.run(model, x[..., ::-1])[0]))
         return probs.astype(np.float32)
 
     def segment(self, model: Any, x: np.ndarray, tta: bool) -> np.ndarray:
-        probs = _sigmoid(_run(model, x)[0])[:, 0]
+        probs = _sigmoid(self.run(model, x)[0])[:, 0]
         if tta:
-            flipped = _sigmoid(_run(model, x[..., ::-1])[0])[:, 0]
+            flipped = _sigmoid(self.run(model, x[..., ::-1])[0])[:, 0]
             probs = 0.5 * (probs + flipped[..., ::-1])
         return np.ascontiguousarray(probs, dtype=np.float32)
 
+    def _detect_one(self, model: Any, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        boxes, labels, scores = self.run(model, image)[:3]
+        keep = labels == DETECTOR_LABEL
+        return boxes[keep].astype(np.float32).reshape(-1, 4), scores[keep].astype(np.float32)
+
     def detect(self, model: Any, x: np.ndarray, tta: bool) -> Detections:
-        out = [_detect_one(model, im) for im in x]
+        out = [self._detect_one(model, im) for im in x]
         if not tta:
             return out
         width = float(x.shape[-1])
         fused = []
         for (boxes, scores), im in zip(out, x, strict=True):
-            fb, fs = _detect_one(model, im[..., ::-1])
+            fb, fs = self._detect_one(model, im[..., ::-1])
             fused.append(fuse_views(boxes, scores, mirror_boxes(fb, width), fs))
         return fused
 
@@ -180,3 +195,16 @@ class OnnxBackend:
 
     def to_cpu(self) -> None:
         return None
+
+
+class OnnxBackend(GraphBackend):
+    """ONNX Runtime on the CPU."""
+
+    name = "onnx"
+
+    def load(self, spec: ModelSpec, dirs: Sequence[Path], random_weights: bool) -> Any:
+        self.check(spec, dirs, random_weights)
+        return SESSIONS.get(spec, dirs)
+
+    def run(self, model: Any, x: np.ndarray) -> list[np.ndarray]:
+        return _run_session(model, x)

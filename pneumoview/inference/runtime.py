@@ -1,15 +1,18 @@
-"""Which runtime runs the models — ONNX Runtime or eager PyTorch — and the interface both implement.
+"""Which runtime runs the models — OpenVINO, ONNX Runtime or eager PyTorch — and the interface they implement.
 
-This module imports neither torch nor onnxruntime at import time, so a viewer-only install (or the desktop bundle)
+This module imports none of torch, onnxruntime and openvino at import time, so a viewer-only install (or the desktop bundle)
 without PyTorch can import it and the engine.
 
 Choosing (:func:`choose_runtime`): the ``runtime`` argument (``--runtime``, the settings) wins, else
 ``$PNEUMOVIEW_RUNTIME``, else ``"auto"`` (an explicit ``"auto"`` also defers to ``$PNEUMOVIEW_RUNTIME``):
 
 - ``"onnx"``: ONNX Runtime on the CPU; an error naming the package when ``onnxruntime`` is not installed;
+- ``"openvino"``: OpenVINO on the CPU, running the same ONNX exports; an error naming the package when ``openvino``
+  is not installed;
 - ``"torch"``: eager PyTorch on the device :func:`pneumoview.inference.torch_runtime.resolve_device` picks;
-- ``"auto"``: ONNX Runtime when ``onnxruntime`` is importable and the models would run on the CPU anyway (an
-  explicit ``cpu`` device, no PyTorch installed, or PyTorch finds no GPU); else eager PyTorch.
+- ``"auto"``: when the models would run on the CPU anyway (an explicit ``cpu`` device, no PyTorch installed, or
+  PyTorch finds no GPU), OpenVINO if ``openvino`` is importable, else ONNX Runtime if ``onnxruntime`` is; else
+  eager PyTorch. (OpenVINO ran the shipped pipeline fastest on the CPU, with the same outputs: README, Performance.)
 
 Backends (:class:`Backend`) take and return numpy arrays in the model-input frame: ``x`` is float32
 ``(B, C, h, w)`` as :func:`pneumoview.preprocess.prepare` makes it (stacked), probabilities are float32, boxes are
@@ -43,14 +46,16 @@ __all__ = [
     "make_backend",
     "needs_torch",
     "onnxruntime_available",
+    "openvino_available",
     "torch_installed",
 ]
 
-RUNTIMES = ("auto", "onnx", "torch")
+RUNTIMES = ("auto", "onnx", "openvino", "torch")
 RUNTIME_ENV = "PNEUMOVIEW_RUNTIME"
 DEVICE_ENV = "PNEUMOVIEW_DEVICE"
 
 ONNX_INSTALL_HINT = "pip install 'pneumoview[onnx]' (or pip install onnxruntime)"
+OPENVINO_INSTALL_HINT = "pip install 'pneumoview[openvino]' (or pip install openvino)"
 TORCH_INSTALL_HINT = "pip install torch torchvision (see the README's Quick start)"
 
 #: Per image: ``(boxes (N, 4) xyxy in model-input pixels, scores (N,))``, float32.
@@ -73,6 +78,11 @@ def installed(name: str) -> bool:
 def onnxruntime_available() -> bool:
     """Whether ``onnxruntime`` can be imported (checked without importing it)."""
     return installed("onnxruntime")
+
+
+def openvino_available() -> bool:
+    """Whether ``openvino`` can be imported (checked without importing it)."""
+    return installed("openvino")
 
 
 def torch_installed() -> bool:
@@ -107,11 +117,37 @@ def _torch_device(device: str) -> str:
     return resolve_device(device)
 
 
+def _cpu_graph_runtime(choice: str, dev: str) -> tuple[str, str]:
+    """``"onnx"`` or ``"openvino"`` asked for by name: installed, and on the CPU."""
+    available, package, hint = {
+        "onnx": (onnxruntime_available, "onnxruntime", ONNX_INSTALL_HINT),
+        "openvino": (openvino_available, "openvino", OPENVINO_INSTALL_HINT),
+    }[choice]
+    if not available():
+        raise RuntimeMissingError(
+            f"the {choice} runtime was asked for but the package '{package}' is not installed; {hint}, or use "
+            "--runtime torch"
+        )
+    if dev not in ("auto", "cpu"):
+        raise ModelError(
+            f"the {choice} runtime runs on the CPU only, but device {dev!r} was asked for; use --device cpu, or "
+            "--runtime torch for the GPU"
+        )
+    return choice, "cpu"
+
+
+def _best_cpu_runtime() -> str | None:
+    if openvino_available():
+        return "openvino"
+    return "onnx" if onnxruntime_available() else None
+
+
 def choose_runtime(runtime: str | None = None, device: str | None = None) -> tuple[str, str]:
-    """The ``(runtime, device)`` to use: runtime ``"onnx"`` or ``"torch"``, and a device string.
+    """The ``(runtime, device)`` to use: runtime ``"openvino"``, ``"onnx"`` or ``"torch"``, and a device string.
 
     ``device`` is ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (else ``$PNEUMOVIEW_DEVICE``); the
-    onnx runtime always runs on ``"cpu"``. PyTorch is imported only when it is needed to answer (a GPU check).
+    openvino and onnx runtimes always run on ``"cpu"``. PyTorch is imported only when it is needed to answer (a GPU
+    check).
 
     Raises:
         RuntimeMissingError: the runtime asked for is not installed (the message names the install command).
@@ -121,21 +157,12 @@ def choose_runtime(runtime: str | None = None, device: str | None = None) -> tup
     dev = _requested(device, DEVICE_ENV)
     if choice == "torch":
         return "torch", _torch_device(dev)
-    if choice == "onnx":
-        if not onnxruntime_available():
-            raise RuntimeMissingError(
-                f"the onnx runtime was asked for but the package 'onnxruntime' is not installed; "
-                f"{ONNX_INSTALL_HINT}, or use --runtime torch"
-            )
-        if dev not in ("auto", "cpu"):
-            raise ModelError(
-                f"the onnx runtime runs on the CPU only, but device {dev!r} was asked for; use --device cpu, or "
-                "--runtime torch for the GPU"
-            )
-        return "onnx", "cpu"
-    if onnxruntime_available() and (dev == "cpu" or (dev == "auto" and not torch_installed())):
-        return "onnx", "cpu"
-    if not torch_installed() and not onnxruntime_available():
+    if choice in ("onnx", "openvino"):
+        return _cpu_graph_runtime(choice, dev)
+    cpu_runtime = _best_cpu_runtime()
+    if cpu_runtime is not None and (dev == "cpu" or (dev == "auto" and not torch_installed())):
+        return cpu_runtime, "cpu"
+    if not torch_installed() and cpu_runtime is None:
         raise RuntimeMissingError(
             f"no model runtime is installed: install ONNX Runtime ({ONNX_INSTALL_HINT}) or PyTorch "
             f"({TORCH_INSTALL_HINT})"
@@ -143,8 +170,8 @@ def choose_runtime(runtime: str | None = None, device: str | None = None) -> tup
     if not torch_installed():
         return "torch", _torch_device(dev)  # raises, naming both packages
     resolved = _torch_device(dev)
-    if resolved == "cpu" and onnxruntime_available():
-        return "onnx", "cpu"
+    if resolved == "cpu" and cpu_runtime is not None:
+        return cpu_runtime, "cpu"
     return "torch", resolved
 
 
@@ -186,6 +213,11 @@ def make_backend(runtime: str, device: str) -> Backend:
         from pneumoview.inference.onnx_runtime import OnnxBackend
 
         return OnnxBackend()
+    if runtime == "openvino":
+        # lazy: openvino is optional
+        from pneumoview.inference.openvino_runtime import OpenVinoBackend
+
+        return OpenVinoBackend()
     # lazy: torch_runtime imports torch, which a torch-free install lacks
     from pneumoview.inference.torch_runtime import TorchBackend
 
