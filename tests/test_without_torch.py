@@ -1,7 +1,7 @@
 """The source install without PyTorch (as the desktop app is): every feature that needs torch names it.
 
 Each test runs PneumoView in a child process whose ``sys.meta_path`` starts with a finder that refuses to import the
-named packages (torch and torchvision; also onnxruntime for "no runtime at all"), as if they were not installed.
+named packages (torch and torchvision; also onnxruntime and openvino for "no runtime at all"), as if they were not installed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "pneumoview" / "data" / "sample_study"
 NO_TORCH = "torch,torchvision"
-NO_RUNTIME = "torch,torchvision,onnxruntime"
+NO_RUNTIME = "torch,torchvision,onnxruntime,openvino"
 
 # argv[1] is the comma-separated list of packages to refuse; it is removed before PneumoView reads sys.argv.
 BLOCKER = """
