@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from pneumoview.inference.onnx_artifacts import (
 from pneumoview.inference.runtime import Detections, RuntimeMissingError, installed, torch_installed
 from pneumoview.inference.tta import fuse_views, mirror_boxes
 
-__all__ = ["SESSIONS", "GraphBackend", "OnnxBackend", "session_options", "verified_export"]
+__all__ = ["SESSIONS", "GraphBackend", "GraphCache", "OnnxBackend", "session_options", "verified_export"]
 
 DETECTOR_LABEL = 1  # torchvision's class index of "Lung Opacity" (0 is background)
 
@@ -57,37 +57,42 @@ def session_options() -> Any:
     return opts
 
 
-class _Sessions:
-    """One ``InferenceSession`` per export file (path and sha256), shared by every Engine in the process."""
+class GraphCache:
+    """One loaded graph per export file (path and sha256), shared by every Engine in the process. ``make(path)``
+    loads one for a runtime and raises ModelError when it cannot."""
 
-    def __init__(self) -> None:
+    def __init__(self, make: Callable[[Path], Any]) -> None:
+        self._make = make
         self._lock = threading.Lock()
-        self._sessions: dict[tuple[str, str], Any] = {}
+        self._graphs: dict[tuple[str, str], Any] = {}
 
     def get(self, spec: ModelSpec, dirs: Sequence[Path]) -> Any:
-        # lazy: optional package, only when the ONNX runtime is used
-        import onnxruntime as ort
-
+        artefact = verified_export(spec, dirs)
+        key = (str(artefact.path), artefact.onnx_sha256)
         with self._lock:
-            artefact = verified_export(spec, dirs)
-            key = (str(artefact.path), artefact.onnx_sha256)
-            session = self._sessions.get(key)
-            if session is None:
-                try:
-                    session = ort.InferenceSession(
-                        str(artefact.path), sess_options=session_options(), providers=["CPUExecutionProvider"]
-                    )
-                except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for a bad graph
-                    raise ModelError(f"{artefact.path}: ONNX Runtime cannot load it ({exc})") from None
-                self._sessions[key] = session
-            return session
+            graph = self._graphs.get(key)
+            if graph is None:
+                graph = self._graphs[key] = self._make(artefact.path)
+            return graph
 
     def clear(self) -> None:
         with self._lock:
-            self._sessions.clear()
+            self._graphs.clear()
 
 
-SESSIONS = _Sessions()
+def _ort_session(path: Path) -> Any:
+    # lazy: optional package, only when the ONNX runtime is used
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=session_options(), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for a bad graph
+        raise ModelError(f"{path}: ONNX Runtime cannot load it ({exc})") from None
+
+
+SESSIONS = GraphCache(_ort_session)
 
 
 _EXPORT_LOCK = threading.Lock()
@@ -145,6 +150,7 @@ class GraphBackend:
 
     name = "graph"
     device = "cpu"
+    graphs: GraphCache  # the subclass's loaded graphs
 
     def check(self, spec: ModelSpec, dirs: Sequence[Path], random_weights: bool) -> None:
         if random_weights:
@@ -152,7 +158,8 @@ class GraphBackend:
         find_or_check_export(spec, dirs)
 
     def load(self, spec: ModelSpec, dirs: Sequence[Path], random_weights: bool) -> Any:
-        raise NotImplementedError
+        self.check(spec, dirs, random_weights)
+        return self.graphs.get(spec, dirs)
 
     def run(self, model: Any, x: np.ndarray) -> list[np.ndarray]:
         raise NotImplementedError
@@ -201,10 +208,7 @@ class OnnxBackend(GraphBackend):
     """ONNX Runtime on the CPU."""
 
     name = "onnx"
-
-    def load(self, spec: ModelSpec, dirs: Sequence[Path], random_weights: bool) -> Any:
-        self.check(spec, dirs, random_weights)
-        return SESSIONS.get(spec, dirs)
+    graphs = SESSIONS
 
     def run(self, model: Any, x: np.ndarray) -> list[np.ndarray]:
         return _run_session(model, x)

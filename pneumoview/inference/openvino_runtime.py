@@ -11,16 +11,13 @@ Performance section). Threads: ``$PNEUMOVIEW_THREADS`` or OpenVINO's default (ev
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pneumoview.errors import ModelError
-from pneumoview.inference.manifest import ModelSpec
-from pneumoview.inference.onnx_runtime import GraphBackend, verified_export
+from pneumoview.inference.onnx_runtime import GraphBackend, GraphCache
 
 __all__ = ["COMPILED", "OpenVinoBackend", "cpu_config"]
 
@@ -34,48 +31,29 @@ def cpu_config() -> dict[str, str]:
     return config
 
 
-class _Compiled:
-    """One compiled model per export file (path and sha256), shared by every Engine in the process."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._core: Any = None
-        self._models: dict[tuple[str, str], Any] = {}
-
-    def get(self, spec: ModelSpec, dirs: Sequence[Path]) -> Any:
-        # lazy: optional package, only when the OpenVINO runtime is used
-        import openvino as ov
-
-        artefact = verified_export(spec, dirs)
-        key = (str(artefact.path), artefact.onnx_sha256)
-        with self._lock:
-            compiled = self._models.get(key)
-            if compiled is None:
-                if self._core is None:
-                    self._core = ov.Core()
-                try:
-                    compiled = self._core.compile_model(str(artefact.path), "CPU", cpu_config())
-                except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own untyped errors for a bad graph
-                    raise ModelError(f"{artefact.path}: OpenVINO cannot compile it ({exc})") from None
-                self._models[key] = compiled
-            return compiled
-
-    def clear(self) -> None:
-        with self._lock:
-            self._models.clear()
+_CORE: list[Any] = []  # the process's one openvino.Core, made on first use (under COMPILED's lock)
 
 
-COMPILED = _Compiled()
+def _compile(path: Path) -> Any:
+    # lazy: optional package, only when the OpenVINO runtime is used
+    import openvino as ov
+
+    if not _CORE:
+        _CORE.append(ov.Core())
+    try:
+        return _CORE[0].compile_model(str(path), "CPU", cpu_config())
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own untyped errors for a bad graph
+        raise ModelError(f"{path}: OpenVINO cannot compile it ({exc})") from None
+
+
+COMPILED = GraphCache(_compile)
 
 
 class OpenVinoBackend(GraphBackend):
     """OpenVINO on the CPU."""
 
     name = "openvino"
-
-    def load(self, spec: ModelSpec, dirs: Sequence[Path], random_weights: bool) -> Any:
-        self.check(spec, dirs, random_weights)
-        return COMPILED.get(spec, dirs)
+    graphs = COMPILED
 
     def run(self, model: Any, x: np.ndarray) -> list[np.ndarray]:
         # One request per call: a compiled model is shared by threads (viewer and batch), a request is not.
