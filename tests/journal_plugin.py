@@ -6,7 +6,7 @@
 flushed at once, so the file is complete up to the moment the process stopped, even after ``os._exit``.
 
 ``--resume-from FILE`` deselects the tests that FILE records as passed or skipped. ``.ci/run`` uses the pair: when
-a run is ended by the faulthandler watchdog (``faulthandler_exit_on_timeout``: a test stuck for 5 minutes) and no
+a run is ended by the faulthandler watchdog (``faulthandler_exit_on_timeout``: a test stuck for 10 minutes) and no
 test had failed, it runs the tests that had not finished once more, and a second freeze fails the run.
 """
 
