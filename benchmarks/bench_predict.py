@@ -6,12 +6,15 @@ temporary folder (so any count can be made without copying pixels). Models: the 
 ``--models-dir``).
 
 * Throughput: ``iter_batch(..., overlap=False)`` and ``overlap=True`` over ``--images`` inputs with annotated PNGs,
-  ``--repeats`` times each, interleaved (A B, B A, …) into fresh output folders; the median wall time of each.
+  ``--repeats`` times each, interleaved (A B, B A, …) into fresh output folders; the median wall time of each. Both
+  run the models in eager PyTorch (what ``predict`` did before the graph runtimes). ``--runtime openvino`` (or
+  ``onnx``) adds a third path, overlapped on that runtime, in the same rounds, and checks that its
+  ``submission.csv`` is the same as the sequential eager one's (the issue's "same outputs").
 * Memory: peak RSS (``ru_maxrss``) of a fresh process running the overlapped ``predict`` path over ``--rss-small``
   and over ``--rss-large`` inputs (``--rss-large 0`` skips it); flat memory means the two are within 10 %.
 
     .venv/bin/python benchmarks/bench_predict.py [--images 200] [--repeats 3] [--rss-small 100] [--rss-large 1000]
-        [--models-dir DIR | --tiny-models]
+        [--models-dir DIR | --tiny-models] [--runtime openvino|onnx]
 """
 
 from __future__ import annotations
@@ -45,10 +48,10 @@ def make_inputs(folder: Path, n: int) -> list[Path]:
     return out
 
 
-def _engine(models_dir: Path | None):
+def _engine(models_dir: Path | None, runtime: str = "torch"):
     from pneumoview.inference.engine import Engine
 
-    engine = Engine(device="cpu", models_dir=models_dir)
+    engine = Engine(device="cpu", models_dir=models_dir, runtime=runtime)
     engine.load()
     return engine
 
@@ -84,6 +87,12 @@ def main() -> int:
         action="store_true",
         help="use the tests' tiny models (as a fast GPU would: decoding and PNG writing then dominate)",
     )
+    ap.add_argument(
+        "--runtime",
+        choices=("openvino", "onnx"),
+        default=None,
+        help="also run the overlapped path on this graph runtime and compare it with sequential eager PyTorch",
+    )
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.tiny_models and args.models_dir is None and args.rss_child is None:
@@ -100,29 +109,44 @@ def main() -> int:
     import torch
 
     engine = _engine(args.models_dir)
+    graph = _engine(args.models_dir, args.runtime) if args.runtime else None
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
         f"{args.images} inputs (real 512-px RSNA JPEGs via links), annotated PNGs on, "
         f"{'tiny test models' if args.tiny_models else 'installed models'}; "
         f"median of {args.repeats} interleaved runs"
     )
-    walls: dict[bool, list[float]] = {False: [], True: []}
+    # path name -> (engine, overlap); the first is the baseline every ratio is taken against
+    paths: dict[str, tuple[object, bool]] = {
+        "sequential (decode, models, PNG in turn)": (engine, False),
+        "overlapped (reader, models, writer)": (engine, True),
+    }
+    if graph is not None:
+        paths[f"overlapped, {args.runtime} models"] = (graph, True)
+    names = list(paths)
+    walls: dict[str, list[float]] = {name: [] for name in names}
+    same: dict[str, bool] = {}
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
         inputs = make_inputs(Path(tmp) / "in", args.images)
-        run_once(engine, inputs[:8], Path(tmp) / "warm", overlap=False)  # first-call costs out of the timing
+        for eng in {id(e): e for e, _ in paths.values()}.values():
+            run_once(eng, inputs[:8], Path(tmp) / f"warm-{id(eng)}", overlap=False)  # first-call costs out
         for r in range(args.repeats):
-            for overlap in (False, True) if r % 2 == 0 else (True, False):
-                walls[overlap].append(run_once(engine, inputs, Path(tmp) / f"out-{r}-{overlap}", overlap))
-    seq, ovl = statistics.median(walls[False]), statistics.median(walls[True])
+            for k, name in enumerate(names if r % 2 == 0 else reversed(names)):
+                eng, overlap = paths[name]
+                out = Path(tmp) / f"out-{r}-{k}"
+                walls[name].append(run_once(eng, inputs, out, overlap))
+                if r == 0 and k > 0:  # round 0 runs the baseline first, into out-0-0
+                    reference = (Path(tmp) / "out-0-0" / "submission.csv").read_bytes()
+                    same[name] = (out / "submission.csv").read_bytes() == reference
+    base = statistics.median(walls[names[0]])
     print()
     print(f"| {'predict path':40s} | {'wall s':>7s} | {'images/s':>8s} | {'vs sequential':>13s} |")
     print(f"|{'-' * 42}|{'-' * 9}|{'-' * 10}|{'-' * 15}|")
-    print(
-        f"| {'sequential (decode, models, PNG in turn)':40s} | {seq:7.2f} | {args.images / seq:8.2f} | {1:13.2f} |"
-    )
-    print(
-        f"| {'overlapped (reader, models, writer)':40s} | {ovl:7.2f} | {args.images / ovl:8.2f} | {seq / ovl:13.2f} |"
-    )
+    for name in names:
+        wall = statistics.median(walls[name])
+        print(f"| {name:40s} | {wall:7.2f} | {args.images / wall:8.2f} | {base / wall:13.2f} |")
+    for name, ok in same.items():
+        print(f"{name}: submission.csv {'identical to' if ok else 'DIFFERS from'} the sequential path's")
 
     if args.rss_large <= 0:
         return 0  # --rss-large 0: throughput only
