@@ -10,8 +10,9 @@ temporary folder (so any count can be made without copying pixels). Models: the 
   run the models in eager PyTorch (what ``predict`` did before the graph runtimes). ``--runtime openvino`` (or
   ``onnx``) adds a third path, overlapped on that runtime, in the same rounds, and checks that its
   ``submission.csv`` is the same as the sequential eager one's (the issue's "same outputs").
-* Memory: peak RSS (``ru_maxrss``) of a fresh process running the overlapped ``predict`` path over ``--rss-small``
-  and over ``--rss-large`` inputs (``--rss-large 0`` skips it); flat memory means the two are within 10 %.
+* Memory: peak RSS (``ru_maxrss``) of a fresh process running the overlapped ``predict`` path (on ``--runtime``
+  when given, else eager) over ``--rss-small`` and over ``--rss-large`` inputs (``--rss-large 0`` skips it,
+  ``--images 0`` skips the throughput table); flat memory means the two are within 10 %.
 
     .venv/bin/python benchmarks/bench_predict.py [--images 200] [--repeats 3] [--rss-small 100] [--rss-large 1000]
         [--models-dir DIR | --tiny-models] [--runtime openvino|onnx]
@@ -66,11 +67,11 @@ def run_once(engine, inputs: list[Path], out: Path, overlap: bool) -> float:
     return time.perf_counter() - t0
 
 
-def rss_child(n: int, models_dir: Path | None) -> None:
+def rss_child(n: int, models_dir: Path | None, runtime: str = "torch") -> None:
     """Run the overlapped path over ``n`` inputs and print the peak RSS in MiB (the --rss-child mode)."""
     with tempfile.TemporaryDirectory(prefix="bench_predict_rss_") as tmp:
         inputs = make_inputs(Path(tmp) / "in", n)
-        engine = _engine(models_dir)
+        engine = _engine(models_dir, runtime)
         run_once(engine, inputs, Path(tmp) / "out", overlap=True)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
@@ -103,9 +104,17 @@ def main() -> int:
         if args.tiny_models:
             import tests.model_fixtures  # noqa: F401 - registers the tiny models' builders
 
-        rss_child(args.rss_child, args.models_dir)
+        rss_child(args.rss_child, args.models_dir, args.runtime or "torch")
         return 0
+    if args.images > 0:
+        throughput(args)
+    if args.rss_large > 0:  # --rss-large 0: throughput only
+        memory(args)
+    return 0
 
+
+def throughput(args: argparse.Namespace) -> None:
+    """The throughput table (module doc)."""
     import torch
 
     engine = _engine(args.models_dir)
@@ -148,8 +157,9 @@ def main() -> int:
     for name, ok in same.items():
         print(f"{name}: submission.csv {'identical to' if ok else 'DIFFERS from'} the sequential path's")
 
-    if args.rss_large <= 0:
-        return 0  # --rss-large 0: throughput only
+
+def memory(args: argparse.Namespace) -> None:
+    """Peak RSS of fresh processes over ``--rss-small`` and ``--rss-large`` inputs, on ``--runtime`` when given."""
     peaks = {}
     for n in (args.rss_small, args.rss_large):
         cmd = [sys.executable, __file__, "--rss-child", str(n)]
@@ -157,18 +167,19 @@ def main() -> int:
             cmd += ["--models-dir", str(args.models_dir)]
         if args.tiny_models:
             cmd.append("--tiny-models")
+        if args.runtime:
+            cmd += ["--runtime", args.runtime]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         peaks[n] = float(done.stdout.strip().splitlines()[-1])
     print()
-    print(f"| {'inputs (overlapped)':20s} | {'peak RSS MiB':>12s} |")
-    print(f"|{'-' * 22}|{'-' * 14}|")
+    print(f"| {'inputs (overlapped, ' + (args.runtime or 'torch') + ')':30s} | {'peak RSS MiB':>12s} |")
+    print(f"|{'-' * 32}|{'-' * 14}|")
     for n, mib in peaks.items():
-        print(f"| {n:20d} | {mib:12.0f} |")
+        print(f"| {n:30d} | {mib:12.0f} |")
     small, large = peaks[args.rss_small], peaks[args.rss_large]
     print(
         f"peak RSS for {args.rss_large} inputs is {100 * (large - small) / small:+.1f} % of that for {args.rss_small}"
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -397,7 +397,7 @@ def _write_result(
     """Post-process one model result and write its annotated PNG, DICOM results and journal record."""
     inp, image = work
     t1 = time.perf_counter()
-    findings = findings_for(result, t, image.spacing_mm)
+    findings = findings_for(result, t, image.spacing_mm, memo=False)
     patient_id = submission_id(image, include_identifiers)
     png = None
     if write_png:

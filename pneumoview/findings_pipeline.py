@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
 
 from pneumoview.thresholds import Thresholds
 from pneumoview.types import STAGES, AnalysisResult, XrayImage
@@ -52,22 +54,37 @@ NOT_ANALYSED, RUNNING, NO_FINDING, FINDING, ERROR, NON_IMAGE = (
 STATUS_LABELS = (NOT_ANALYSED, RUNNING, NO_FINDING, FINDING, ERROR, NON_IMAGE)
 
 _MEMO_SIZE = 256
+# An entry keeps its result's probability maps alive: 16 MiB for a 2k x 2k radiograph, so 256 entries could hold
+# gigabytes. The bytes bound keeps the last few dozen large images (or a few hundred small ones).
+_MEMO_BYTES = 512 * 2**20
 _Key = tuple[int, Thresholds, tuple[float, float] | None]
 
 
+def _array_bytes(obj: object) -> int:
+    """Bytes of the numpy arrays ``obj``'s dataclass fields hold directly or in a mapping (maps, masks, boxes)."""
+    total = 0
+    for value in vars(obj).values():
+        values = value.values() if isinstance(value, Mapping) else (value,)
+        total += sum(v.nbytes for v in values if isinstance(v, np.ndarray))
+    return total
+
+
 class _Memo:
-    """Least-recently-used findings per (result identity, thresholds, spacing).
+    """Least-recently-used findings per (result identity, thresholds, spacing), at most ``size`` entries and
+    ``max_bytes`` of arrays (the newest entry is always kept).
 
     The entry keeps its result alive and is checked with ``is``, so a recycled ``id()`` can never hand out another
-    result's findings. A lock makes it safe for the viewer's worker threads and the batch's writer thread.
+    result's findings. A lock makes it safe for the viewer's worker threads.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_bytes: int = _MEMO_BYTES) -> None:
         self.size = size
+        self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
+        self.nbytes = 0
         self._lock = threading.Lock()
-        self._entries: OrderedDict[_Key, tuple[AnalysisResult, Findings]] = OrderedDict()
+        self._entries: OrderedDict[_Key, tuple[AnalysisResult, Findings, int]] = OrderedDict()
 
     def get(self, key: _Key, result: AnalysisResult) -> Findings | None:
         with self._lock:
@@ -80,27 +97,41 @@ class _Memo:
             return entry[1]
 
     def put(self, key: _Key, result: AnalysisResult, findings: Findings) -> None:
+        # Results sharing one result object (other thresholds) count their arrays again: a bound, not an account.
+        size = _array_bytes(result) + _array_bytes(findings)
         with self._lock:
-            self._entries[key] = (result, findings)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.nbytes -= old[2]
+            self._entries[key] = (result, findings, size)
+            self.nbytes += size
+            while len(self._entries) > 1 and (len(self._entries) > self.size or self.nbytes > self.max_bytes):
+                self.nbytes -= self._entries.popitem(last=False)[1][2]
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 _MEMO = _Memo(_MEMO_SIZE)
 
 
 def findings_for(
-    result: AnalysisResult, thresholds: Thresholds, spacing_mm: tuple[float, float] | None = None
+    result: AnalysisResult,
+    thresholds: Thresholds,
+    spacing_mm: tuple[float, float] | None = None,
+    *,
+    memo: bool = True,
 ) -> Findings:
     """The findings of one model result under ``thresholds`` (``spacing_mm`` ``(row_mm, col_mm)`` for areas in
     mm²; None when unknown). The same (result object, thresholds, spacing) returns the same ``Findings`` object.
+    ``memo=False`` neither looks up nor keeps the result (a batch post-processes each result once, and keeping
+    it would hold its probability maps in memory).
 
     Raises ValueError as :func:`pneumoview.postprocess.postprocess` does for an inconsistent result.
     """
     spacing = None if spacing_mm is None else (float(spacing_mm[0]), float(spacing_mm[1]))
     key: _Key = (id(result), thresholds, spacing)
-    hit = _MEMO.get(key, result)
+    hit = _MEMO.get(key, result) if memo else None
     if hit is not None:
         return hit
     from pneumoview.postprocess import (
@@ -109,7 +140,8 @@ def findings_for(
 
     # cast: ResultLike's members are settable and the frozen result's are not, which mypy's protocol rule refuses.
     findings = postprocess(cast(Any, result), thresholds, spacing_mm=spacing_mm)
-    _MEMO.put(key, result, findings)
+    if memo:
+        _MEMO.put(key, result, findings)
     return findings
 
 

@@ -118,3 +118,57 @@ def test_outputs_come_in_input_order_with_bounded_queues():
     assert sorted(out) == sorted([-i for i in range(0, 50, 4)] + [i + 100 for i in range(50) if i % 4])
     assert [o for o in out if o >= 100] == [i + 100 for i in range(50) if i % 4]
     assert seen == list(range(50))
+
+
+def test_a_batch_keeps_no_result_alive_in_the_findings_memo(
+    engine: Engine, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The memo serves the viewer; a batch post-processes each result once, and keeping its results kept their
+    probability maps: peak memory grew with the run until the memo's 256 entries were full."""
+    import gc
+    import weakref
+
+    import pneumoview.findings_pipeline as fp
+    import pneumoview.postprocess as pp
+
+    kept: list[weakref.ref] = []
+    real = pp.postprocess
+
+    def spy(result, *args, **kwargs):  # findings_for imports postprocess when called, so this is what it gets
+        kept.append(weakref.ref(result))
+        return real(result, *args, **kwargs)
+
+    before = len(fp._MEMO)
+    monkeypatch.setattr(pp, "postprocess", spy)
+    for overlap in (False, True):
+        list(iter_batch(collect_inputs([folder]), tmp_path / f"o{overlap}", engine, overlap=overlap))
+    gc.collect()
+    assert len(kept) == 22 and len(fp._MEMO) == before
+    assert all(ref() is None for ref in kept)  # every result (and its maps) was freed
+
+
+def test_findings_memo_is_bounded_by_the_bytes_it_keeps_alive():
+    import numpy as np
+
+    from pneumoview.findings_pipeline import _Memo
+    from pneumoview.postprocess import postprocess
+    from pneumoview.thresholds import Thresholds
+    from pneumoview.types import AnalysisResult
+
+    memo = _Memo(size=256, max_bytes=10 * 2**20)
+    results = [
+        AnalysisResult(
+            image_id=f"r{i}", image_shape=(1024, 1024), prob_map=np.zeros((1024, 1024), np.float32)
+        )
+        for i in range(6)
+    ]  # 4 MiB of map each
+    for i, r in enumerate(results):
+        memo.put((id(r), Thresholds(), None), r, postprocess(r, Thresholds()))
+        assert len(memo) == min(i + 1, 2) and memo.nbytes <= 10 * 2**20
+    assert memo.get((id(results[-1]), Thresholds(), None), results[-1]) is not None  # the newest stays
+    assert memo.get((id(results[0]), Thresholds(), None), results[0]) is None
+    huge = AnalysisResult(
+        image_id="huge", image_shape=(2048, 2048), prob_map=np.zeros((2048, 2048), np.float32)
+    )
+    memo.put((id(huge), Thresholds(), None), huge, postprocess(huge, Thresholds()))
+    assert len(memo) == 1  # over the bound alone, but the newest entry is always kept
