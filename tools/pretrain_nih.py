@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             opt.step()
             sched.step()
             seen += len(rows)
-            loss_sum += float(loss) * len(rows)
+            loss_sum += float(loss.detach()) * len(rows)
             scores[rows] = torch.sigmoid(logits.detach()).numpy()
         aucs = [roc_auc(y[:, k], scores[:, k]) for k in range(len(FINDINGS)) if 0 < y[:, k].sum() < len(y)]
         print(
