@@ -24,6 +24,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_engine import interleaved  # noqa: E402 - the same interleaving as bench_engine's comparison
 
 DATA = ROOT.parent / "shared" / "data" / "rsna"
 STAGES = ("classify", "segment", "detect", "total")
@@ -103,22 +106,7 @@ def main() -> int:
         engine.analyze_batch(images, batch_size=8)  # batch shapes compile once more
         first[name] += time.perf_counter() - t0
 
-    per = {name: {s: [] for s in STAGES} for name in engines}
-    batch: dict[str, list[float]] = {name: [] for name in engines}
-    for r in range(args.rounds):
-        order = list(engines) if r % 2 == 0 else list(engines)[::-1]
-        for im in images:
-            for name in order:
-                t = engines[name].analyze(im).timings_ms
-                for s in STAGES:
-                    if s in t:
-                        per[name][s].append(t[s])
-        for name in order:
-            t0 = time.perf_counter()
-            engines[name].analyze_batch(images, batch_size=8)
-            batch[name].append(len(images) / (time.perf_counter() - t0))
-
-    med = {n: {s: statistics.median(v) for s, v in d.items() if v} for n, d in per.items()}
+    med, batch = interleaved(engines, images, args.rounds, STAGES)
     print()
     print(
         f"eager PyTorch vs torch.compile (CPU, {len(images)} images × {args.rounds} rounds, interleaved; medians)"

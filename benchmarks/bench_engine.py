@@ -197,21 +197,7 @@ def _compare(images, manifest, models_dir, selection, rounds: int, other: str = 
     for e in engines.values():  # load (and, for onnx, export into the cache when needed) before timing
         e.analyze(images[0])
     stages = ("classify", "segment", "detect", "total")
-    per: dict[str, dict[str, list[float]]] = {rt: {s: [] for s in stages} for rt in engines}
-    batch: dict[str, list[float]] = {rt: [] for rt in engines}
-    for r in range(rounds):
-        order = list(engines) if r % 2 == 0 else list(engines)[::-1]
-        for im in images:
-            for rt in order:
-                t = engines[rt].analyze(im).timings_ms
-                for s in stages:
-                    if s in t:
-                        per[rt][s].append(t[s])
-        for rt in order:
-            t0 = time.perf_counter()
-            engines[rt].analyze_batch(images, batch_size=8)
-            batch[rt].append(len(images) / (time.perf_counter() - t0))
-    med = {rt: {s: statistics.median(v) for s, v in d.items() if v} for rt, d in per.items()}
+    med, batch = interleaved(engines, images, rounds, stages)
     print()
     print(f"eager PyTorch vs {label} {version} (CPU, {len(images)} images × {rounds} rounds, "
           "interleaved; medians)")  # fmt: skip
@@ -226,6 +212,27 @@ def _compare(images, manifest, models_dir, selection, rounds: int, other: str = 
           f"{one[other] / one['torch']:7.2f}× |")  # fmt: skip
     bt, bo = statistics.median(batch["torch"]), statistics.median(batch[other])
     print(f"| {'analyze_batch (batch 8), images/s':34s} | {bt:9.2f} | {bo:9.2f} | {bo / bt:7.2f}× |")
+
+
+def interleaved(engines: dict, images: list, rounds: int, stages: tuple[str, ...]) -> tuple[dict, dict]:
+    """Time ``engines`` image by image and batch by batch, alternating their order each round so a busy machine
+    slows them alike: ``(median ms per stage by engine, batch-8 images/s per round by engine)``."""
+    per: dict[str, dict[str, list[float]]] = {name: {s: [] for s in stages} for name in engines}
+    batch: dict[str, list[float]] = {name: [] for name in engines}
+    for r in range(rounds):
+        order = list(engines) if r % 2 == 0 else list(engines)[::-1]
+        for im in images:
+            for name in order:
+                t = engines[name].analyze(im).timings_ms
+                for s in stages:
+                    if s in t:
+                        per[name][s].append(t[s])
+        for name in order:
+            t0 = time.perf_counter()
+            engines[name].analyze_batch(images, batch_size=8)
+            batch[name].append(len(images) / (time.perf_counter() - t0))
+    med = {name: {s: statistics.median(v) for s, v in d.items() if v} for name, d in per.items()}
+    return med, batch
 
 
 if __name__ == "__main__":
