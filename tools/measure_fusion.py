@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Measure evidence fusion for P(opacity) (issue #11): does the detector's or the segmenters' evidence sharpen the
+classifier's probability, as a logistic model over their outputs?
+
+``collect`` runs one classifier, segmentation model or ensemble and detector on a list of images and keeps, per
+image, what fusion and post-processing need: the classifier's raw P(opacity) (before the manifest's calibration),
+the detector's raw boxes and scores, the segmentation boxes at the default thresholds and the probability map's
+maximum. The list is a CSV with ``patientId`` and ``target`` (1 = Lung Opacity) and optionally ``fold``.
+
+``report`` fits the fusion on one cache (``--choose``: the fold-0 validation images scored by fold-0 models, each
+trained without them) with patient-grouped cross-fitting, so the chosen variant's AUC there is out-of-sample too,
+sweeps the hard gate on it, and with ``--report`` applies the coefficients fitted on all of ``--choose`` to another
+cache (the held-out split scored by the shipped models). ± is one patient-level bootstrap standard error;
+"paired" compares with the classifier alone on the same resamples.
+
+    python tools/measure_fusion.py collect --ids fold0.csv --images DIR --ext .jpg --classifier rsna3-fold0 \
+        --segmenter seg-fold0 --detector det-fold0 --cache fold0.pkl
+    python tools/measure_fusion.py report --choose fold0.pkl [--report heldout.pkl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import pickle
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pneumoview.calibration import expected_calibration_error, fit_logistic  # noqa: E402
+from pneumoview.metrics import roc_auc, rsna_image_score  # noqa: E402
+from pneumoview.thresholds import Thresholds  # noqa: E402
+from tools.measure_levers import _auc_se, _boot, _findings, _map_se  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "rsna"
+
+
+def _logit(p: float) -> float:
+    q = min(1.0 - 1e-4, max(1e-4, float(p)))
+    return float(np.log(q / (1.0 - q)))
+
+
+def _det_max(c: dict) -> float:
+    scores = c["det"][1]
+    return float(scores.max()) if len(scores) else 0.0
+
+
+# Each feature of one image's cache entry; "cls" is Platt scaling's only input.
+FEATURES: dict[str, Callable[[dict], float]] = {
+    "cls": lambda c: _logit(c["p_raw"]),
+    "det": lambda c: _logit(_det_max(c)),
+    "det_score": _det_max,
+    "seg": lambda c: _logit(c["seg_max"]),
+    "seg_max": lambda c: c["seg_max"],
+}
+VARIANTS: list[tuple[str, ...]] = [
+    ("cls",),
+    ("det",),
+    ("seg",),
+    ("cls", "det"),
+    ("cls", "det_score"),
+    ("cls", "seg"),
+    ("cls", "seg_max"),
+    ("cls", "det", "seg"),
+    ("cls", "det_score", "seg_max"),
+]
+GATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def collect(args: argparse.Namespace) -> int:
+    from pneumoview.imaging import load_image
+    from pneumoview.inference.engine import Engine, StageSelection
+    from pneumoview.postprocess import boxes_from_probability
+    from pneumoview.rsna_labels import read_labels, scale_boxes
+
+    with open(args.ids, encoding="utf-8", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if args.fold is None or int(r["fold"]) == args.fold]
+    with open(args.data / "index.csv", encoding="utf-8", newline="") as f:
+        patient = {r["patientId"]: r["nih_patient"] or r["patientId"] for r in csv.DictReader(f)}
+    labels = read_labels(args.labels)
+    engine = Engine(
+        device="cpu", runtime=args.runtime,
+        selection=StageSelection(classify=args.classifier, segment=args.segmenter, detect=args.detector),
+    )  # fmt: skip
+    t = Thresholds()
+    cache: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    for start in range(0, len(rows), 8):
+        chunk = rows[start : start + 8]
+        images = [load_image(args.images / f"{r['patientId']}{args.ext}") for r in chunk]
+        for r, im, res in zip(chunk, images, engine.analyze_batch(images), strict=True):
+            assert res.class_probs is not None and res.prob_map is not None and res.det_scores is not None
+            gate = [res.class_names.index(c) for c in res.gate_classes]
+            seg = boxes_from_probability(res.prob_map, t)
+            key = r["patientId"]
+            cache[key] = {
+                "patient": patient.get(key, key),
+                "target": int(r["target"]),
+                "shape": im.shape,
+                "gt": scale_boxes(labels.get(key, np.zeros((0, 4))), im.shape),
+                "p_raw": float(res.class_probs[gate].sum()),
+                "p_shipped": float(res.p_opacity or 0.0),
+                "det": (np.asarray(res.det_boxes), np.asarray(res.det_scores)),
+                "seg": (seg.boxes, seg.scores),
+                "seg_max": float(res.prob_map.max()),
+            }
+        print(
+            f"{len(cache)}/{len(rows)} images, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True
+        )
+    with open(args.cache, "wb") as f:
+        pickle.dump(cache, f)
+    return 0
+
+
+def _design(cache: dict, keys: list[str], variant: tuple[str, ...]) -> np.ndarray:
+    return np.array([[FEATURES[f](cache[k]) for f in variant] for k in keys], dtype=np.float64)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+
+
+def _cross_fitted(cache: dict, keys: list[str], variant: tuple[str, ...], folds: int = 5) -> np.ndarray:
+    """Each image's fused probability from a fit on the other patients' images (patient-grouped folds)."""
+    patients = sorted({cache[k]["patient"] for k in keys})
+    np.random.default_rng(0).shuffle(patients)
+    fold_of = {p: i % folds for i, p in enumerate(patients)}
+    f = np.array([fold_of[cache[k]["patient"]] for k in keys])
+    x, y = _design(cache, keys, variant), np.array([cache[k]["target"] for k in keys])
+    out = np.zeros(len(keys))
+    for i in range(folds):
+        coef, b = fit_logistic(x[f != i], y[f != i])
+        out[f == i] = _sigmoid(x[f == i] @ coef + b)
+    return out
+
+
+def _gated_scores(cache: dict, keys: list[str], p: np.ndarray, gate: float) -> np.ndarray:
+    t = Thresholds().replace(gate_mode="hard", gate=gate)
+    out = []
+    for k, pk in zip(keys, p, strict=True):
+        c = cache[k]
+        found = _findings({"p": float(pk), "det": c["det"], "seg": c["seg"]}, c["shape"], t)
+        s = rsna_image_score(c["gt"], found.boxes, found.scores)
+        out.append(np.nan if s is None else s)
+    return np.array(out)
+
+
+def _paired(y: np.ndarray, a: np.ndarray, b: np.ndarray, boots) -> tuple[float, float]:
+    """AUC(a) − AUC(b) and its bootstrap standard error."""
+    d = [roc_auc(y[i], a[i]) - roc_auc(y[i], b[i]) for i in boots if 0 < y[i].sum() < len(i)]
+    return roc_auc(y, a) - roc_auc(y, b), float(np.std(d, ddof=1))
+
+
+def report(args: argparse.Namespace) -> int:
+    with open(args.choose, "rb") as f:
+        ch = pickle.load(f)
+    keys = sorted(ch)
+    y = np.array([ch[k]["target"] for k in keys])
+    boots = _boot(ch, keys, args.boot)
+    print(
+        f"choose on {args.choose}: {len(keys)} images, {y.sum()} with opacity (cross-fitted, out-of-sample)"
+    )
+    print(
+        "| variant | AUC ± SE | paired vs cls | ECE | " + " | ".join(f"mAP gate {g:g}" for g in GATES) + " |"
+    )
+    print("|---|---|---|---|" + "---|" * len(GATES))
+    base = _cross_fitted(ch, keys, ("cls",))
+    for variant in VARIANTS:
+        p = _cross_fitted(ch, keys, variant)
+        auc, se = _auc_se(y, p, boots)
+        d, dse = _paired(y, p, base, boots)
+        maps = [_map_se(_gated_scores(ch, keys, p, g), boots) for g in GATES]
+        cells = " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in maps)
+        ece = expected_calibration_error(p, y)
+        print(f"| {'+'.join(variant)} | {auc:.3f} ± {se:.3f} | {d:+.3f} ± {dse:.3f} | {ece:.3f} | {cells} |")
+    if args.report is None:
+        return 0
+    with open(args.report, "rb") as f:
+        te = pickle.load(f)
+    tk = sorted(te)
+    ty = np.array([te[k]["target"] for k in tk])
+    tb = _boot(te, tk, args.boot)
+    shipped = np.array([te[k]["p_shipped"] for k in tk])
+    base_s = _gated_scores(te, tk, shipped, args.gate)
+    print(
+        f"\nreport on {args.report}: {len(tk)} images; coefficients fitted on all of {args.choose}; gate {args.gate:g}"
+    )
+    print(f"shipped P(opacity): AUC {_auc_se(ty, shipped, tb)[0]:.3f} ± {_auc_se(ty, shipped, tb)[1]:.3f}, "
+          f"ECE {expected_calibration_error(shipped, ty):.3f}, mAP {_map_se(base_s, tb)[0]:.3f} ± {_map_se(base_s, tb)[1]:.3f}")  # fmt: skip
+    for variant in VARIANTS[3:]:
+        coef, b = fit_logistic(_design(ch, keys, variant), y)
+        p = _sigmoid(_design(te, tk, variant) @ coef + b)
+        auc, se = _auc_se(ty, p, tb)
+        d, dse = _paired(ty, p, shipped, tb)
+        s = _gated_scores(te, tk, p, args.gate)
+        dm = [np.nanmean(s[i]) - np.nanmean(base_s[i]) for i in tb]
+        m, mse = _map_se(s, tb)
+        print(
+            f"{'+'.join(variant):24s} AUC {auc:.3f} ± {se:.3f} (paired {d:+.3f} ± {dse:.3f}), "
+            f"ECE {expected_calibration_error(p, ty):.3f}, mAP {m:.3f} ± {mse:.3f} "
+            f"(paired {np.nanmean(s) - np.nanmean(base_s):+.3f} ± {np.std(dm, ddof=1):.3f}); "
+            f"coef {np.round(coef, 3).tolist()} intercept {b:.3f}"
+        )
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument(
+        "--ids", type=Path, required=True, help="CSV: patientId, target (1 = Lung Opacity)[, fold]"
+    )
+    c.add_argument("--fold", type=int, default=None, help="only the rows of this fold")
+    c.add_argument("--images", type=Path, required=True)
+    c.add_argument("--ext", default=".jpg")
+    c.add_argument("--labels", type=Path, required=True, help="RSNA box labels (stage_2_train_labels.csv)")
+    c.add_argument(
+        "--data", type=Path, default=DATA, help="folder with index.csv (NIH patient of each image)"
+    )
+    c.add_argument("--classifier", required=True)
+    c.add_argument("--segmenter", required=True)
+    c.add_argument("--detector", required=True)
+    c.add_argument("--runtime", default="auto")
+    c.add_argument("--cache", type=Path, required=True)
+    c.set_defaults(run=collect)
+    r = sub.add_parser("report")
+    r.add_argument("--choose", type=Path, required=True)
+    r.add_argument("--report", type=Path, default=None)
+    r.add_argument("--gate", type=float, default=0.3, help="hard gate for the reported mAP")
+    r.add_argument("--boot", type=int, default=1000)
+    r.set_defaults(run=report)
+    args = ap.parse_args()
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
