@@ -16,6 +16,17 @@ CHEST_DICOM = (
 )
 
 
+def both_sources_settings():
+    """Saved-settings defaults, but with thresholds that report the test models' detector and segmentation boxes
+    fused (the shipped defaults report the detector's only)."""
+    from pneumoview.settings import load_settings
+    from tests.threshold_presets import BOTH_SOURCES
+
+    settings = load_settings()
+    settings.set_thresholds(BOTH_SOURCES)
+    return settings
+
+
 def rsna_images(n: int, offset: int = 0) -> list[Path]:
     files = sorted(RSNA_512.glob("*.jpg"))[offset : offset + n]
     assert len(files) == n, f"expected {n} RSNA images in {RSNA_512}"

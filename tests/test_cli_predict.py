@@ -88,7 +88,7 @@ def test_predict_end_to_end(
     assert all(float(r["area_mm2"]) > 0 for r in dcm_rows)  # spacing known for the DICOMs
     run = json.loads((out / "run.json").read_text())
     assert run["done"] == 4 and len(run["failed"]) == 1 and run["failed"][0]["path"].endswith("broken.dcm")
-    assert run["thresholds"]["shrink"] == pytest.approx(0.875) and {m["id"] for m in run["models"]} >= {
+    assert run["thresholds"]["shrink"] == pytest.approx(0.95) and {m["id"] for m in run["models"]} >= {
         "detector"
     }
     pngs = sorted((out / "annotated").glob("*.png"))

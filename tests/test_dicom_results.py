@@ -34,6 +34,7 @@ from pneumoview.postprocess import Findings, postprocess
 from pneumoview.review import FindingRef, ImageReview, ReviewedBox
 from pneumoview.thresholds import Thresholds
 from tests.dicom_checks import dciodvfy_errors, model_outputs
+from tests.threshold_presets import BOTH_SOURCES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -193,7 +194,7 @@ def test_uids_are_deterministic(tmp_path: Path):
     uids = [pydicom.dcmread(p).SOPInstanceUID for p in a]
     assert uids == [pydicom.dcmread(p).SOPInstanceUID for p in b]
     assert len(set(uids)) == len(uids)
-    other = postprocess(result, Thresholds(det_score=0.6), spacing_mm=image.spacing_mm)
+    other = postprocess(result, Thresholds(det_score=0.7), spacing_mm=image.spacing_mm)
     c = write_results(image, result, other, tmp_path / "c")
     assert pydicom.dcmread(c[0]).SOPInstanceUID != uids[0]
 
@@ -271,7 +272,7 @@ def test_identifiers_in_file_names_only_on_request(tmp_path: Path):
 
 def test_review_sr_round_trip_and_review_column(tmp_path: Path):
     path = SAMPLE / "16d8d1b9-1430-4043-acb3-d3938a354028.dcm"
-    image, result, findings = _analyse(path)
+    image, result, findings = _analyse(path, BOTH_SOURCES)  # several regions to review
     sr_path = write_results(image, result, findings, tmp_path)[0]
     algorithm_bytes = sr_path.read_bytes()
     algorithm = read_result(sr_path)
@@ -346,13 +347,13 @@ def test_no_box_and_no_mask_still_gives_an_sr(tmp_path: Path):
     region."""
     image = load_image(SAMPLE / "2877c9be-1665-4131-ac0f-7b145696ebc5.dcm")
     result = model_outputs(image)
-    faint = replace(result, prob_map=result.prob_map * 0.3, p_opacity=0.1)
+    faint = replace(result, prob_map=result.prob_map * 0.3, p_opacity=0.05)
     findings = postprocess(faint, spacing_mm=image.spacing_mm)
     assert findings.gated and len(findings.fused) == 0
     (sr_path,) = write_results(image, faint, findings, tmp_path, probability_map=True)
     assert sr_path.name.endswith("_SR.dcm") and dciodvfy_errors(sr_path) == []
     sr = read_result(sr_path)
-    assert sr.regions == () and sr.p_opacity == pytest.approx(0.1)
+    assert sr.regions == () and sr.p_opacity == pytest.approx(0.05)
 
 
 def test_reader_takes_other_makers_objects_and_ignores_the_rest(tmp_path: Path):

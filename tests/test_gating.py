@@ -14,9 +14,9 @@ BOXES = BoxSet.of([[10, 10, 50, 80], [200, 40, 60, 90], [300, 300, 40, 40]], [0.
 
 def test_hard_gate_is_the_default_and_all_or_nothing():
     t = Thresholds()
-    assert t.gate_mode == "hard" and t.gate == 0.3
-    assert len(gate_boxes(BOXES, 0.29, t)) == 0
-    assert len(gate_boxes(BOXES, 0.30, t)) == 3
+    assert t.gate_mode == "hard" and t.gate == 0.1
+    assert len(gate_boxes(BOXES, 0.09, t)) == 0
+    assert len(gate_boxes(BOXES, 0.10, t)) == 3
     assert len(gate_boxes(BOXES, None, t)) == 3
 
 
@@ -49,9 +49,13 @@ def test_gate_settings_are_validated_and_old_settings_still_load():
 
 def test_postprocess_notes_say_what_the_gate_did():
     det = {"det_boxes": BOXES.boxes, "det_scores": BOXES.scores, "image_shape": (512, 512)}
-    f = postprocess(det, Thresholds(fusion="detector"), p_opacity=0.2)
+    f = postprocess(det, Thresholds(fusion="detector", det_score=0.5, gate=0.3), p_opacity=0.2)
     assert f.gated and len(f.fused) == 0 and "P(opacity) 0.20 < 0.30" in f.notes[-1]
-    f = postprocess(det, Thresholds(fusion="detector", gate_mode="product", gate=0.3), p_opacity=0.5)
+    f = postprocess(
+        det, Thresholds(fusion="detector", det_score=0.5, gate_mode="product", gate=0.3), p_opacity=0.5
+    )
     assert f.gated and len(f.fused) == 2 and "1 box(es)" in f.notes[-1]
-    f = postprocess(det, Thresholds(fusion="detector", gate_mode="low_confidence", gate=0.3), p_opacity=0.6)
+    f = postprocess(
+        det, Thresholds(fusion="detector", det_score=0.5, gate_mode="low_confidence", gate=0.3), p_opacity=0.6
+    )
     assert not f.gated and len(f.fused) == 3 and not f.notes

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.dicom_checks import dciodvfy_errors
-from tests.gui_helpers import copy_study, open_and_wait, rsna_images
+from tests.gui_helpers import both_sources_settings, copy_study, open_and_wait, rsna_images
 
 pytest_plugins = ("tests.gui_fixtures",)
 pytestmark = pytest.mark.gui
@@ -36,7 +36,7 @@ def test_export_current_image_as_dicom_reads_back(qtbot, make_window, tmp_path, 
     from pneumoview.dicom_results import StoredGSPS, StoredSEG, StoredSR, read_result
 
     study = copy_study(tmp_path / "study", [TWO_BOXES])
-    w = make_window()
+    w = make_window(both_sources_settings())
     open_and_wait(qtbot, w, study)
     s = w.session
     assert len(s.findings.fused) == 2
@@ -150,11 +150,10 @@ def test_folder_with_results_lists_them_under_the_image_and_shows_the_layer(
 
 def test_review_of_a_dicom_image_is_written_as_review_sr(qtbot, make_window, tmp_path, reviews):
     from pneumoview.dicom_results import read_results
-    from pneumoview.settings import load_settings
 
     other = SAMPLE / "01cad8d0-45cd-4603-b099-94055d322310.dcm"
     study = copy_study(tmp_path / "study", [TWO_BOXES, other])
-    settings = load_settings()
+    settings = both_sources_settings()
     settings.reader_name = "Dr DICOM"
     w = make_window(settings)
     open_and_wait(qtbot, w, study)  # opens the other image first (name order)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.gui_helpers import RSNA_512, copy_study, open_and_wait, rsna_images
+from tests.gui_helpers import RSNA_512, both_sources_settings, copy_study, open_and_wait, rsna_images
 
 pytest_plugins = ("tests.gui_fixtures",)
 pytestmark = pytest.mark.gui
@@ -208,7 +208,7 @@ def test_one_colour_per_box_set_in_legend_canvas_and_png_and_source_confidences(
     from pneumoview.gui.findings_panel import COLUMNS, FUSION_TIP
     from pneumoview.render import BOX_SET_COLOURS
 
-    w = make_window()
+    w = make_window(both_sources_settings())
     open_and_wait(qtbot, w, small_study)
     findings = w.session.findings
     single = [i for i, src in enumerate(findings.fused.sources) if src != "fused"]

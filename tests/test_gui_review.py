@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pneumoview.gui.findings_panel import COLUMNS
-from tests.gui_helpers import copy_study, open_and_wait, rsna_images
+from tests.gui_helpers import both_sources_settings, copy_study, open_and_wait, rsna_images
 
 pytest_plugins = ("tests.gui_fixtures",)
 pytestmark = pytest.mark.gui
@@ -24,9 +24,7 @@ def reviews(tmp_path, monkeypatch) -> Path:
 
 
 def _reader_window(make_window, name: str = "Dr T. Reader"):
-    from pneumoview.settings import load_settings
-
-    settings = load_settings()
+    settings = both_sources_settings()  # the review is of several boxes, from both sources
     settings.reader_name = name
     return make_window(settings)
 
