@@ -354,17 +354,18 @@ def output_conflict(out_dir: str | Path, thresholds: Thresholds) -> str | None:
 
 
 def _model_hashes(engine: Engine) -> dict[str, str]:
-    """Model id → sha256 of every model the engine would run, plus the classifier's P(opacity) calibration when it
-    has one; a journal record made by other models (or the same weights calibrated otherwise) is stale."""
+    """Model id → sha256 of every model the engine would run, plus the classifier's P(opacity) calibration and fusion
+    when it has them; a journal record made by other models (or the same weights calibrated otherwise) is stale."""
     out = {}
     for stage in STAGES:
         try:
             out.update({spec.id: spec.sha256 for spec, _ in engine.stage_specs(stage)})
         except Exception:  # noqa: BLE001 - an unknown id is reported elsewhere; here it just means "no model"
             continue
-    calibration = engine.stage_calibration("classify")
-    if calibration is not None:
-        out["classify:calibration"] = json.dumps(calibration.to_dict(), sort_keys=True)
+    for kind in ("calibration", "fusion"):
+        calibration = engine.stage_calibration("classify", kind)
+        if calibration is not None:
+            out[f"classify:{kind}"] = json.dumps(calibration.to_dict(), sort_keys=True)
     return out
 
 

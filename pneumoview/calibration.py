@@ -11,6 +11,10 @@ Patient's Sex, read from the DICOM header at inference. They are a known shortcu
 machines, of sicker patients, so "AP" raises P(opacity) whatever the lungs show. PNG/JPEG input has no header: its
 features take the "unknown" value, which the fit learns from a copy of every training row with its header removed.
 
+The evidence feature ``det_score`` is the detector's top box score on the image (0 when it found none). A
+calibration that reads it (a manifest's ``fusion`` table) names the detector it was fitted with by a sha256 prefix
+and applies only after that detector ran; otherwise the classifier-only calibration stands.
+
 Qt-free and torch-free; the engine applies it, ``tools/fit_calibration.py`` fits it, the manifest stores it.
 """
 
@@ -28,6 +32,7 @@ from pneumoview.suitability import parse_age_years
 __all__ = [
     "FEATURES",
     "Calibration",
+    "EVIDENCE_FEATURES",
     "expected_calibration_error",
     "feature_row",
     "fit_logistic",
@@ -56,24 +61,36 @@ def _sex(metadata: Mapping[str, str]) -> str:
     return str(metadata.get("PatientSex", "")).strip().upper()
 
 
-# name → f(p, view, metadata); ``p`` is the classifier's P(opacity), ``view`` as in XrayImage.view.
-FEATURES: Mapping[str, Callable[[float, str | None, Mapping[str, str]], float]] = {
-    "logit": lambda p, v, m: _logit(p),
-    "view_ap": lambda p, v, m: float(_view(v) == "AP"),
-    "view_unknown": lambda p, v, m: float(_view(v) not in ("AP", "PA")),
-    "age": lambda p, v, m: 0.0 if (a := _age(m)) is None else (a - _AGE_CENTRE) / _AGE_SCALE,
-    "age_unknown": lambda p, v, m: float(_age(m) is None),
-    "sex_male": lambda p, v, m: float(_sex(m) == "M"),
-    "sex_unknown": lambda p, v, m: float(_sex(m) not in ("M", "F")),
+# name → f(p, view, metadata, evidence); ``p`` is the classifier's P(opacity), ``view`` as in XrayImage.view,
+# ``evidence`` the other models' outputs by name (``det_score``).
+FEATURES: Mapping[str, Callable[[float, str | None, Mapping[str, str], Mapping[str, float]], float]] = {
+    "logit": lambda p, v, m, e: _logit(p),
+    "view_ap": lambda p, v, m, e: float(_view(v) == "AP"),
+    "view_unknown": lambda p, v, m, e: float(_view(v) not in ("AP", "PA")),
+    "age": lambda p, v, m, e: 0.0 if (a := _age(m)) is None else (a - _AGE_CENTRE) / _AGE_SCALE,
+    "age_unknown": lambda p, v, m, e: float(_age(m) is None),
+    "sex_male": lambda p, v, m, e: float(_sex(m) == "M"),
+    "sex_unknown": lambda p, v, m, e: float(_sex(m) not in ("M", "F")),
+    "det_score": lambda p, v, m, e: float(e["det_score"]),
 }
 HEADER_FEATURES = ("view_ap", "view_unknown", "age", "age_unknown", "sex_male", "sex_unknown")
+EVIDENCE_FEATURES = ("det_score",)
 
 
 def feature_row(
-    features: Sequence[str], p: float, view: str | None, metadata: Mapping[str, str]
+    features: Sequence[str],
+    p: float,
+    view: str | None,
+    metadata: Mapping[str, str],
+    evidence: Mapping[str, float] | None = None,
 ) -> np.ndarray:
-    """The feature vector (float64) of one image."""
-    return np.array([FEATURES[name](p, view, metadata) for name in features], dtype=np.float64)
+    """The feature vector (float64) of one image.
+
+    Raises:
+        KeyError: an evidence feature whose value ``evidence`` lacks.
+    """
+    e = evidence or {}
+    return np.array([FEATURES[name](p, view, metadata, e) for name in features], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -84,12 +101,15 @@ class Calibration:
         features: names from :data:`FEATURES`, in the order of ``coef``.
         coef, intercept: the fitted logistic model.
         fitted_on: what it was fitted on, for the model card.
+        detector: sha256 prefix (at least 12 hex digits) of the detector whose top score ``det_score`` is; required
+            when an evidence feature is used, since the coefficients hold for that detector's scores only.
     """
 
     features: tuple[str, ...]
     coef: tuple[float, ...]
     intercept: float
     fitted_on: str = ""
+    detector: str = ""
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.features if f not in FEATURES]
@@ -99,6 +119,19 @@ class Calibration:
             raise ValueError(
                 f"calibration has {len(self.features)} features but {len(self.coef)} coefficients"
             )
+        if self.uses_evidence and len(self.detector) < 12:
+            raise ValueError(
+                "a calibration reading det_score must name its detector (sha256, 12+ hex digits)"
+            )
+
+    @property
+    def uses_evidence(self) -> bool:
+        """True when the probability depends on another model's output (the detector's top score)."""
+        return any(f in EVIDENCE_FEATURES for f in self.features)
+
+    def fits_detector(self, sha256: str) -> bool:
+        """True when ``sha256`` is the digest of the detector this calibration was fitted with."""
+        return bool(self.detector) and sha256.lower().startswith(self.detector.lower())
 
     @property
     def uses_header(self) -> bool:
@@ -110,6 +143,11 @@ class Calibration:
         text = "P(opacity) is recalibrated by a logistic model fitted on " + (
             self.fitted_on or "out-of-fold predictions of the training images"
         )
+        if self.uses_evidence:
+            text += (
+                f", with the detector's top box score as a second input (detector sha256 {self.detector[:12]}); "
+                "it applies after that detector ran, otherwise the classifier-only calibration does"
+            )
         if not self.uses_header:
             return text + "."
         return (
@@ -119,16 +157,23 @@ class Calibration:
             "P(opacity) whatever the lungs show. PNG/JPEG input has no header and takes the fitted 'unknown' terms."
         )
 
-    def apply(self, p: float, view: str | None = None, metadata: Mapping[str, str] | None = None) -> float:
-        """The calibrated probability for a raw P(opacity) ``p`` and the image's header facts."""
-        x = feature_row(self.features, p, view, metadata or {})
+    def apply(
+        self,
+        p: float,
+        view: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        evidence: Mapping[str, float] | None = None,
+    ) -> float:
+        """The calibrated probability for a raw P(opacity) ``p``, the image's header facts and, for a fusion, the
+        other models' ``evidence`` (``{"det_score": top detector score in [0, 1]}``)."""
+        x = feature_row(self.features, p, view, metadata or {}, evidence)
         z = self.intercept + float(np.dot(np.asarray(self.coef), x))
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Calibration:
         """From a manifest table ``calibration = { features = [...], coef = [...], intercept = x, ... }``."""
-        allowed = {"features", "coef", "intercept", "fitted_on", "metrics"}
+        allowed = {"features", "coef", "intercept", "fitted_on", "metrics", "detector"}
         stray = sorted(set(d) - allowed)
         if stray:
             raise ValueError(f"unknown calibration key(s) {stray}; valid: {', '.join(sorted(allowed))}")
@@ -137,16 +182,20 @@ class Calibration:
             coef=tuple(float(c) for c in d["coef"]),
             intercept=float(d["intercept"]),
             fitted_on=str(d.get("fitted_on", "")),
+            detector=str(d.get("detector", "")),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest table (coefficients rounded to 6 decimals)."""
-        return {
+        out: dict[str, Any] = {
             "features": list(self.features),
             "coef": [round(c, 6) for c in self.coef],
             "intercept": round(self.intercept, 6),
             "fitted_on": self.fitted_on,
         }
+        if self.detector:
+            out["detector"] = self.detector
+        return out
 
 
 def fit_logistic(

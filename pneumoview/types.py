@@ -130,6 +130,8 @@ class AnalysisResult:
             boxes: the sum of ``gate_classes``' probabilities), or None.
         gate_classes: the classes whose probabilities make ``p_opacity`` (rsna3: Lung Opacity; acse4: covid,
             lung_opacity, pneumonia), empty when no classifier ran.
+        p_opacity_fused: True when ``p_opacity`` also reads the detector's top box score (the classifier's
+            ``fusion`` in the manifest, applied once the detector it was fitted with has run).
         det_boxes: float32 ``(N, 4)`` detector boxes ``[x, y, w, h]`` in original pixels (all raw detections,
             sorted by score; thresholds are applied later by post-processing), or None when detection did not run.
         det_scores: float32 ``(N,)`` detector scores, or None.
@@ -148,6 +150,7 @@ class AnalysisResult:
     class_probs: np.ndarray | None = None
     p_opacity: float | None = None
     gate_classes: tuple[str, ...] = ()
+    p_opacity_fused: bool = False
     det_boxes: np.ndarray | None = None
     det_scores: np.ndarray | None = None
     prob_map: np.ndarray | None = None

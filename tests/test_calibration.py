@@ -115,7 +115,9 @@ def models_copy(tmp_path_factory) -> Path:
     shutil.copy(src / spec.weights, out / spec.weights)
     block = _shipped_text().split("[[model]]")[1]
     # the shipped calibration goes: this folder's entries carry the test's own
-    block = "".join(line for line in block.splitlines(keepends=True) if not line.startswith("calibration ="))
+    block = "".join(
+        line for line in block.splitlines(keepends=True) if not line.startswith(("calibration =", "fusion ="))
+    )
     assert 'id = "rsna3-classifier"' in block
     cal = '\ncalibration = { features = ["logit", "view_ap", "view_unknown"], coef = [0.5, 2.0, 1.0], intercept = -1.0 }\n'
     text = (
@@ -207,3 +209,53 @@ def test_a_classifier_ensemble_of_models_with_other_classes_is_refused(tmp_path)
     (tmp_path / "manifest.toml").write_text(_shipped_text() + extra, encoding="utf-8")
     with pytest.raises(ManifestError, match="mixed.*must share their classes.*acse4-classifier: \\['covid'"):
         load_manifest([tmp_path], check_builders=False)
+
+
+def test_a_fusion_reads_the_detector_score_and_names_its_detector():
+    fusion = Calibration(("logit", "det_score"), (0.5, 3.0), -1.5, "fold 0", "f20e040d2de91cb0")
+    assert fusion.uses_evidence and not fusion.uses_header
+    assert Calibration.from_dict(fusion.to_dict()) == fusion
+    z = -1.5 + 0.5 * np.log(0.2 / 0.8) + 3.0 * 0.9
+    assert fusion.apply(0.2, evidence={"det_score": 0.9}) == pytest.approx(1 / (1 + np.exp(-z)))
+    assert fusion.apply(0.2, evidence={"det_score": 0.9}) > fusion.apply(0.2, evidence={"det_score": 0.0})
+    assert fusion.fits_detector("F20E040D2DE91CB0" + "0" * 48) and not fusion.fits_detector("ab" * 32)
+    with pytest.raises(KeyError):
+        fusion.apply(0.2)  # no detector score: the engine must not apply it
+    with pytest.raises(ValueError, match="must name its detector"):
+        Calibration(("logit", "det_score"), (0.5, 3.0), -1.5)
+    pair = '\n[[ensemble]]\nid = "pair"\ntask = "classify"\nversion = "1"\nmembers = ["rsna3-classifier"]\n'
+    evidence = '{ features = ["logit", "det_score"], coef = [1.0, 1.0], intercept = 0.0, detector = "f20e040d2de91cb0" }'
+    with pytest.raises(ManifestError, match="a calibration must not read"):
+        parse_manifest(_shipped_text() + pair + f"calibration = {evidence}\n")
+    with pytest.raises(ManifestError, match="a fusion must read"):
+        parse_manifest(
+            _shipped_text() + pair + 'fusion = { features = ["logit"], coef = [1.0], intercept = 0.0 }\n'
+        )
+    _, ensembles = parse_manifest(_shipped_text() + pair + f"fusion = {evidence}\n")
+    assert next(e for e in ensembles if e.id == "pair").fusion is not None
+
+
+def test_shipped_classifier_fuses_with_the_shipped_detector_only():
+    """On a real radiograph: after the detector ran, P(opacity) is the manifest's fusion of the raw classifier
+    probability and the top box score; without the detector (or with another one) it stays the Platt value."""
+    image = load_image(SAMPLE / "01cad8d0-45cd-4603-b099-94055d322310.dcm")
+    engine = Engine(device="cpu", runtime="torch", selection=StageSelection(segment=None))
+    fusion, platt = engine.stage_calibration("classify", "fusion"), engine.stage_calibration("classify")
+    assert fusion is not None and platt is not None
+    steps = list(engine.iter_stages(image))
+    first, last = steps[0], steps[-1]
+    assert last.stages_done == ("classify", "detect") and last.p_opacity_fused and not first.p_opacity_fused
+    p_raw = float(first.class_probs[first.class_names.index("Lung Opacity")])
+    assert first.p_opacity == pytest.approx(platt.apply(p_raw), abs=1e-6)
+    top = float(last.det_scores.max()) if len(last.det_scores) else 0.0
+    assert last.p_opacity == pytest.approx(fusion.apply(p_raw, evidence={"det_score": top}), abs=1e-6)
+    alone = engine.analyze(image, stages=("classify",))
+    assert not alone.p_opacity_fused and alone.p_opacity == pytest.approx(first.p_opacity, abs=1e-6)
+    from pneumoview.batch import _model_hashes
+
+    assert (
+        '"det_score"' in _model_hashes(engine)["classify:fusion"]
+    )  # resumed rows of another fusion are stale
+    other = replace(fusion, detector="0123456789abcdef")
+    assert engine._fuse([image], [first], engine.manifest.model("detector")) == [first]
+    assert not other.fits_detector(engine.manifest.model("detector").sha256)

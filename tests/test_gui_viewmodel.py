@@ -136,3 +136,9 @@ def test_gate_text_says_when_p_opacity_is_calibrated():
     calibrated = replace(base, p_opacity=0.24)
     assert vm.gate_text(calibrated, 0.3) == "Gate: calibrated P(Lung Opacity) = 0.24 (boxes need ≥ 0.30)"
     assert vm.gate_text(replace(base, p_opacity=None), 0.3) == ""
+    fused = replace(
+        base, p_opacity=0.41, p_opacity_fused=True
+    )  # the classifier read with the detector's top box
+    assert (
+        vm.gate_text(fused, 0.1) == "Gate: P(Lung Opacity | classifier + detector) = 0.41 (boxes need ≥ 0.10)"
+    )

@@ -141,7 +141,7 @@ def fit(args: argparse.Namespace) -> int:
     chosen = fit_rows(rows, FEATURE_SETS[args.features], args.fitted_on)
     print("chosen:", chosen.to_dict())
     if args.write:
-        _write(args.write, args.id, chosen)
+        write_table(args.write, args.id, chosen)
     return 0
 
 
@@ -149,7 +149,8 @@ def _auc_se(y: np.ndarray, p: np.ndarray) -> str:
     return f"{roc_auc(y, p):.3f} ± {bootstrap_se(lambda i: roc_auc(y[i], p[i]), len(y)):.3f}"
 
 
-def _write(manifest: Path, ident: str, cal: Calibration) -> None:
+def write_table(manifest: Path, ident: str, cal: Calibration, key: str = "calibration") -> None:
+    """Store ``cal`` as the ``key`` table (``calibration`` or ``fusion``) of model or ensemble ``ident``."""
     import tomllib
 
     from pneumoview.inference.manifest import ensemble_entry_toml, model_entry_toml, upsert_entries
@@ -158,9 +159,9 @@ def _write(manifest: Path, ident: str, cal: Calibration) -> None:
     for kind, render in (("model", model_entry_toml), ("ensemble", ensemble_entry_toml)):
         for entry in doc.get(kind, []):
             if entry["id"] == ident:
-                entry["calibration"] = cal.to_dict()
+                entry[key] = cal.to_dict()
                 upsert_entries(manifest, {ident: render(entry)})
-                print(f"calibration written to {ident} in {manifest}")
+                print(f"{key} written to {ident} in {manifest}")
                 return
     raise SystemExit(f"no model or ensemble {ident!r} in {manifest}")
 

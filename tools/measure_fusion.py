@@ -16,6 +16,7 @@ cache (the held-out split scored by the shipped models). ± is one patient-level
     python tools/measure_fusion.py collect --ids fold0.csv --images DIR --ext .jpg --classifier rsna3-fold0 \
         --segmenter seg-fold0 --detector det-fold0 --cache fold0.pkl
     python tools/measure_fusion.py report --choose fold0.pkl [--report heldout.pkl]
+    python tools/measure_fusion.py fit --choose fold0.pkl --write models/manifest.toml --fitted-on "…"
 """
 
 from __future__ import annotations
@@ -210,6 +211,26 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def fit(args: argparse.Namespace) -> int:
+    """Fit the kept variant (classifier logit + detector top score) on all of ``--choose`` and store it as the
+    classifier's ``fusion`` in a manifest, tied to the detector whose scores it reads."""
+    from pneumoview.calibration import Calibration
+    from pneumoview.inference.manifest import load_manifest
+    from tools.fit_calibration import write_table
+
+    with open(args.choose, "rb") as f:
+        ch = pickle.load(f)
+    keys = sorted(ch)
+    y = np.array([ch[k]["target"] for k in keys])
+    coef, b = fit_logistic(_design(ch, keys, ("cls", "det_score")), y)
+    detector = load_manifest([args.write.parent], check_builders=False).model(args.detector)
+    cal = Calibration(
+        ("logit", "det_score"), tuple(float(c) for c in coef), b, args.fitted_on, detector.sha256[:16]
+    )
+    write_table(args.write, args.id, cal, "fusion")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -236,6 +257,13 @@ def main() -> int:
     r.add_argument("--gate", type=float, default=0.3, help="hard gate for the reported mAP")
     r.add_argument("--boot", type=int, default=1000)
     r.set_defaults(run=report)
+    w = sub.add_parser("fit")
+    w.add_argument("--choose", type=Path, required=True)
+    w.add_argument("--write", type=Path, required=True, help="manifest.toml to store the fusion in")
+    w.add_argument("--id", default="rsna3-classifier", help="the classifier whose fusion it is")
+    w.add_argument("--detector", default="detector", help="the detector (in the same manifest) it applies to")
+    w.add_argument("--fitted-on", required=True, help="what the fit saw, for the model card")
+    w.set_defaults(run=fit)
     args = ap.parse_args()
     return args.run(args)
 

@@ -142,8 +142,9 @@ def gate_text(result: AnalysisResult | None, gate: float) -> str:
     """Which probability gates the boxes, its value and the gate: ``"Gate: P(Lung Opacity) = 0.23 (boxes need ≥
     0.30)"``; for acse4 ``"Gate: P(covid + lung_opacity + pneumonia) = 1 − P(normal) = 0.91 …"``. "calibrated"
     precedes the probability when it differs from the classes' softmax sum (the model's P(opacity) calibration),
-    so the number beside the class bars is not mistaken for a typo. Empty when no classifier ran or it has no gate
-    classes."""
+    so the number beside the class bars is not mistaken for a typo; "classifier + detector" follows the classes
+    when the probability also read the detector's top box score (the classifier's fusion). Empty when no classifier
+    ran or it has no gate classes."""
     if result is None or result.p_opacity is None or not result.gate_classes:
         return ""
     names = " + ".join(result.gate_classes)
@@ -155,6 +156,8 @@ def gate_text(result: AnalysisResult | None, gate: float) -> str:
     if result.class_probs is not None:
         raw = sum(float(result.class_probs[result.class_names.index(c)]) for c in result.gate_classes)
         calibrated = "calibrated " if abs(min(1.0, raw) - result.p_opacity) > 5e-3 else ""
+    if result.p_opacity_fused:
+        return f"Gate: P({names} | classifier + detector) = {result.p_opacity:.2f} ({need})"
     return f"Gate: {calibrated}P({names}) = {result.p_opacity:.2f} ({need})"
 
 

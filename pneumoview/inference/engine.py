@@ -23,7 +23,7 @@ import numpy as np
 
 from pneumoview.calibration import Calibration
 from pneumoview.errors import ModelError, ModelNotInstalledError
-from pneumoview.inference.manifest import Manifest, ModelSpec, load_manifest, models_dirs
+from pneumoview.inference.manifest import EnsembleSpec, Manifest, ModelSpec, load_manifest, models_dirs
 from pneumoview.inference.runtime import Backend, choose_runtime, make_backend
 from pneumoview.preprocess import FrameMap, prepare
 from pneumoview.types import DEFAULT_SELECTION, STAGES, AnalysisResult, ModelRef, XrayImage
@@ -125,14 +125,16 @@ class Engine:
             )
         return [(self.manifest.model(ident), 1.0)]
 
-    def stage_calibration(self, stage: str) -> Calibration | None:
-        """The P(opacity) calibration of the model or ensemble selected for ``stage`` (classify only)."""
+    def stage_calibration(self, stage: str, kind: str = "calibration") -> Calibration | None:
+        """The P(opacity) calibration of the model or ensemble selected for ``stage`` (classify only); with
+        ``kind="fusion"`` its calibration that also reads the detector's top score."""
         ident = getattr(self.selection, stage)
+        spec: ModelSpec | EnsembleSpec | None = None
         if ident in self.manifest.ensembles:
-            return self.manifest.ensemble(ident).calibration
-        if ident in self.manifest.models:
-            return self.manifest.model(ident).calibration
-        return None
+            spec = self.manifest.ensemble(ident)
+        elif ident in self.manifest.models:
+            spec = self.manifest.model(ident)
+        return None if spec is None else getattr(spec, kind)
 
     @property
     def device(self) -> str:
@@ -260,6 +262,8 @@ class Engine:
                 for r in partial
             ]
             ran_any = True
+            if stage == "detect":
+                partial = self._fuse(images, partial, models[0][0])
             yield partial
         if not ran_any:
             total = (time.perf_counter() - t_all) * 1000.0 / max(1, len(images))
@@ -313,6 +317,26 @@ class Engine:
                 out[i], class_names=spec.classes, class_probs=probs_i.astype(np.float32), p_opacity=p_op,
                 gate_classes=spec.gate_names,
             )  # fmt: skip
+        return out
+
+    def _fuse(
+        self, images: Sequence[XrayImage], partial: list[AnalysisResult], detector: ModelSpec
+    ) -> list[AnalysisResult]:
+        """P(opacity) from the classifier's fusion with the detector's top score, when the classifier has one fitted
+        with this detector (by sha256) and both ran; else the results unchanged."""
+        fusion = self.stage_calibration("classify", "fusion")
+        if fusion is None or not fusion.fits_detector(detector.sha256):
+            return partial
+        out = []
+        for im, r in zip(images, partial, strict=True):
+            if r.class_probs is None or not r.gate_classes or r.det_scores is None:
+                out.append(r)
+                continue
+            gate = [r.class_names.index(c) for c in r.gate_classes]
+            p_raw = min(1.0, float(r.class_probs[gate].sum()))
+            top = float(r.det_scores.max()) if len(r.det_scores) else 0.0
+            p = fusion.apply(p_raw, im.view, im.metadata, {"det_score": top})
+            out.append(replace(r, p_opacity=p, p_opacity_fused=True))
         return out
 
     def _segment(self, images, partial, models, batch_size):

@@ -47,6 +47,7 @@ _MODEL_KEYS = {
     "limitations": False,
     "description": False,
     "calibration": False,
+    "fusion": False,
 }
 _ENSEMBLE_KEYS = {
     "id": True,
@@ -59,6 +60,7 @@ _ENSEMBLE_KEYS = {
     "limitations": False,
     "metrics": False,
     "calibration": False,
+    "fusion": False,
 }
 
 
@@ -83,6 +85,7 @@ class ModelSpec:
     limitations: str = ""
     description: str = ""
     calibration: Calibration | None = None
+    fusion: Calibration | None = None
     source: Path | None = None
 
     @property
@@ -121,6 +124,7 @@ class EnsembleSpec:
     limitations: str = ""
     metrics: Mapping[str, Any] = field(default_factory=dict)
     calibration: Calibration | None = None
+    fusion: Calibration | None = None
     source: Path | None = None
 
 
@@ -206,15 +210,21 @@ def _check_keys(table: Mapping[str, Any], spec: Mapping[str, bool], what: str, s
         raise ManifestError(f"{what}{where}: missing required key(s) {', '.join(missing)}")
 
 
-def _calibration(t: Mapping[str, Any], what: str) -> Calibration | None:
-    if "calibration" not in t:
+def _calibration(t: Mapping[str, Any], what: str, key: str = "calibration") -> Calibration | None:
+    """The ``calibration`` table (classifier output and header facts only) or the ``fusion`` table (which must
+    read the detector's evidence, :mod:`pneumoview.calibration`)."""
+    if key not in t:
         return None
     if t["task"] != "classify":
-        raise ManifestError(f"{what}: only classify models and ensembles take a calibration")
+        raise ManifestError(f"{what}: only classify models and ensembles take a {key}")
     try:
-        return Calibration.from_dict(t["calibration"])
+        cal = Calibration.from_dict(t[key])
     except (ValueError, KeyError, TypeError) as exc:
-        raise ManifestError(f"{what}: bad calibration: {exc}") from None
+        raise ManifestError(f"{what}: bad {key}: {exc}") from None
+    if cal.uses_evidence != (key == "fusion"):
+        need = "must" if key == "fusion" else "must not"
+        raise ManifestError(f"{what}: a {key} {need} read another model's output (det_score)")
+    return cal
 
 
 def _parse_model(t: Mapping[str, Any], source: Path | None) -> ModelSpec:
@@ -257,6 +267,7 @@ def _parse_model(t: Mapping[str, Any], source: Path | None) -> ModelSpec:
         limitations=str(t.get("limitations", "")),
         description=str(t.get("description", "")),
         calibration=_calibration(t, what),
+        fusion=_calibration(t, what, "fusion"),
         source=source,
     )
 
@@ -283,6 +294,7 @@ def _parse_ensemble(t: Mapping[str, Any], source: Path | None) -> EnsembleSpec:
         limitations=str(t.get("limitations", "")),
         metrics=dict(t.get("metrics", {})),
         calibration=_calibration(t, what),
+        fusion=_calibration(t, what, "fusion"),
         source=source,
     )
 
