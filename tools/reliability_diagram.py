@@ -27,7 +27,7 @@ from pneumoview.calibration import expected_calibration_error, reliability_bins 
 from pneumoview.rsna_labels import read_classes  # noqa: E402
 
 CLASSES = ROOT.parent / "shared" / "data" / "rsna" / "stage_2_detailed_class_info.csv"
-COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
+COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
 SIZE, MARGIN = 520, 60
 
 

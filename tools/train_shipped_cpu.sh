@@ -70,3 +70,32 @@ PY
 # (trained on the same split, so it never saw a validation patient); ≈ 80 min
 "${T[@]}" detector --recipe light --init-from rsna3-classifier --id detector --epochs 20 --max-minutes 80 \
   --seed 0 --workers 1 "${DATA[@]}" "${COMMON[@]}"
+# Default thresholds and the P(opacity) fusion (≈ 75 min), both chosen on out-of-fold outputs of the training split:
+# fold-0 models (the fold-0 classifier above, two fold-0 segmenters and a fold-0 detector with the shipped recipes)
+# score the 258 fold-0 validation images. `tune` picks the post-processing thresholds (they are built into
+# pneumoview/thresholds.py as the defaults: detector boxes only, score >= 0.6, shrink 0.95, gate 0.1), and
+# measure_fusion.py fits P(opacity) = sigmoid(a logit(p) + b top-detector-score + c) into the classifier's entry.
+F0=(--folds 5 --fold 0 --index "$KF/index-train.csv" --out "$KF/models" --device cpu --split-seed 0 --no-progress)
+"${T[@]}" segmenter --recipe default --model deeplabv3plus:resnet18 --id seg-dl-fold0 --size 128 --epochs 8 --seed 0 \
+  --workers 1 "${DATA[@]:0:4}" "${DATA[@]:6}" "${F0[@]}"
+"${T[@]}" segmenter --recipe default --model unet:resnet18 --id seg-unet-fold0 --size 128 --epochs 7 --seed 1 \
+  --workers 1 "${DATA[@]:0:4}" "${DATA[@]:6}" "${F0[@]}"
+"${T[@]}" detector --recipe light --init-from "$(ls "$KF"/models/rsna3-fold0-*.pt)" --id det-fold0 --size 256 \
+  --epochs 16 --seed 0 --workers 1 "${DATA[@]:0:4}" "${DATA[@]:6}" "${F0[@]}"
+"$PY" - "$KF/models" <<'PY'
+import sys
+from pathlib import Path
+from pneumoview.inference.manifest import ensemble_entry_toml, upsert_entries
+entry = {"id": "seg-fold0", "task": "segment", "version": "1.0.0", "members": ["seg-unet-fold0", "seg-dl-fold0"],
+         "weights": [1.0, 1.0], "description": "fold-0 segmenters (out-of-fold threshold choice only)"}
+upsert_entries(Path(sys.argv[1]) / "manifest.toml", {"seg-fold0": ensemble_entry_toml(entry)})
+PY
+awk -F, 'NR == 1 || $3 == "0"' "$KF/oof.csv" > "$KF/fold0.csv"  # columns: patientId, nih_patient, fold, …
+FOLD0=(--classifier rsna3-fold0 --segmenter seg-fold0 --detector det-fold0)
+PNEUMOVIEW_MODELS="$KF/models" "$PY" -m pneumoview tune "$D/images-512" --labels "$D/stage_2_train_labels.csv" \
+  --only "$KF/fold0.csv" "${FOLD0[@]}" --out "$KF/tune-fold0"
+PNEUMOVIEW_MODELS="$KF/models" "$PY" tools/measure_fusion.py collect --ids "$KF/fold0.csv" --images "$D/images-512" \
+  --labels "$D/stage_2_train_labels.csv" --data "$D" "${FOLD0[@]}" --cache "$KF/fold0.pkl"
+"$PY" tools/measure_fusion.py report --choose "$KF/fold0.pkl"
+"$PY" tools/measure_fusion.py fit --choose "$KF/fold0.pkl" --write "$OUT/manifest.toml" --id rsna3-classifier \
+  --detector detector --fitted-on "258 fold-0 validation images of the training split, scored by fold-0 models that never saw them (a classifier and a detector trained with the shipped recipes on the other 1,024)"
