@@ -259,3 +259,10 @@ def test_shipped_classifier_fuses_with_the_shipped_detector_only():
     other = replace(fusion, detector="0123456789abcdef")
     assert engine._fuse([image], [first], engine.manifest.model("detector")) == [first]
     assert not other.fits_detector(engine.manifest.model("detector").sha256)
+
+
+def test_the_model_card_in_the_viewer_describes_the_fusion():
+    from pneumoview.gui.dialogs import model_cards_html
+
+    text = model_cards_html(None)
+    assert "Fusion with the detector:" in text and "detector sha256 f20e040d2de9" in text

@@ -188,7 +188,7 @@ def model_cards_html(models_dir: str | None, available: Mapping[str, str | None]
         ):
             if text:
                 parts.append(f"<p><b>{title}:</b> {html.escape(text)}</p>")
-        parts.extend(_card_tail(spec.calibration, spec.metrics))
+        parts.extend(_card_tail(spec.calibration, spec.metrics, spec.fusion))
     for ens in manifest.ensembles.values():
         members = ", ".join(ens.members)
         parts.append(
@@ -202,7 +202,7 @@ def model_cards_html(models_dir: str | None, available: Mapping[str, str | None]
         ):
             if text:
                 parts.append(f"<p><b>{title}:</b> {html.escape(text)}</p>")
-        parts.extend(_card_tail(ens.calibration, ens.metrics))
+        parts.extend(_card_tail(ens.calibration, ens.metrics, ens.fusion))
     if available:
         problems = [f"<li>{s}: {html.escape(r)}</li>" for s, r in available.items() if r]
         if problems:
@@ -210,11 +210,14 @@ def model_cards_html(models_dir: str | None, available: Mapping[str, str | None]
     return "".join(parts)
 
 
-def _card_tail(calibration: Calibration | None, metrics: Mapping[str, object]) -> list[str]:
-    """A card's calibration paragraph and metrics table (HTML)."""
+def _card_tail(
+    calibration: Calibration | None, metrics: Mapping[str, object], fusion: Calibration | None = None
+) -> list[str]:
+    """A card's calibration and fusion paragraphs and its metrics table (HTML)."""
     parts = []
-    if calibration is not None:
-        parts.append(f"<p><b>Calibration:</b> {html.escape(calibration.describe())}</p>")
+    for title, cal in (("Calibration", calibration), ("Fusion with the detector", fusion)):
+        if cal is not None:
+            parts.append(f"<p><b>{title}:</b> {html.escape(cal.describe())}</p>")
     if metrics:
         rows = "".join(
             f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
