@@ -228,10 +228,12 @@ def test_app_decodes_jpeg_lossless_in_its_gdcm_worker(app: Path, tmp_path: Path)
     assert len({row["image_id"] for row in rows}) == 1 and rows[0]["p_opacity"], rows
 
 
-def _detector_colour() -> tuple[int, int, int]:
+def _box_colours() -> list[tuple[int, int, int]]:
+    """The colours of the detector's candidate boxes and of the final boxes (which are drawn over the candidates
+    they come from: with the default detector-only fusion, every final box hides its candidate)."""
     from pneumoview.render import BOX_SET_COLOURS
 
-    return tuple(int(c) for c in BOX_SET_COLOURS["detector"][:3])
+    return [tuple(int(c) for c in BOX_SET_COLOURS[k][:3]) for k in ("detector", "fused")]
 
 
 def test_app_viewer_under_xvfb_analyses_and_shows_overlays(app: Path, tmp_path: Path):
@@ -245,6 +247,5 @@ def test_app_viewer_under_xvfb_analyses_and_shows_overlays(app: Path, tmp_path: 
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "no model could run" not in r.stderr
     rgb = np.asarray(Image.open(shot).convert("RGB")).astype(int)
-    colour = np.array(_detector_colour())
-    near = (np.abs(rgb - colour).sum(axis=2) < 40).sum()
-    assert near > 200, f"no detector box drawn in {shot} ({near} pixels of its colour)"
+    near = sum(int((np.abs(rgb - np.array(c)).sum(axis=2) < 40).sum()) for c in _box_colours())
+    assert near > 200, f"no detector or final box drawn in {shot} ({near} pixels of their colours)"
