@@ -160,3 +160,11 @@ class AnalysisResult:
     timings_ms: Mapping[str, float] = field(default_factory=dict)
     stages_done: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+
+    @property
+    def softmax_p_opacity(self) -> float | None:
+        """The gate classes' summed softmax probability (capped at 1), before any calibration or fusion; None when
+        no classifier ran or it has no gate classes."""
+        if self.class_probs is None or not self.gate_classes:
+            return None
+        return min(1.0, sum(float(self.class_probs[self.class_names.index(c)]) for c in self.gate_classes))

@@ -256,9 +256,19 @@ def test_shipped_classifier_fuses_with_the_shipped_detector_only():
     assert (
         '"det_score"' in _model_hashes(engine)["classify:fusion"]
     )  # resumed rows of another fusion are stale
-    other = replace(fusion, detector="0123456789abcdef")
-    assert engine._fuse([image], [first], engine.manifest.model("detector")) == [first]
-    assert not other.fits_detector(engine.manifest.model("detector").sha256)
+    # A fusion fitted with another detector is not applied: P(opacity) stays the classifier's calibrated value.
+    spec = engine.manifest.model("rsna3-classifier")
+    models = {
+        **engine.manifest.models,
+        spec.id: replace(spec, fusion=replace(fusion, detector="0123456789abcdef")),
+    }
+    elsewhere = Engine(
+        replace(engine.manifest, models=models),
+        device="cpu",
+        runtime="torch",
+        selection=StageSelection(segment=None),
+    ).analyze(image)
+    assert not elsewhere.p_opacity_fused and elsewhere.p_opacity == pytest.approx(first.p_opacity, abs=1e-6)
 
 
 def test_the_model_card_in_the_viewer_describes_the_fusion():

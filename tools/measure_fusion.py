@@ -34,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pneumoview.calibration import FEATURES as CAL_FEATURES  # noqa: E402
 from pneumoview.calibration import expected_calibration_error, fit_logistic  # noqa: E402
 from pneumoview.metrics import roc_auc, rsna_image_score  # noqa: E402
 from pneumoview.thresholds import Thresholds  # noqa: E402
@@ -42,35 +43,36 @@ from tools.measure_levers import _auc_se, _boot, _findings, _map_se  # noqa: E40
 DATA = ROOT.parent / "shared" / "data" / "rsna"
 
 
-def _logit(p: float) -> float:
-    q = min(1.0 - 1e-4, max(1e-4, float(p)))
-    return float(np.log(q / (1.0 - q)))
-
-
 def _det_max(c: dict) -> float:
     scores = c["det"][1]
     return float(scores.max()) if len(scores) else 0.0
 
 
-# Each feature of one image's cache entry; "cls" is Platt scaling's only input.
+def _logit(p: float) -> float:
+    return CAL_FEATURES["logit"](p, None, {}, {})
+
+
+# Each feature of one image's cache entry. "logit" and "det_score" are the product's own calibration features
+# (pneumoview.calibration), so a fitted variant of them goes into the manifest as it is; the others are tried here only.
 FEATURES: dict[str, Callable[[dict], float]] = {
-    "cls": lambda c: _logit(c["p_raw"]),
-    "det": lambda c: _logit(_det_max(c)),
-    "det_score": _det_max,
-    "seg": lambda c: _logit(c["seg_max"]),
+    "logit": lambda c: _logit(c["p_raw"]),
+    "det_score": lambda c: CAL_FEATURES["det_score"](c["p_raw"], None, {}, {"det_score": _det_max(c)}),
+    "det_logit": lambda c: _logit(_det_max(c)),
+    "seg_logit": lambda c: _logit(c["seg_max"]),
     "seg_max": lambda c: c["seg_max"],
 }
 VARIANTS: list[tuple[str, ...]] = [
-    ("cls",),
-    ("det",),
-    ("seg",),
-    ("cls", "det"),
-    ("cls", "det_score"),
-    ("cls", "seg"),
-    ("cls", "seg_max"),
-    ("cls", "det", "seg"),
-    ("cls", "det_score", "seg_max"),
+    ("logit",),
+    ("det_logit",),
+    ("seg_logit",),
+    ("logit", "det_logit"),
+    ("logit", "det_score"),
+    ("logit", "seg_logit"),
+    ("logit", "seg_max"),
+    ("logit", "det_logit", "seg_logit"),
+    ("logit", "det_score", "seg_max"),
 ]
+KEPT = ("logit", "det_score")
 GATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 
@@ -168,10 +170,12 @@ def report(args: argparse.Namespace) -> int:
         f"choose on {args.choose}: {len(keys)} images, {y.sum()} with opacity (cross-fitted, out-of-sample)"
     )
     print(
-        "| variant | AUC ± SE | paired vs cls | ECE | " + " | ".join(f"mAP gate {g:g}" for g in GATES) + " |"
+        "| variant | AUC ± SE | paired vs logit (Platt) | ECE | "
+        + " | ".join(f"mAP gate {g:g}" for g in GATES)
+        + " |"
     )
     print("|---|---|---|---|" + "---|" * len(GATES))
-    base = _cross_fitted(ch, keys, ("cls",))
+    base = _cross_fitted(ch, keys, ("logit",))
     for variant in VARIANTS:
         p = _cross_fitted(ch, keys, variant)
         auc, se = _auc_se(y, p, boots)
@@ -222,11 +226,9 @@ def fit(args: argparse.Namespace) -> int:
         ch = pickle.load(f)
     keys = sorted(ch)
     y = np.array([ch[k]["target"] for k in keys])
-    coef, b = fit_logistic(_design(ch, keys, ("cls", "det_score")), y)
+    coef, b = fit_logistic(_design(ch, keys, KEPT), y)
     detector = load_manifest([args.write.parent], check_builders=False).model(args.detector)
-    cal = Calibration(
-        ("logit", "det_score"), tuple(float(c) for c in coef), b, args.fitted_on, detector.sha256[:16]
-    )
+    cal = Calibration(KEPT, tuple(float(c) for c in coef), b, args.fitted_on, detector.sha256[:16])
     write_table(args.write, args.id, cal, "fusion")
     return 0
 

@@ -152,12 +152,10 @@ def gate_text(result: AnalysisResult | None, gate: float) -> str:
     if len(result.gate_classes) > 1 and len(rest) == 1:
         names += f") = 1 − P({rest[0]}"
     need = f"boxes need ≥ {gate:.2f}" if gate > 0 else "gate off"
-    calibrated = ""
-    if result.class_probs is not None:
-        raw = sum(float(result.class_probs[result.class_names.index(c)]) for c in result.gate_classes)
-        calibrated = "calibrated " if abs(min(1.0, raw) - result.p_opacity) > 5e-3 else ""
     if result.p_opacity_fused:
         return f"Gate: P({names} | classifier + detector) = {result.p_opacity:.2f} ({need})"
+    raw = result.softmax_p_opacity
+    calibrated = "calibrated " if raw is not None and abs(raw - result.p_opacity) > 5e-3 else ""
     return f"Gate: {calibrated}P({names}) = {result.p_opacity:.2f} ({need})"
 
 

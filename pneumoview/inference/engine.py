@@ -329,11 +329,10 @@ class Engine:
             return partial
         out = []
         for im, r in zip(images, partial, strict=True):
-            if r.class_probs is None or not r.gate_classes or r.det_scores is None:
+            p_raw = r.softmax_p_opacity
+            if p_raw is None or r.det_scores is None:
                 out.append(r)
                 continue
-            gate = [r.class_names.index(c) for c in r.gate_classes]
-            p_raw = min(1.0, float(r.class_probs[gate].sum()))
             top = float(r.det_scores.max()) if len(r.det_scores) else 0.0
             p = fusion.apply(p_raw, im.view, im.metadata, {"det_score": top})
             out.append(replace(r, p_opacity=p, p_opacity_fused=True))
