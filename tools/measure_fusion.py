@@ -79,7 +79,7 @@ GATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 def collect(args: argparse.Namespace) -> int:
     from pneumoview.imaging import load_image
     from pneumoview.inference.engine import Engine, StageSelection
-    from pneumoview.postprocess import boxes_from_probability
+    from pneumoview.postprocess import BoxSet, boxes_from_probability
     from pneumoview.rsna_labels import read_labels, scale_boxes
 
     with open(args.ids, encoding="utf-8", newline="") as f:
@@ -98,9 +98,12 @@ def collect(args: argparse.Namespace) -> int:
         chunk = rows[start : start + 8]
         images = [load_image(args.images / f"{r['patientId']}{args.ext}") for r in chunk]
         for r, im, res in zip(chunk, images, engine.analyze_batch(images), strict=True):
-            assert res.class_probs is not None and res.prob_map is not None and res.det_scores is not None
+            assert res.class_probs is not None and res.det_scores is not None
             gate = [res.class_names.index(c) for c in res.gate_classes]
-            seg = boxes_from_probability(res.prob_map, t)
+            if res.prob_map is not None:
+                seg, seg_max = boxes_from_probability(res.prob_map, t), float(res.prob_map.max())
+            else:
+                seg, seg_max = BoxSet.of(np.zeros((0, 4)), np.zeros(0), "segmentation"), float("nan")
             key = r["patientId"]
             cache[key] = {
                 "patient": patient.get(key, key),
@@ -111,7 +114,7 @@ def collect(args: argparse.Namespace) -> int:
                 "p_shipped": float(res.p_opacity or 0.0),
                 "det": (np.asarray(res.det_boxes), np.asarray(res.det_scores)),
                 "seg": (seg.boxes, seg.scores),
-                "seg_max": float(res.prob_map.max()),
+                "seg_max": seg_max,
             }
         print(
             f"{len(cache)}/{len(rows)} images, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True
@@ -248,7 +251,7 @@ def main() -> int:
         "--data", type=Path, default=DATA, help="folder with index.csv (NIH patient of each image)"
     )
     c.add_argument("--classifier", required=True)
-    c.add_argument("--segmenter", required=True)
+    c.add_argument("--segmenter", default=None, help="segmentation model or ensemble (default: none)")
     c.add_argument("--detector", required=True)
     c.add_argument("--runtime", default="auto")
     c.add_argument("--cache", type=Path, required=True)

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Cross-validate the shipped pipeline's rules (issue #11): per fold, the out-of-fold outputs of fold models trained
+with the shipped recipes, scored with the shipped P(opacity) calibration and fusion coefficients and the default
+thresholds, as a per-fold and a pooled RSNA mAP and P(opacity) AUC with patient-level bootstrap standard errors.
+
+The out-of-fold outputs are kept in the repository (``docs/evidence/oof-fold<I>.csv``, one row per image: the
+classifier's raw P(opacity) and every detector box with its score, in the pixel frame of the 512-px training image),
+so that folds trained in different sessions add up and the table can be recomputed without the fold models.
+
+    python tools/crossval_pipeline.py folds --index TRAIN_INDEX --out folds.csv
+    python tools/measure_fusion.py collect --ids folds.csv --fold 2 --images DIR --classifier rsna3-fold2 \
+        --detector det-fold2 --labels LABELS --cache fold2.pkl
+    python tools/crossval_pipeline.py export --cache fold2.pkl --fold 2 --out docs/evidence/oof-fold2.csv
+    python tools/crossval_pipeline.py report docs/evidence/oof-fold*.csv
+
+The coefficients of the shipped fusion were fitted on fold 0, so fold 0's rows are in-sample for it (and for the
+thresholds, which `pneumoview tune` chose there); ``report`` says so in its table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pneumoview.calibration import Calibration, expected_calibration_error  # noqa: E402
+from pneumoview.metrics import rsna_image_score  # noqa: E402
+from pneumoview.thresholds import Thresholds  # noqa: E402
+from tools.measure_fusion import _paired  # noqa: E402
+from tools.measure_levers import _auc_se, _boot, _findings, _map_se  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "rsna"
+CHOSEN_ON = {0}  # the fold the shipped thresholds and fusion were chosen on
+FIELDS = ["patientId", "nih_patient", "fold", "target", "rows", "cols", "p_raw", "det"]
+
+
+def _boxes_text(boxes: np.ndarray, scores: np.ndarray) -> str:
+    """``x y w h score`` per box (pixels of the scored image, score in [0, 1]), ``;``-separated."""
+    return ";".join(
+        f"{b[0]:.1f} {b[1]:.1f} {b[2]:.1f} {b[3]:.1f} {s:.4f}"
+        for b, s in zip(np.asarray(boxes).reshape(-1, 4), scores, strict=True)
+    )
+
+
+def _boxes_parse(text: str) -> tuple[np.ndarray, np.ndarray]:
+    vals = np.array([[float(v) for v in part.split()] for part in text.split(";") if part.strip()])
+    if not len(vals):
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+    return vals[:, :4].astype(np.float32), vals[:, 4].astype(np.float32)
+
+
+def folds(args: argparse.Namespace) -> int:
+    """Every training image with its fold, as the trainer's ``--folds K --fold I`` deals them."""
+    from pneumoview.training.datasets import load_rsna, patient_strata
+    from pneumoview.training.splits import patient_split
+
+    src = load_rsna(
+        args.data / "stage_2_train_labels.csv", args.data / "images-512",
+        classes_csv=args.data / "stage_2_detailed_class_info.csv", index_csv=args.index,
+    )  # fmt: skip
+    recs = src.records
+    with open(args.out, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["patientId", "nih_patient", "fold", "target"])
+        for fold in range(args.folds):
+            split = patient_split(
+                [r.patient for r in recs],
+                patient_strata(recs),
+                seed=args.split_seed,
+                folds=args.folds,
+                fold=fold,
+            )
+            w.writerows(
+                [recs[i].key, recs[i].patient, fold, int(recs[i].label == "Lung Opacity")] for i in split.val
+            )
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    with open(args.cache, "rb") as f:
+        cache = pickle.load(f)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
+        w.writeheader()
+        for key in sorted(cache):
+            c = cache[key]
+            w.writerow({
+                "patientId": key, "nih_patient": c["patient"], "fold": args.fold, "target": c["target"],
+                "rows": c["shape"][0], "cols": c["shape"][1], "p_raw": f"{c['p_raw']:.6f}",
+                "det": _boxes_text(*c["det"]),
+            })  # fmt: skip
+    print(f"{len(cache)} images -> {args.out}")
+    return 0
+
+
+def load_rows(paths: list[Path], labels: Path) -> dict[str, dict]:
+    """patientId → the entry ``tools.measure_levers`` scores: patient, fold, target, shape, ground truth, raw
+    P(opacity), detector boxes and (no) segmentation boxes."""
+    from pneumoview.rsna_labels import read_labels, scale_boxes
+
+    truth = read_labels(labels)
+    out: dict[str, dict] = {}
+    for path in paths:
+        with open(path, encoding="utf-8", newline="") as f:
+            for r in csv.DictReader(f):
+                shape = (int(r["rows"]), int(r["cols"]))
+                out[r["patientId"]] = {
+                    "patient": r["nih_patient"], "fold": int(r["fold"]), "target": int(r["target"]),
+                    "shape": shape, "gt": scale_boxes(truth.get(r["patientId"], np.zeros((0, 4))), shape),
+                    "p_raw": float(r["p_raw"]), "det": _boxes_parse(r["det"]),
+                }  # fmt: skip
+    return out
+
+
+def _probabilities(rows: dict[str, dict], keys: list[str], cal: Calibration) -> np.ndarray:
+    out = []
+    for k in keys:
+        scores = rows[k]["det"][1]
+        top = float(scores.max()) if len(scores) else 0.0
+        out.append(cal.apply(rows[k]["p_raw"], None, {}, {"det_score": top}))
+    return np.array(out)
+
+
+def _map_scores(rows: dict[str, dict], keys: list[str], p: np.ndarray, t: Thresholds) -> np.ndarray:
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+    out = []
+    for k, pk in zip(keys, p, strict=True):
+        c = rows[k]
+        found = _findings({"p": float(pk), "det": c["det"], "seg": empty}, c["shape"], t)
+        s = rsna_image_score(c["gt"], found.boxes, found.scores)
+        out.append(np.nan if s is None else s)
+    return np.array(out)
+
+
+def _line(
+    name: str, rows: dict[str, dict], keys: list[str], platt: Calibration, fusion: Calibration, n: int
+) -> str:
+    y = np.array([rows[k]["target"] for k in keys])
+    boots = _boot(rows, keys, n)
+    p_cls = np.array([platt.apply(rows[k]["p_raw"]) for k in keys])
+    p_fused = _probabilities(rows, keys, fusion)
+    t = Thresholds()
+    a_cls, a_fused = _auc_se(y, p_cls, boots), _auc_se(y, p_fused, boots)
+    d, dse = _paired(y, p_fused, p_cls, boots)
+    m = _map_se(_map_scores(rows, keys, p_fused, t), boots)
+    m_det = _map_se(_map_scores(rows, keys, np.ones(len(keys)), t), boots)
+    return (
+        f"| {name} | {len(keys)} ({int(y.sum())}) | {a_cls[0]:.3f} ± {a_cls[1]:.3f} | {a_fused[0]:.3f} ± "
+        f"{a_fused[1]:.3f} | {d:+.3f} ± {dse:.3f} | "
+        f"{expected_calibration_error(p_cls, y):.3f} / {expected_calibration_error(p_fused, y):.3f} | "
+        f"{m[0]:.3f} ± {m[1]:.3f} | {m_det[0]:.3f} ± {m_det[1]:.3f} |"
+    )
+
+
+def report(args: argparse.Namespace) -> int:
+    from pneumoview.inference.manifest import load_manifest
+
+    spec = load_manifest([args.models], check_builders=False).model(args.classifier)
+    if spec.calibration is None or spec.fusion is None:
+        raise SystemExit(
+            f"{args.classifier} in {args.models} has no calibration and fusion to cross-validate"
+        )
+    rows = load_rows(args.oof, args.labels)
+    folds = sorted({r["fold"] for r in rows.values()})
+    print(
+        "| fold | images (with opacity) | AUC classifier (Platt) | AUC fused | paired | ECE Platt / fused | "
+        "mAP, 1.2 defaults | mAP, detector alone |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for fold in folds:
+        keys = sorted(k for k, r in rows.items() if r["fold"] == fold)
+        name = f"{fold} (chosen here)" if fold in CHOSEN_ON else str(fold)
+        print(_line(name, rows, keys, spec.calibration, spec.fusion, args.boot))
+    if len(folds) > 1:
+        keys = sorted(rows)
+        print(
+            _line(
+                f"pooled {', '.join(map(str, folds))}", rows, keys, spec.calibration, spec.fusion, args.boot
+            )
+        )
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("folds", help="the fold of every training image, as the trainer deals them")
+    s.add_argument("--index", type=Path, required=True, help="index.csv of the training split's images")
+    s.add_argument("--data", type=Path, default=DATA)
+    s.add_argument("--folds", type=int, default=5)
+    s.add_argument("--split-seed", type=int, default=0)
+    s.add_argument("--out", type=Path, required=True)
+    s.set_defaults(run=folds)
+    e = sub.add_parser("export", help="a measure_fusion cache as an out-of-fold evidence CSV")
+    e.add_argument("--cache", type=Path, required=True)
+    e.add_argument("--fold", type=int, required=True)
+    e.add_argument("--out", type=Path, required=True)
+    e.set_defaults(run=export)
+    r = sub.add_parser("report", help="per-fold and pooled AUC and mAP of the shipped rules")
+    r.add_argument("oof", type=Path, nargs="+", help="evidence CSVs written by export")
+    r.add_argument("--labels", type=Path, default=DATA / "stage_2_train_labels.csv")
+    r.add_argument(
+        "--models", type=Path, default=ROOT / "models", help="folder whose manifest has the classifier"
+    )
+    r.add_argument("--classifier", default="rsna3-classifier")
+    r.add_argument("--boot", type=int, default=1000)
+    r.set_defaults(run=report)
+    args = ap.parse_args()
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
