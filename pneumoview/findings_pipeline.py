@@ -184,7 +184,7 @@ def image_status(findings: Findings | None, result: AnalysisResult | None) -> tu
     if findings.positive:
         n = len(findings.fused)
         return FINDING, ", ".join(filter(None, [f"{n} box{'es' if n != 1 else ''}", p]))
-    why = "classifier gate" if findings.gated else ""
+    why = "P(opacity) gate" if findings.gated else ""
     return NO_FINDING, ", ".join(filter(None, ["no box", why, p]))
 
 

@@ -47,16 +47,16 @@ def gate_note(before: int, after: int, p_opacity: float | None, thresholds: Thre
         return None
     if t.gate_mode == "hard":
         if p_opacity < t.gate:
-            return f"classifier gate: P(opacity) {p_opacity:.2f} < {t.gate:.2f}, so no boxes are reported."
+            return f"P(opacity) gate: P(opacity) {p_opacity:.2f} < {t.gate:.2f}, so no boxes are reported."
         return None
     if after >= before:
         return None
     if t.gate_mode == "product":
         return (
-            f"classifier gate (product): {before - after} box(es) with score × P(opacity {p_opacity:.2f}) "
+            f"P(opacity) gate (product): {before - after} box(es) with score × P(opacity {p_opacity:.2f}) "
             f"< {t.gate:.2f} dropped."
         )
     return (
-        f"classifier gate (low confidence): P(opacity) {p_opacity:.2f} < {t.gate:.2f}, so {before - after} "
+        f"P(opacity) gate (low confidence): P(opacity) {p_opacity:.2f} < {t.gate:.2f}, so {before - after} "
         f"box(es) scoring below {t.gate_box_score:.2f} dropped."
     )

@@ -87,7 +87,7 @@ def test_status_rows_and_areas():
         box = vm.boxset_of(f, r.set).boxes[r.index]
         assert (r.x, r.y, r.w, r.h) == pytest.approx(tuple(float(v) for v in box))
     gated = postprocess(result, Thresholds(gate=0.9))
-    assert vm.image_status(gated, result) == (vm.NO_FINDING, "no box, classifier gate, P(opacity) 0.70")
+    assert vm.image_status(gated, result) == (vm.NO_FINDING, "no box, P(opacity) gate, P(opacity) 0.70")
     assert vm.image_status(None, None)[0] == vm.NOT_ANALYSED
     only_cls = _result(image_shape=(200, 200), p_opacity=0.7, stages_done=("classify",))
     f_cls = postprocess(only_cls, Thresholds(gate=0.3))

@@ -21,7 +21,7 @@ _FLOAT_OPTIONS = {
     "det_score": ("--det-score", "minimum detector score"),
     "nms_iou": ("--nms-iou", "IoU above which overlapping detector boxes are suppressed"),
     "fusion_iou": ("--fusion-iou", "IoU at which detector and segmentation boxes are merged"),
-    "gate": ("--gate", "classifier gate: no boxes when P(opacity) is below this (0 = off)"),
+    "gate": ("--gate", "P(opacity) gate: no boxes when P(opacity) is below this (0 = off)"),
 }
 
 

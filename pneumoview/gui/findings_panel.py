@@ -22,7 +22,7 @@ FUSION_TIP = (
     "segmentation's own confidences are shown here."
 )
 _TIPS = {
-    "Set": "final: the reported boxes; det / seg: what each model found on its own (before the classifier gate)",
+    "Set": "final: the reported boxes; det / seg: what each model found on its own (before the P(opacity) gate)",
     "Found by": "both: the detector and the segmentation agree (fused box)",
     "Conf.": "the box's confidence; for a final box fused by WBF, the mean of the two models' confidences",
     "Sources": FUSION_TIP,
@@ -68,7 +68,7 @@ class FindingsPanel(QtWidgets.QWidget):
         self.gate_label = QtWidgets.QLabel("")
         self.gate_label.setWordWrap(True)
         self.gate_label.setToolTip(
-            "The probability that removes every box when it is below the classifier gate"
+            "The probability that removes every box when it is below the P(opacity) gate"
         )
         self.gate = 0.0
 

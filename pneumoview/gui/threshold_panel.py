@@ -33,7 +33,7 @@ _SLIDERS = {
     "nms_iou": ("Detector NMS IoU", 0.05, 1.0, 0.01, 2,
                 "A detector box overlapping a better one by more than this IoU is suppressed."),
     "fusion_iou": ("Fusion IoU", 0.05, 1.0, 0.01, 2, "Boxes of the two models overlapping by this IoU are merged."),
-    "gate": ("Classifier gate", 0.0, 1.0, 0.01, 2,
+    "gate": ("P(opacity) gate", 0.0, 1.0, 0.01, 2,
              "Hard gate: no box is reported when P(opacity) is below this (0 turns it off). Product gate: boxes "
              "whose score × P(opacity) is below this are dropped. Low-confidence gate: below this P(opacity), "
              "only boxes under the gate box score are dropped."),
