@@ -14,21 +14,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pneumoview.inference.manifest import load_manifest  # noqa: E402
 from pneumoview.rsna_labels import read_labels, scale_boxes  # noqa: E402
 from tools import crossval_pipeline as cv  # noqa: E402
 
 
-def _cache(labels: Path, perfect: bool) -> dict:
+def _cache(labels: Path, perfect: bool, first: int = 0) -> dict:
     """Two opacity images whose detector boxes are the radiologists' (or elsewhere) and two without opacity."""
     truth = read_labels(labels)
-    positives = [k for k, b in truth.items() if len(b)][:2]
-    negatives = [k for k, b in truth.items() if not len(b)][:2]
+    positives = [k for k, b in truth.items() if len(b)][first : first + 2]
+    negatives = [k for k, b in truth.items() if not len(b)][first : first + 2]
     out = {}
     for i, k in enumerate(positives + negatives):
         gt = scale_boxes(truth[k], (512, 512))
         boxes = gt if perfect else gt + np.array([300.0, 300.0, 0.0, 0.0], np.float32)
         out[k] = {
-            "patient": f"p{i}", "target": int(k in positives), "shape": (512, 512),
+            "patient": f"p{first + i}", "target": int(k in positives), "shape": (512, 512),
             "p_raw": 0.9 if k in positives else 0.05,
             "det": (boxes, np.full(len(boxes), 0.95, np.float32)),
         }  # fmt: skip
@@ -58,3 +59,40 @@ def test_report_scores_exported_rows_with_the_shipped_rules(shared_data, tmp_pat
     expected = "1.000" if perfect else "0.000"
     assert line[7].strip().startswith(expected) and line[8].strip().startswith(expected)
     assert line[3].strip().startswith("1.000") and line[4].strip().startswith("1.000")
+
+
+def test_refit_needs_two_folds_and_keeps_the_manifest_unless_the_rule_adopts(shared_data, tmp_path, capsys):
+    import shutil
+
+    labels = shared_data / "rsna" / "stage_2_train_labels.csv"
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(ROOT / "models" / "manifest.toml", models / "manifest.toml")
+    before = (models / "manifest.toml").read_text()
+    paths = []
+    for fold, perfect in ((2, True), (3, False)):
+        (tmp_path / f"c{fold}.pkl").write_bytes(pickle.dumps(_cache(labels, perfect, first=2 * fold)))
+        paths.append(tmp_path / f"oof-fold{fold}.csv")
+        cv.export(argparse.Namespace(cache=tmp_path / f"c{fold}.pkl", fold=fold, out=paths[-1]))
+    args = argparse.Namespace(
+        oof=paths[:1], labels=labels, models=models, classifier="rsna3-classifier", boot=50, write=True,
+        fitted_on="test",
+    )  # fmt: skip
+    with pytest.raises(SystemExit, match="at least two folds"):
+        cv.refit(args)
+    args.oof = paths
+    assert cv.refit(args) == 0
+    out = capsys.readouterr().out
+    assert "8 images of folds [2, 3]" in out and "log loss" in out
+    verdict = next(line for line in out.splitlines() if line.startswith("log loss gain"))
+    # raw P(opacity) 0.9 vs 0.05 separates these images perfectly: a fit on them is far sharper than the shipped one
+    assert verdict.endswith(": adopt")
+    fusion = load_manifest([models], check_builders=False).model("rsna3-classifier").fusion
+    assert fusion is not None and fusion.fitted_on == "test" and fusion.detector == "f20e040d2de91cb0"
+    args.write = False
+    (models / "manifest.toml").write_text(before)
+    cv.refit(args)
+    assert (models / "manifest.toml").read_text() == before
+    args.oof = [paths[0], paths[0]]
+    with pytest.raises(SystemExit, match="in two files"):
+        cv.refit(args)

@@ -111,6 +111,8 @@ def load_rows(paths: list[Path], labels: Path) -> dict[str, dict]:
     for path in paths:
         with open(path, encoding="utf-8", newline="") as f:
             for r in csv.DictReader(f):
+                if r["patientId"] in out:
+                    raise SystemExit(f"{path}: image {r['patientId']} is in two files (each image has one fold)")
                 shape = (int(r["rows"]), int(r["cols"]))
                 out[r["patientId"]] = {
                     "patient": r["nih_patient"], "fold": int(r["fold"]), "target": int(r["target"]),
@@ -189,6 +191,71 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _features(rows: dict[str, dict], keys: list[str], features: tuple[str, ...]) -> np.ndarray:
+    from pneumoview.calibration import feature_row
+
+    out = []
+    for k in keys:
+        scores = rows[k]["det"][1]
+        top = float(scores.max()) if len(scores) else 0.0
+        out.append(feature_row(features, rows[k]["p_raw"], None, {}, {"det_score": top}))
+    return np.array(out, dtype=np.float64)
+
+
+def _log_loss(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def refit(args: argparse.Namespace) -> int:
+    """The declared rule (docs/evidence/README.md): the fusion refitted across the given folds (fit on the others,
+    score each fold) against the shipped coefficients, by per-image log loss with a paired patient bootstrap; with
+    ``--write``, and only when the refit wins by more than one standard error, its fit on all the rows goes into
+    the manifest."""
+    from pneumoview.calibration import fit_logistic
+    from pneumoview.inference.manifest import load_manifest
+    from tools.fit_calibration import write_table
+
+    spec = load_manifest([args.models], check_builders=False).model(args.classifier)
+    shipped = spec.fusion
+    if shipped is None:
+        raise SystemExit(f"{args.classifier} in {args.models} has no fusion to compare with")
+    rows = load_rows(args.oof, args.labels)
+    keys = sorted(rows)
+    fold = np.array([rows[k]["fold"] for k in keys])
+    if len(set(fold)) < 2:
+        raise SystemExit(
+            "refit needs the rows of at least two folds (each fold is scored by a fit on the others)"
+        )
+    y = np.array([rows[k]["target"] for k in keys], dtype=np.float64)
+    x = _features(rows, keys, shipped.features)
+    crossed = np.zeros(len(keys))
+    for f in sorted(set(fold)):
+        coef, b = fit_logistic(x[fold != f], y[fold != f])
+        crossed[fold == f] = 1.0 / (1.0 + np.exp(-np.clip(x[fold == f] @ coef + b, -50, 50)))
+    old = _probabilities(rows, keys, shipped)
+    d = _log_loss(old, y) - _log_loss(crossed, y)
+    boots = _boot(rows, keys, args.boot)
+    se = float(np.std([d[b].mean() for b in boots], ddof=1))
+    print(f"{len(keys)} images of folds {sorted(set(fold.tolist()))}, {int(y.sum())} with opacity")
+    for name, p in (("shipped coefficients", old), ("refit, cross-fitted", crossed)):
+        a = _auc_se(y, p, boots)
+        print(
+            f"{name:22s} log loss {_log_loss(p, y).mean():.4f}, AUC {a[0]:.3f} ± {a[1]:.3f}, "
+            f"ECE {expected_calibration_error(p, y):.3f}, mean {p.mean():.3f} (prevalence {y.mean():.3f})"
+        )
+    wins = d.mean() > se
+    print(f"log loss gain of the refit {d.mean():+.4f} ± {se:.4f}: {'adopt' if wins else 'keep the shipped'}")
+    coef, b = fit_logistic(x, y)
+    print(f"fit on all rows: coef {np.round(coef, 6).tolist()}, intercept {b:.6f}")
+    if args.write and wins:
+        cal = Calibration(
+            shipped.features, tuple(float(c) for c in coef), b, args.fitted_on, shipped.detector
+        )
+        write_table(args.models / "manifest.toml", args.classifier, cal, "fusion")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -213,6 +280,17 @@ def main() -> int:
     r.add_argument("--classifier", default="rsna3-classifier")
     r.add_argument("--boot", type=int, default=1000)
     r.set_defaults(run=report)
+    f = sub.add_parser("refit", help="the declared refit rule for the fusion coefficients")
+    f.add_argument("oof", type=Path, nargs="+", help="evidence CSVs of two or more folds")
+    f.add_argument("--labels", type=Path, default=DATA / "stage_2_train_labels.csv")
+    f.add_argument("--models", type=Path, default=ROOT / "models")
+    f.add_argument("--classifier", default="rsna3-classifier")
+    f.add_argument("--boot", type=int, default=1000)
+    f.add_argument(
+        "--write", action="store_true", help="store the refit in the manifest when the rule adopts it"
+    )
+    f.add_argument("--fitted-on", default="out-of-fold outputs of the training split's folds")
+    f.set_defaults(run=refit)
     args = ap.parse_args()
     return args.run(args)
 
