@@ -58,28 +58,13 @@ def _boxes_parse(text: str) -> tuple[np.ndarray, np.ndarray]:
 
 def folds(args: argparse.Namespace) -> int:
     """Every training image with its fold, as the trainer's ``--folds K --fold I`` deals them."""
-    from pneumoview.training.datasets import load_rsna, patient_strata
-    from pneumoview.training.splits import patient_split
+    from tools.fit_calibration import fold_records
 
-    src = load_rsna(
-        args.data / "stage_2_train_labels.csv", args.data / "images-512",
-        classes_csv=args.data / "stage_2_detailed_class_info.csv", index_csv=args.index,
-    )  # fmt: skip
-    recs = src.records
     with open(args.out, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["patientId", "nih_patient", "fold", "target"])
-        for fold in range(args.folds):
-            split = patient_split(
-                [r.patient for r in recs],
-                patient_strata(recs),
-                seed=args.split_seed,
-                folds=args.folds,
-                fold=fold,
-            )
-            w.writerows(
-                [recs[i].key, recs[i].patient, fold, int(recs[i].label == "Lung Opacity")] for i in split.val
-            )
+        for fold, recs in enumerate(fold_records(args.data, args.index, args.folds, args.split_seed)):
+            w.writerows([r.key, r.patient, fold, int(r.label == "Lung Opacity")] for r in recs)
     return 0
 
 
@@ -112,7 +97,9 @@ def load_rows(paths: list[Path], labels: Path) -> dict[str, dict]:
         with open(path, encoding="utf-8", newline="") as f:
             for r in csv.DictReader(f):
                 if r["patientId"] in out:
-                    raise SystemExit(f"{path}: image {r['patientId']} is in two files (each image has one fold)")
+                    raise SystemExit(
+                        f"{path}: image {r['patientId']} is in two files (each image has one fold)"
+                    )
                 shape = (int(r["rows"]), int(r["cols"]))
                 out[r["patientId"]] = {
                     "patient": r["nih_patient"], "fold": int(r["fold"]), "target": int(r["target"]),

@@ -42,30 +42,44 @@ FEATURE_SETS = {"platt": ("logit",), "header": ("logit", *HEADER_FEATURES)}
 NO_HEADER: dict[str, str] = {}
 
 
+def fold_records(data: Path, index: Path, folds: int, split_seed: int) -> list[list]:
+    """The images of each fold (RSNA records of ``data``'s ``images-512``, restricted to ``index``), as the
+    trainer's ``--folds K --fold I --split-seed S`` deals them: element I is fold I's validation images."""
+    from pneumoview.training.datasets import load_rsna, patient_strata
+    from pneumoview.training.splits import patient_split
+
+    src = load_rsna(
+        data / "stage_2_train_labels.csv", data / "images-512",
+        classes_csv=data / "stage_2_detailed_class_info.csv", index_csv=index,
+    )  # fmt: skip
+    recs = src.records
+    strata = patient_strata(recs)
+    return [
+        [
+            recs[i]
+            for i in patient_split(
+                [r.patient for r in recs], strata, seed=split_seed, folds=folds, fold=k
+            ).val
+        ]
+        for k in range(folds)
+    ]
+
+
 def oof(args: argparse.Namespace) -> int:
     from pneumoview.imaging import load_image
     from pneumoview.inference.engine import Engine, StageSelection
-    from pneumoview.training.datasets import load_rsna, patient_strata
-    from pneumoview.training.splits import patient_split
     from tools.rsna_dicom import read_rsna_headers
 
-    src = load_rsna(
-        args.data / "stage_2_train_labels.csv", args.data / "images-512",
-        classes_csv=args.data / "stage_2_detailed_class_info.csv", index_csv=args.index,
-    )  # fmt: skip
-    recs = src.records
-    headers = read_rsna_headers(args.data / "stage_2_train_dicom_headers.csv.gz", [r.key for r in recs])
+    per_fold = fold_records(args.data, args.index, args.folds, args.split_seed)
+    keys = [r.key for recs in per_fold for r in recs]
+    headers = read_rsna_headers(args.data / "stage_2_train_dicom_headers.csv.gz", keys)
     rows = []
-    for fold in range(args.folds):
-        split = patient_split(
-            [r.patient for r in recs], patient_strata(recs), seed=args.split_seed, folds=args.folds, fold=fold
-        )
+    for fold, val in enumerate(per_fold):
         engine = Engine(
             device="cpu", models_dir=args.models, runtime="torch",
             selection=StageSelection(classify=f"{args.prefix}{fold}", segment=None, detect=None),
         )  # fmt: skip
-        for i in split.val:
-            r = recs[i]
+        for r in val:
             res = engine.analyze(load_image(r.path), stages=("classify",))
             h = headers.get(r.key, {})
             rows.append({
@@ -73,7 +87,7 @@ def oof(args: argparse.Namespace) -> int:
                 "target": int(r.label == "Lung Opacity"), "view": h.get("view", ""), "age": h.get("age", ""),
                 "sex": h.get("sex", ""),
             })  # fmt: skip
-        print(f"fold {fold}: {len(split.val)} images", file=sys.stderr)
+        print(f"fold {fold}: {len(val)} images", file=sys.stderr)
     with open(args.out, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
