@@ -96,3 +96,38 @@ def test_refit_needs_two_folds_and_keeps_the_manifest_unless_the_rule_adopts(sha
     args.oof = [paths[0], paths[0]]
     with pytest.raises(SystemExit, match="in two files"):
         cv.refit(args)
+
+
+def test_last_epoch_exports_the_final_weights_not_the_best(shared_data, tmp_path):
+    import torch
+
+    from pneumoview.inference.weights import build_and_load
+    from pneumoview.training.checkpoint import load_checkpoint
+    from pneumoview.training.datasets import load_rsna
+    from pneumoview.training.loop import train_model
+    from pneumoview.training.recipes import recipe
+
+    rsna = shared_data / "rsna"
+    source = load_rsna(
+        rsna / "stage_2_train_labels.csv", rsna / "images-512",
+        classes_csv=rsna / "stage_2_detailed_class_info.csv", index_csv=rsna / "index.csv",
+    )  # fmt: skip
+    cfg = recipe(
+        "classifier", "default", size=64, workers=0, progress=False, device="cpu", limit=12, val_fraction=0.25,
+        augment="none", epochs=3, batch_size=4,
+    )  # fmt: skip
+    train_model(cfg, source, tmp_path, log=lambda m: None)
+    # make the checkpoint's (last) model unlike any epoch the trainer could have kept as its best
+    ck_path = tmp_path / "runs" / "rsna3-classifier" / "checkpoint.pt"
+    ck = load_checkpoint(ck_path)
+    ck["model"] = {k: (v + 0.5 if v.is_floating_point() else v) for k, v in ck["model"].items()}
+    torch.save(ck, ck_path)
+    cv.last_epoch(argparse.Namespace(models=tmp_path, id="rsna3-classifier"))
+    spec = load_manifest([tmp_path], check_builders=False).model("rsna3-classifier-last")
+    assert "(last epoch, 3)" in spec.description and spec.sha256 != ""
+    got = build_and_load(spec, tmp_path / spec.weights).state_dict()
+    best = load_manifest([tmp_path], check_builders=False).model("rsna3-classifier")
+    kept = build_and_load(best, tmp_path / best.weights).state_dict()
+    floats = [k for k, v in ck["model"].items() if v.is_floating_point()]
+    assert all(torch.equal(got[k].half(), ck["model"][k].half()) for k in floats)
+    assert not all(torch.equal(got[k], kept[k]) for k in floats)

@@ -8,8 +8,9 @@ classifier's raw P(opacity) and every detector box with its score, in the pixel 
 so that folds trained in different sessions add up and the table can be recomputed without the fold models.
 
     python tools/crossval_pipeline.py folds --index TRAIN_INDEX --out folds.csv
+    python tools/crossval_pipeline.py last-epoch --models FOLD_MODELS --id det-fold2
     python tools/measure_fusion.py collect --ids folds.csv --fold 2 --images DIR --classifier rsna3-fold2 \
-        --detector det-fold2 --labels LABELS --cache fold2.pkl
+        --detector det-fold2-last --labels LABELS --cache fold2.pkl
     python tools/crossval_pipeline.py export --cache fold2.pkl --fold 2 --out docs/evidence/oof-fold2.csv
     python tools/crossval_pipeline.py report docs/evidence/oof-fold*.csv
 
@@ -65,6 +66,35 @@ def folds(args: argparse.Namespace) -> int:
         w.writerow(["patientId", "nih_patient", "fold", "target"])
         for fold, recs in enumerate(fold_records(args.data, args.index, args.folds, args.split_seed)):
             w.writerows([r.key, r.patient, fold, int(r.label == "Lung Opacity")] for r in recs)
+    return 0
+
+
+def last_epoch(args: argparse.Namespace) -> int:
+    """Model ``<id>-last``: the last epoch of run ``<id>`` (its ``checkpoint.pt``), fp16, with ``<id>``'s manifest
+    entry. The trainer keeps the epoch with the best validation metric, and for a fold model the validation images
+    are the very images cross-validation scores, so the evidence uses the last epoch instead."""
+    import tomllib
+
+    import torch
+
+    from pneumoview.inference.manifest import model_entry_toml, upsert_entries
+    from pneumoview.training.checkpoint import export_weights, half_state
+
+    ck = torch.load(args.models / "runs" / args.id / "checkpoint.pt", map_location="cpu", weights_only=False)
+    weights, sha = export_weights(half_state(ck["model"]), args.models, f"{args.id}-last")
+    doc = tomllib.loads((args.models / "manifest.toml").read_text(encoding="utf-8"))
+    entry = dict(next(e for e in doc["model"] if e["id"] == args.id))
+    entry.update(id=f"{args.id}-last", weights=weights.name, sha256=sha)
+    history = ck.get("history") or [{}]
+    entry["description"] = f"{entry.get('description', args.id)} (last epoch, {len(history)})"
+    metric = entry.get("metrics", {}).get("metric")
+    entry["metrics"] = {
+        k: v
+        for k, v in history[-1].items()
+        if k not in ("epoch", "lr", "seconds") and isinstance(v, int | float)
+    } | ({"metric": metric} if metric else {})
+    upsert_entries(args.models / "manifest.toml", {entry["id"]: model_entry_toml(entry)})
+    print(f"{args.id}-last: {weights} (sha256 {sha[:12]})")
     return 0
 
 
@@ -253,6 +283,10 @@ def main() -> int:
     s.add_argument("--split-seed", type=int, default=0)
     s.add_argument("--out", type=Path, required=True)
     s.set_defaults(run=folds)
+    le = sub.add_parser("last-epoch", help="a fold model's last epoch as model <id>-last")
+    le.add_argument("--models", type=Path, required=True, help="the models folder the run wrote")
+    le.add_argument("--id", required=True)
+    le.set_defaults(run=last_epoch)
     e = sub.add_parser("export", help="a measure_fusion cache as an out-of-fold evidence CSV")
     e.add_argument("--cache", type=Path, required=True)
     e.add_argument("--fold", type=int, required=True)

@@ -108,9 +108,10 @@ for i in 2 3; do
   FI=(--folds 5 --fold "$i" --index "$KF/index-train.csv" --out "$KF/models" --device cpu --split-seed 0 --no-progress)
   "${T[@]}" detector --recipe light --init-from "$(ls "$KF"/models/rsna3-fold"$i"-*.pt)" --id "det-fold$i" --size 256 \
     --epochs 16 --seed 0 --workers 0 "${DATA[@]:0:4}" "${DATA[@]:6}" "${FI[@]}"
+  "$PY" tools/crossval_pipeline.py last-epoch --models "$KF/models" --id "det-fold$i"  # never the epoch picked on fold I
   PNEUMOVIEW_MODELS="$KF/models" "$PY" tools/measure_fusion.py collect --ids "$KF/folds.csv" --fold "$i" \
     --images "$D/images-512" --labels "$D/stage_2_train_labels.csv" --data "$D" --classifier "rsna3-fold$i" \
-    --detector "det-fold$i" --cache "$KF/fold$i.pkl"
+    --detector "det-fold$i-last" --cache "$KF/fold$i.pkl"
   "$PY" tools/crossval_pipeline.py export --cache "$KF/fold$i.pkl" --fold "$i" --out "docs/evidence/oof-fold$i.csv"
 done
 "$PY" tools/crossval_pipeline.py report docs/evidence/oof-fold*.csv
