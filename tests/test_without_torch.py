@@ -61,7 +61,13 @@ while (w.engine_info is None or not shown or w.session.image is None) and time.m
 settle(1.0)  # the browser may select the first image again once the scan has finished
 while w.session.image is None and time.monotonic() < deadline:
     settle(0.05)
-w.analyse_current()
+# Under load the scan can finish (and re-show the first image, clearing its notes) after the request: ask again
+# until the notes stay.
+while time.monotonic() < deadline:
+    w.analyse_current()
+    settle(0.5)
+    if w.findings_panel.notes.text():
+        break
 saliency = w.actions_by_key["saliency"]
 print(json.dumps({
     "engine_ready": w.engine_info is not None,
