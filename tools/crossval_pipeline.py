@@ -191,7 +191,7 @@ def report(args: argparse.Namespace) -> int:
     folds = sorted({r["fold"] for r in rows.values()})
     print(
         "| fold | images (with opacity) | AUC classifier (Platt) | AUC fused | paired | ECE Platt / fused | "
-        "mAP, 1.2 defaults | mAP, detector alone |"
+        "mAP, 1.2 defaults | mAP, no gate |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for fold in folds:
