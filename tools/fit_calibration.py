@@ -42,14 +42,16 @@ FEATURE_SETS = {"platt": ("logit",), "header": ("logit", *HEADER_FEATURES)}
 NO_HEADER: dict[str, str] = {}
 
 
-def fold_records(data: Path, index: Path, folds: int, split_seed: int) -> list[list]:
-    """The images of each fold (RSNA records of ``data``'s ``images-512``, restricted to ``index``), as the
-    trainer's ``--folds K --fold I --split-seed S`` deals them: element I is fold I's validation images."""
+def fold_records(
+    data: Path, index: Path, folds: int, split_seed: int, images: Path | None = None
+) -> list[list]:
+    """The images of each fold (RSNA records of ``images``, default ``data/images-512``, restricted to ``index``),
+    as the trainer's ``--folds K --fold I --split-seed S`` deals them: element I is fold I's validation images."""
     from pneumoview.training.datasets import load_rsna, patient_strata
     from pneumoview.training.splits import patient_split
 
     src = load_rsna(
-        data / "stage_2_train_labels.csv", data / "images-512",
+        data / "stage_2_train_labels.csv", images or data / "images-512",
         classes_csv=data / "stage_2_detailed_class_info.csv", index_csv=index,
     )  # fmt: skip
     recs = src.records
@@ -70,9 +72,11 @@ def oof(args: argparse.Namespace) -> int:
     from pneumoview.inference.engine import Engine, StageSelection
     from tools.rsna_dicom import read_rsna_headers
 
-    per_fold = fold_records(args.data, args.index, args.folds, args.split_seed)
+    per_fold = fold_records(args.data, args.index, args.folds, args.split_seed, args.images)
     keys = [r.key for recs in per_fold for r in recs]
-    headers = read_rsna_headers(args.data / "stage_2_train_dicom_headers.csv.gz", keys)
+    table = args.data / "stage_2_train_dicom_headers.csv.gz"
+    # The challenge's own download has no header table; the Platt calibration does not read headers.
+    headers = read_rsna_headers(table, keys) if table.is_file() else {}
     rows = []
     for fold, val in enumerate(per_fold):
         engine = Engine(
@@ -190,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("--split-seed", type=int, default=0)
     o.add_argument("--index", type=Path, required=True)
     o.add_argument("--data", type=Path, default=DATA)
+    o.add_argument("--images", type=Path, default=None, help="image folder (default: DATA/images-512)")
     o.add_argument("--out", type=Path, required=True)
     f = sub.add_parser("fit")
     f.add_argument("--oof", type=Path, required=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import pickle
 import sys
 import time
@@ -76,6 +77,17 @@ KEPT = ("logit", "det_score")
 GATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 
+def _image_path(images: Path, key: str, ext: str) -> Path:
+    """``images/key + ext``; with ``ext`` "auto", the one file named ``key`` with any extension (a packed copy
+    may be PNG or JPEG, the challenge's own download is DICOM)."""
+    if ext != "auto":
+        return images / f"{key}{ext}"
+    found = sorted(images.glob(f"{glob.escape(key)}.*"))
+    if not found:
+        raise SystemExit(f"{images}: no image named {key}.* (the ids file lists it)")
+    return found[0]
+
+
 def collect(args: argparse.Namespace) -> int:
     from pneumoview.imaging import load_image
     from pneumoview.inference.engine import Engine, StageSelection
@@ -84,8 +96,11 @@ def collect(args: argparse.Namespace) -> int:
 
     with open(args.ids, encoding="utf-8", newline="") as f:
         rows = [r for r in csv.DictReader(f) if args.fold is None or int(r["fold"]) == args.fold]
-    with open(args.data / "index.csv", encoding="utf-8", newline="") as f:
-        patient = {r["patientId"]: r["nih_patient"] or r["patientId"] for r in csv.DictReader(f)}
+    # The patient (the bootstrap's unit) from the ids file, else from the subset's index, else the image itself.
+    patient = {r["patientId"]: r["nih_patient"] for r in rows if r.get("nih_patient")}
+    if not patient and (args.data / "index.csv").is_file():
+        with open(args.data / "index.csv", encoding="utf-8", newline="") as f:
+            patient = {r["patientId"]: r["nih_patient"] or r["patientId"] for r in csv.DictReader(f)}
     labels = read_labels(args.labels)
     engine = Engine(
         device="cpu", runtime=args.runtime,
@@ -96,7 +111,7 @@ def collect(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     for start in range(0, len(rows), 8):
         chunk = rows[start : start + 8]
-        images = [load_image(args.images / f"{r['patientId']}{args.ext}") for r in chunk]
+        images = [load_image(_image_path(args.images, r["patientId"], args.ext)) for r in chunk]
         for r, im, res in zip(chunk, images, engine.analyze_batch(images), strict=True):
             assert res.class_probs is not None and res.det_scores is not None
             gate = [res.class_names.index(c) for c in res.gate_classes]
@@ -163,6 +178,12 @@ def _paired(y: np.ndarray, a: np.ndarray, b: np.ndarray, boots) -> tuple[float, 
     return roc_auc(y, a) - roc_auc(y, b), float(np.std(d, ddof=1))
 
 
+def _collected(cache: dict, keys: list[str], variants: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """The variants the cache can score: without a segmenter it has no map maximum, so none reading it."""
+    has_map = all(np.isfinite(cache[k]["seg_max"]) for k in keys)
+    return [v for v in variants if has_map or not any(f.startswith("seg") for f in v)]
+
+
 def report(args: argparse.Namespace) -> int:
     with open(args.choose, "rb") as f:
         ch = pickle.load(f)
@@ -179,7 +200,7 @@ def report(args: argparse.Namespace) -> int:
     )
     print("|---|---|---|---|" + "---|" * len(GATES))
     base = _cross_fitted(ch, keys, ("logit",))
-    for variant in VARIANTS:
+    for variant in _collected(ch, keys, VARIANTS):
         p = _cross_fitted(ch, keys, variant)
         auc, se = _auc_se(y, p, boots)
         d, dse = _paired(y, p, base, boots)
@@ -201,7 +222,7 @@ def report(args: argparse.Namespace) -> int:
     )
     print(f"shipped P(opacity): AUC {_auc_se(ty, shipped, tb)[0]:.3f} ± {_auc_se(ty, shipped, tb)[1]:.3f}, "
           f"ECE {expected_calibration_error(shipped, ty):.3f}, mAP {_map_se(base_s, tb)[0]:.3f} ± {_map_se(base_s, tb)[1]:.3f}")  # fmt: skip
-    for variant in VARIANTS[3:]:
+    for variant in _collected(ch, keys, VARIANTS[3:]):
         coef, b = fit_logistic(_design(ch, keys, variant), y)
         p = _sigmoid(_design(te, tk, variant) @ coef + b)
         auc, se = _auc_se(ty, p, tb)
@@ -245,7 +266,7 @@ def main() -> int:
     )
     c.add_argument("--fold", type=int, default=None, help="only the rows of this fold")
     c.add_argument("--images", type=Path, required=True)
-    c.add_argument("--ext", default=".jpg")
+    c.add_argument("--ext", default=".jpg", help='file extension of the images, or "auto"')
     c.add_argument("--labels", type=Path, required=True, help="RSNA box labels (stage_2_train_labels.csv)")
     c.add_argument(
         "--data", type=Path, default=DATA, help="folder with index.csv (NIH patient of each image)"

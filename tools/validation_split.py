@@ -31,7 +31,7 @@ def shipped_split(
         data / "stage_2_train_labels.csv",
         images or data / "images-512",
         data / "stage_2_detailed_class_info.csv",
-        data / "index.csv",
+        data / "index.csv" if (data / "index.csv").is_file() else None,  # without it, each image is a patient
     )
     records = src.records
     split = patient_split(
