@@ -21,7 +21,7 @@
 #   --budget MIN   minutes of training for the three stages together (default 7; start-up, decoding and the
 #                  fp16 checks add about one more); each stage gets a share (--max-minutes) and fits its
 #                  schedule to it after the first epoch
-#   --quick        smoke test on CPU: 40 images at 64 px, 1 epoch of 2 steps per model (about 5 minutes)
+#   --quick        smoke test on CPU: 40 images at 64 px, 1 epoch of 2 steps per model (about 2 minutes)
 #   --no-calibrate skip the P(opacity) calibration and fusion (below); the classifier then reports its softmax
 #
 # Then, as for the shipped CPU set (tools/train_shipped_cpu.sh), P(opacity) is made a probability from out-of-fold
