@@ -19,7 +19,7 @@ from pneumoview.rsna_labels import read_labels, scale_boxes  # noqa: E402
 from tools import crossval_pipeline as cv  # noqa: E402
 
 
-def _cache(labels: Path, perfect: bool, first: int = 0) -> dict:
+def _cache(labels: Path, perfect: bool, first: int = 0, score: float = 0.95) -> dict:
     """Two opacity images whose detector boxes are the radiologists' (or elsewhere) and two without opacity."""
     truth = read_labels(labels)
     positives = [k for k, b in truth.items() if len(b)][first : first + 2]
@@ -31,7 +31,7 @@ def _cache(labels: Path, perfect: bool, first: int = 0) -> dict:
         out[k] = {
             "patient": f"p{first + i}", "target": int(k in positives), "shape": (512, 512),
             "p_raw": 0.9 if k in positives else 0.05,
-            "det": (boxes, np.full(len(boxes), 0.95, np.float32)),
+            "det": (boxes, np.full(len(boxes), score, np.float32)),
         }  # fmt: skip
     return out
 
@@ -96,6 +96,58 @@ def test_refit_needs_two_folds_and_keeps_the_manifest_unless_the_rule_adopts(sha
     args.oof = [paths[0], paths[0]]
     with pytest.raises(SystemExit, match="in two files"):
         cv.refit(args)
+
+
+def _evidence(tmp_path: Path, labels: Path, name: str, perfect: bool, score: float = 0.95) -> list[Path]:
+    paths = []
+    for fold in (2, 3):
+        pkl = tmp_path / f"{name}{fold}.pkl"
+        pkl.write_bytes(pickle.dumps(_cache(labels, perfect, first=2 * fold, score=score)))
+        paths.append(tmp_path / f"{name}-fold{fold}.csv")
+        cv.export(argparse.Namespace(cache=pkl, fold=fold, out=paths[-1]))
+    return paths
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice")
+def test_compare_pairs_two_runs_over_the_same_images(shared_data, tmp_path, capsys):
+    labels = shared_data / "rsna" / "stage_2_train_labels.csv"
+    base = _evidence(tmp_path, labels, "base", perfect=False)
+    other = _evidence(tmp_path, labels, "tta", perfect=True)
+    args = argparse.Namespace(
+        base=base, other=other, labels=labels, models=ROOT / "models", classifier="rsna3-classifier", boot=50
+    )
+    capsys.readouterr()
+    assert cv.compare(args) == 0
+    out = capsys.readouterr().out
+    # moved boxes miss every opacity, boxes on the truth hit it: mAP 0 → 1 over the same four scored images
+    assert "base  mAP 0.000" in out and "other mAP 1.000" in out
+    assert "other − base: mAP +1.0000" in out and "fused AUC +0.0000" in out
+    args.other = other[:1]
+    with pytest.raises(SystemExit, match="different images"):
+        cv.compare(args)
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice")
+def test_retune_adopts_a_setting_only_when_cross_fitting_wins(shared_data, tmp_path, capsys):
+    labels = shared_data / "rsna" / "stage_2_train_labels.csv"
+    args = argparse.Namespace(labels=labels, models=ROOT / "models", classifier="rsna3-classifier", boot=50)
+    # boxes on the truth scored 0.5: the default score threshold (0.6) drops every one, a lower one keeps them
+    args.oof = _evidence(tmp_path, labels, "low", perfect=True, score=0.5)
+    capsys.readouterr()
+    assert cv.retune(args) == 0
+    out = capsys.readouterr().out
+    assert "8 images of folds [2, 3], 648 settings" in out
+    verdict = next(line for line in out.splitlines() if line.startswith("pooled mAP"))
+    assert "defaults 0.000, cross-fitted 1.000" in verdict and verdict.endswith(": adopt")
+    best = next(line for line in out.splitlines() if line.startswith("best on all rows"))
+    assert float(best.split("det_score ")[1].split(",")[0]) <= 0.5
+    # boxes on the truth scored 0.95 already score 1.0 at the defaults: nothing to gain
+    args.oof = _evidence(tmp_path, labels, "high", perfect=True)
+    cv.retune(args)
+    assert capsys.readouterr().out.count(": keep the defaults") == 1
+    args.oof = args.oof[:1]
+    with pytest.raises(SystemExit, match="at least two folds"):
+        cv.retune(args)
 
 
 def test_last_epoch_exports_the_final_weights_not_the_best(shared_data, tmp_path):

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pneumoview.calibration import Calibration, expected_calibration_error  # noqa: E402
-from pneumoview.metrics import rsna_image_score  # noqa: E402
+from pneumoview.metrics import roc_auc, rsna_image_score  # noqa: E402
 from pneumoview.thresholds import Thresholds  # noqa: E402
 from tools.measure_fusion import _paired  # noqa: E402
 from tools.measure_levers import _auc_se, _boot, _findings, _map_se  # noqa: E402
@@ -273,6 +273,114 @@ def refit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shipped_spec(models: Path, classifier: str):
+    from pneumoview.inference.manifest import load_manifest
+
+    spec = load_manifest([models], check_builders=False).model(classifier)
+    if spec.calibration is None or spec.fusion is None:
+        raise SystemExit(f"{classifier} in {models} has no calibration and fusion to cross-validate")
+    return spec
+
+
+def _paired_map(a: np.ndarray, b: np.ndarray, boots) -> tuple[float, float]:
+    """mAP(a) − mAP(b) over the same images (per-image scores, NaN = skipped) and its bootstrap standard error."""
+    d = [np.nanmean(a[i]) - np.nanmean(b[i]) for i in boots]
+    return float(np.nanmean(a) - np.nanmean(b)), float(np.std(d, ddof=1))
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Two runs of the same fold models over the same images (e.g. without and with flip TTA), scored with the
+    shipped calibration, fusion and default thresholds: pooled mAP and fused AUC with paired standard errors."""
+    spec = _shipped_spec(args.models, args.classifier)
+    base, other = load_rows(args.base, args.labels), load_rows(args.other, args.labels)
+    if set(base) != set(other):
+        raise SystemExit(
+            f"the two sets of evidence cover different images ({len(set(base) ^ set(other))} differ)"
+        )
+    keys = sorted(base)
+    y = np.array([base[k]["target"] for k in keys])
+    boots = _boot(base, keys, args.boot)
+    t = Thresholds()
+    p = {n: _probabilities(r, keys, spec.fusion) for n, r in (("base", base), ("other", other))}
+    m = {n: _map_scores(r, keys, p[n], t) for n, r in (("base", base), ("other", other))}
+    for n in ("base", "other"):
+        a, mm = _auc_se(y, p[n], boots), _map_se(m[n], boots)
+        print(
+            f"{n:5s} mAP {mm[0]:.3f} ± {mm[1]:.3f}, fused AUC {a[0]:.3f} ± {a[1]:.3f}, "
+            f"ECE {expected_calibration_error(p[n], y):.3f}"
+        )
+    d_map, se_map = _paired_map(m["other"], m["base"], boots)
+    d_auc, se_auc = _paired(y, p["other"], p["base"], boots)
+    print(f"other − base: mAP {d_map:+.4f} ± {se_map:.4f}, fused AUC {d_auc:+.4f} ± {se_auc:.4f}")
+    for fold in sorted({r["fold"] for r in base.values()}):
+        idx = np.array([base[k]["fold"] == fold for k in keys])
+        print(
+            f"  fold {fold}: mAP {np.nanmean(m['base'][idx]):.3f} → {np.nanmean(m['other'][idx]):.3f}, "
+            f"fused AUC {roc_auc(y[idx], p['base'][idx]):.3f} → {roc_auc(y[idx], p['other'][idx]):.3f}"
+        )
+    return 0
+
+
+RETUNE_GRID = {
+    "det_score": (0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80),
+    "shrink": (0.85, 0.875, 0.90, 0.925, 0.95, 1.0),
+    "nms_iou": (0.1, 0.2, 0.3, 0.4),
+    "gate": (0.1, 0.2, 0.3),
+}
+
+
+def _grid() -> list[Thresholds]:
+    import itertools
+
+    names = list(RETUNE_GRID)
+    return [
+        Thresholds().replace(**dict(zip(names, values, strict=True)))
+        for values in itertools.product(*(RETUNE_GRID[n] for n in names))
+    ]
+
+
+def _setting(t: Thresholds) -> str:
+    return ", ".join(f"{n} {getattr(t, n):g}" for n in RETUNE_GRID)
+
+
+def retune(args: argparse.Namespace) -> int:
+    """The declared rule 4 (docs/evidence/README.md): the default thresholds re-chosen on the grid
+    :data:`RETUNE_GRID`, cross-fitted (each fold scored with the setting best on the others), against the shipped
+    defaults on the same images by a paired patient bootstrap of the pooled mAP."""
+    spec = _shipped_spec(args.models, args.classifier)
+    rows = load_rows(args.oof, args.labels)
+    keys = sorted(rows)
+    fold = np.array([rows[k]["fold"] for k in keys])
+    if len(set(fold)) < 2:
+        raise SystemExit(
+            "retune needs the rows of at least two folds (each fold is scored by the others' choice)"
+        )
+    p = _probabilities(rows, keys, spec.fusion)
+    grid = _grid()
+    scores = np.stack([_map_scores(rows, keys, p, t) for t in grid])  # (settings, images), NaN = skipped
+    shipped = _map_scores(rows, keys, p, Thresholds())
+    crossed = np.full(len(keys), np.nan)
+    print(f"{len(keys)} images of folds {sorted(set(fold.tolist()))}, {len(grid)} settings")
+    for f in sorted(set(fold.tolist())):
+        with np.errstate(invalid="ignore"):
+            best = int(np.nanargmax(np.nanmean(scores[:, fold != f], axis=1)))
+        crossed[fold == f] = scores[best, fold == f]
+        print(
+            f"  fold {f}: chosen on the others: {_setting(grid[best])}; fold mAP "
+            f"{np.nanmean(shipped[fold == f]):.3f} (defaults) → {np.nanmean(crossed[fold == f]):.3f}"
+        )
+    boots = _boot(rows, keys, args.boot)
+    d, se = _paired_map(crossed, shipped, boots)
+    wins = d > se
+    print(
+        f"pooled mAP: defaults {_map_se(shipped, boots)[0]:.3f}, cross-fitted {_map_se(crossed, boots)[0]:.3f}; "
+        f"gain {d:+.4f} ± {se:.4f}: {'adopt' if wins else 'keep the defaults'}"
+    )
+    best = int(np.nanargmax(np.nanmean(scores, axis=1)))
+    print(f"best on all rows: {_setting(grid[best])} (in-sample mAP {np.nanmean(scores[best]):.3f})")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -312,6 +420,19 @@ def main() -> int:
     )
     f.add_argument("--fitted-on", default="out-of-fold outputs of the training split's folds")
     f.set_defaults(run=refit)
+    c = sub.add_parser(
+        "compare", help="two runs of the fold models (e.g. flip TTA) on the same images, paired"
+    )
+    c.add_argument("--base", type=Path, nargs="+", required=True, help="evidence CSVs of the first run")
+    c.add_argument("--other", type=Path, nargs="+", required=True, help="evidence CSVs of the second run")
+    t = sub.add_parser("retune", help="the declared rule for re-choosing the default thresholds")
+    t.add_argument("oof", type=Path, nargs="+", help="evidence CSVs of two or more folds")
+    for sp, run in ((c, compare), (t, retune)):
+        sp.add_argument("--labels", type=Path, default=DATA / "stage_2_train_labels.csv")
+        sp.add_argument("--models", type=Path, default=ROOT / "models")
+        sp.add_argument("--classifier", default="rsna3-classifier")
+        sp.add_argument("--boot", type=int, default=1000)
+        sp.set_defaults(run=run)
     args = ap.parse_args()
     return args.run(args)
 

@@ -103,7 +103,7 @@ def collect(args: argparse.Namespace) -> int:
             patient = {r["patientId"]: r["nih_patient"] or r["patientId"] for r in csv.DictReader(f)}
     labels = read_labels(args.labels)
     engine = Engine(
-        device="cpu", runtime=args.runtime,
+        device="cpu", runtime=args.runtime, tta=args.tta,
         selection=StageSelection(classify=args.classifier, segment=args.segmenter, detect=args.detector),
     )  # fmt: skip
     t = Thresholds()
@@ -275,6 +275,7 @@ def main() -> int:
     c.add_argument("--segmenter", default=None, help="segmentation model or ensemble (default: none)")
     c.add_argument("--detector", required=True)
     c.add_argument("--runtime", default="auto")
+    c.add_argument("--tta", action="store_true", help="flip test-time augmentation, as predict --tta")
     c.add_argument("--cache", type=Path, required=True)
     c.set_defaults(run=collect)
     r = sub.add_parser("report")
