@@ -23,7 +23,7 @@ import platformdirs
 from pneumoview.atomic import atomic_write_text
 from pneumoview.pacs.peers import Peer, peer_from_dict, peer_to_dict
 from pneumoview.thresholds import Thresholds
-from pneumoview.types import DEFAULT_SELECTION, DEVICES
+from pneumoview.types import DEFAULT_SELECTION, DEFAULT_TTA, DEVICES
 
 __all__ = [
     "CONFIG_DIR_ENV",
@@ -97,6 +97,8 @@ class Settings:
         window_geometry, window_state: the main window's geometry and dock state, base64 text from Qt.
         pacs_peers: PACS peers as ``pneumoview.pacs.peer_to_dict`` dictionaries; see :meth:`get_peers`.
         reader_name: the name the reader review records (asked for at the first review decision).
+        tta: run flip test-time augmentation (about 1.9× the model time; on by default, see
+            :data:`pneumoview.types.DEFAULT_TTA`).
     """
 
     device: str = "auto"
@@ -115,6 +117,7 @@ class Settings:
     window_state: str = ""
     reader_name: str = ""
     pacs_peers: list[dict[str, Any]] = field(default_factory=list)
+    tta: bool = DEFAULT_TTA
 
     def get_peers(self) -> list[Peer]:
         """The stored PACS peers (already validated when loaded)."""
@@ -247,6 +250,7 @@ _CHECKS = {
     "window_state": _str,
     "pacs_peers": _peers,
     "reader_name": _str,
+    "tta": _bool,
 }
 
 

@@ -48,3 +48,23 @@ def test_gate_rule_can_be_switched_in_the_threshold_panel(qtbot, make_window):
     panel.sliders["gate_box_score"].setValue(0.9)
     assert w.session.thresholds.gate_box_score == pytest.approx(0.9)
     assert w.session.thresholds.gate_mode == "low_confidence"
+
+
+def test_settings_turn_flip_tta_off_and_the_engine_reloads_without_it(qtbot, make_window):
+    from pneumoview.gui.dialogs import SettingsDialog
+    from pneumoview.settings import load_settings, save_settings
+
+    w = make_window()
+    assert w.settings.tta is True and w.engine_info.engine.tta is True  # on by default since 1.3
+    dialog = SettingsDialog(w.settings, w)
+    qtbot.addWidget(dialog)
+    assert dialog.tta.isChecked()
+    assert dialog.apply_to(w.settings) is False  # nothing changed
+    dialog.tta.setChecked(False)
+    assert dialog.apply_to(w.settings) is True  # the engine must reload
+    assert w.settings.tta is False
+    save_settings(w.settings)
+    assert load_settings().tta is False
+    with qtbot.waitSignal(w.engineReady, timeout=60_000):
+        w.start_engine()
+    assert w.engine_info.engine.tta is False

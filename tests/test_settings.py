@@ -42,7 +42,9 @@ def test_missing_file_gives_defaults(cfg):
 
 
 def test_round_trip(cfg):
-    s = Settings(device="cpu", models_dir="/m", include_identifiers_in_exports=True, first_run_done=True)
+    s = Settings(
+        device="cpu", models_dir="/m", include_identifiers_in_exports=True, first_run_done=True, tta=False
+    )
     s.set_thresholds(Thresholds(det_score=0.7, fusion="nms"))
     s.overlay_opacity["heatmap"] = 0.8
     s.overlay_visible["saliency"] = True
@@ -94,6 +96,7 @@ def test_bad_fields_fall_back_one_by_one(cfg, caplog):
                 "overlay_visible": {"mask_fill": True},
                 "include_identifiers_in_exports": "yes",
                 "first_run_done": True,
+                "tta": "off",
                 "mystery": 1,
             }
         )
@@ -111,8 +114,9 @@ def test_bad_fields_fall_back_one_by_one(cfg, caplog):
     assert s.overlay_visible["mask_fill"] is True
     assert s.include_identifiers_in_exports is False
     assert s.first_run_done is True  # the valid field survives
+    assert s.tta is True
     text = caplog.text
-    for name in ("device", "thresholds", "mystery", "include_identifiers_in_exports"):
+    for name in ("device", "thresholds", "mystery", "include_identifiers_in_exports", "tta"):
         assert name in text
 
 

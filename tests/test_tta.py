@@ -51,6 +51,22 @@ def test_tta_is_off_by_default_and_changes_the_result(runs):
         assert not np.allclose(a.prob_map, b.prob_map, atol=1e-4)
 
 
+def test_the_app_runs_tta_unless_told_not_to():
+    from pneumoview.cli import build_parser
+    from pneumoview.commands.common import engine_from_args
+    from pneumoview.types import DEFAULT_TTA
+
+    assert DEFAULT_TTA is True  # chosen by rule 5 of docs/evidence/README.md
+    parser = build_parser()
+    for command, extra in (("predict", ["--out", "o"]), ("tune", ["--labels", "l.csv"])):
+        assert parser.parse_args([command, "x.dcm", *extra]).tta is True
+        assert parser.parse_args([command, "x.dcm", *extra, "--no-tta"]).tta is False
+    args = parser.parse_args(
+        ["predict", "x.dcm", "--out", "o", "--models-dir", str(MODELS), "--device", "cpu"]
+    )
+    assert engine_from_args(args).tta is True
+
+
 def test_classifier_and_segmentation_average_the_two_views(runs):
     for r, m, t in zip(runs["off"], runs["off_mirror"], runs["on"], strict=True):
         np.testing.assert_allclose(t.class_probs, 0.5 * (r.class_probs + m.class_probs), atol=1e-5)

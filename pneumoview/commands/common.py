@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumoview.thresholds import CONFIDENCE_MODES, FUSION_MODES, MODES, Thresholds
-from pneumoview.types import DEFAULT_SELECTION, DEVICE_HELP
+from pneumoview.types import DEFAULT_SELECTION, DEFAULT_TTA, DEVICE_HELP
 
 _FLOAT_OPTIONS = {
     "seg_threshold": ("--seg-threshold", "segmentation probability above which a pixel is opacity"),
@@ -85,9 +85,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         )
     g.add_argument(
         "--tta",
-        action="store_true",
-        help="test-time augmentation: also analyse the mirrored image and combine both (about 2× the time; "
-        "off by default, see the README's 'Levers tried')",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_TTA,
+        help="flip test-time augmentation: also analyse the mirrored image and combine both (about 1.9× the "
+        "model time; on by default, --no-tta for one pass per model)",
     )
 
 
@@ -180,6 +181,6 @@ def engine_from_args(args: argparse.Namespace):
         classify=pick(args.classifier), segment=pick(args.segmenter), detect=pick(args.detector)
     )
     return Engine(
-        device=args.device, selection=selection, models_dir=args.models_dir, tta=getattr(args, "tta", False),
+        device=args.device, selection=selection, models_dir=args.models_dir, tta=getattr(args, "tta", DEFAULT_TTA),
         runtime=getattr(args, "runtime", None),
     )  # fmt: skip

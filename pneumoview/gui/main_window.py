@@ -159,7 +159,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.models_label.setText("Models: loading…")
         self.jobs["engine"] = workers.start(
             "engine", workers.load_engine_job, self.session.device_request, self.models_dir, self.settings.classifier,
-            on_return=self._on_engine_ready, on_error=self._on_engine_error,
+            self.settings.tta, on_return=self._on_engine_ready, on_error=self._on_engine_error,
         )  # fmt: skip
 
     def _on_engine_ready(self, info: workers.EngineInfo) -> None:

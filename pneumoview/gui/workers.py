@@ -29,7 +29,7 @@ from pneumoview.imaging import load_image
 from pneumoview.review_store import ReviewStore
 from pneumoview.study_index import scan
 from pneumoview.thresholds import Thresholds
-from pneumoview.types import STAGES, AnalysisResult, XrayImage
+from pneumoview.types import DEFAULT_TTA, STAGES, AnalysisResult, XrayImage
 
 if TYPE_CHECKING:
     from pneumoview.inference.engine import Engine
@@ -171,10 +171,15 @@ class EngineInfo:
 
 
 def load_engine_job(
-    device: str, models_dir: str | None, classifier: str | None = None, *, cancelled: Cancelled
+    device: str,
+    models_dir: str | None,
+    classifier: str | None = None,
+    tta: bool = DEFAULT_TTA,
+    *,
+    cancelled: Cancelled,
 ) -> EngineInfo:
-    """Make the engine (with ``classifier`` as its classifier, default rsna3) and load every installed model once
-    (this is where torch is imported)."""
+    """Make the engine (with ``classifier`` as its classifier, default rsna3; flip test-time augmentation when
+    ``tta``) and load every installed model once (this is where torch is imported)."""
     # lazy: the model stack (torch) is loaded only when models run
     from pneumoview.inference.engine import DEFAULT_SELECTION, Engine, StageSelection
 
@@ -182,12 +187,12 @@ def load_engine_job(
     notes: list[str] = []
     try:
         try:
-            engine = Engine(device=device, models_dir=models_dir or None, selection=selection)
+            engine = Engine(device=device, models_dir=models_dir or None, selection=selection, tta=tta)
         except ModelError as exc:
             if device in ("auto", "cpu"):
                 raise
             notes.append(f"{exc}; using the CPU instead.")
-            engine = Engine(device="cpu", models_dir=models_dir or None, selection=selection)
+            engine = Engine(device="cpu", models_dir=models_dir or None, selection=selection, tta=tta)
     except ModelError as exc:
         return EngineInfo(None, dict.fromkeys(STAGES, str(exc)), (str(exc),))
     available = engine.available_stages()

@@ -60,8 +60,8 @@ class Engine:
         random_weights: build the architectures with random weights instead of loading files — for tests and
             benchmarks only; results are meaningless.
         tta: test-time augmentation by horizontal flip for every stage (:mod:`pneumoview.inference.tta`); about
-            twice the compute. Off by default: on the validation split it did not pay for itself (README, "Levers
-            tried").
+            twice the model compute. Off unless asked; the app (``predict``, ``tune``, the viewer) asks for
+            :data:`pneumoview.types.DEFAULT_TTA`.
         runtime: ``"auto"``, ``"openvino"``, ``"onnx"`` or ``"torch"`` (else ``$PNEUMOVIEW_RUNTIME``; see
             :func:`pneumoview.inference.runtime.choose_runtime`). ``random_weights`` always runs on torch.
 
