@@ -224,6 +224,21 @@ def _log_loss(p: np.ndarray, y: np.ndarray) -> np.ndarray:
     return -(y * np.log(p) + (1 - y) * np.log(1 - p))
 
 
+def _cross_fitted_rows(
+    args: argparse.Namespace, command: str, scored_by: str
+) -> tuple[dict[str, dict], list[str], np.ndarray]:
+    """The rows of ``args.oof``, their sorted keys and each key's fold; at least two folds, since every fold is
+    scored by what the other folds chose."""
+    rows = load_rows(args.oof, args.labels)
+    keys = sorted(rows)
+    fold = np.array([rows[k]["fold"] for k in keys])
+    if len(set(fold)) < 2:
+        raise SystemExit(
+            f"{command} needs the rows of at least two folds (each fold is scored by {scored_by})"
+        )
+    return rows, keys, fold
+
+
 def refit(args: argparse.Namespace) -> int:
     """The declared rule (docs/evidence/README.md): the fusion refitted across the given folds (fit on the others,
     score each fold) against the shipped coefficients, by per-image log loss with a paired patient bootstrap; with
@@ -237,13 +252,7 @@ def refit(args: argparse.Namespace) -> int:
     shipped = spec.fusion
     if shipped is None:
         raise SystemExit(f"{args.classifier} in {args.models} has no fusion to compare with")
-    rows = load_rows(args.oof, args.labels)
-    keys = sorted(rows)
-    fold = np.array([rows[k]["fold"] for k in keys])
-    if len(set(fold)) < 2:
-        raise SystemExit(
-            "refit needs the rows of at least two folds (each fold is scored by a fit on the others)"
-        )
+    rows, keys, fold = _cross_fitted_rows(args, "refit", "a fit on the others")
     y = np.array([rows[k]["target"] for k in keys], dtype=np.float64)
     x = _features(rows, keys, shipped.features)
     crossed = np.zeros(len(keys))
@@ -348,13 +357,7 @@ def retune(args: argparse.Namespace) -> int:
     :data:`RETUNE_GRID`, cross-fitted (each fold scored with the setting best on the others), against the shipped
     defaults on the same images by a paired patient bootstrap of the pooled mAP."""
     spec = _shipped_spec(args.models, args.classifier)
-    rows = load_rows(args.oof, args.labels)
-    keys = sorted(rows)
-    fold = np.array([rows[k]["fold"] for k in keys])
-    if len(set(fold)) < 2:
-        raise SystemExit(
-            "retune needs the rows of at least two folds (each fold is scored by the others' choice)"
-        )
+    rows, keys, fold = _cross_fitted_rows(args, "retune", "the others' choice")
     p = _probabilities(rows, keys, spec.fusion)
     grid = _grid()
     scores = np.stack([_map_scores(rows, keys, p, t) for t in grid])  # (settings, images), NaN = skipped
