@@ -8,7 +8,7 @@
 #
 #   tools/learning_curve.sh WORK HELDOUT_DICOMS [SHARES="0.3125 0.625"]   # HELDOUT from tools/make_heldout_dicoms.py
 #
-# About 25 and 50 minutes of training on this 2-core CPU when both run side by side (OMP_NUM_THREADS=1 each).
+# About 40 and 80 minutes of training on this 2-core CPU when both run side by side (OMP_NUM_THREADS=1 each).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="$1"
@@ -70,7 +70,7 @@ score() {  # score NAME MODELS_DIR CLASSIFIER DETECTOR
     echo "== $name, $what"
     "$PY" -m pneumoview evaluate "$WORK/run-$name-$what/submission.csv" --labels "$D/stage_2_train_labels.csv" \
       --classes "$D/stage_2_detailed_class_info.csv" --findings "$WORK/run-$name-$what/findings.csv" 2>&1 |
-      grep -E "mAP|AUC|images"
+      grep -E "^RSNA mAP|^P\(opacity\) as reported"
   done
 }
 for s in $SHARES; do
