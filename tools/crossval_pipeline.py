@@ -35,7 +35,7 @@ from pneumoview.calibration import Calibration, expected_calibration_error  # no
 from pneumoview.metrics import roc_auc, rsna_image_score  # noqa: E402
 from pneumoview.thresholds import Thresholds  # noqa: E402
 from tools.measure_fusion import _paired  # noqa: E402
-from tools.measure_levers import _auc_se, _boot, _findings, _map_se  # noqa: E402
+from tools.measure_levers import _auc_se, _boot, _findings, _map_se, _paired_map  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "rsna"
 CHOSEN_ON = {0}  # the fold the shipped thresholds and fusion were chosen on
@@ -289,12 +289,6 @@ def _shipped_spec(models: Path, classifier: str):
     if spec.calibration is None or spec.fusion is None:
         raise SystemExit(f"{classifier} in {models} has no calibration and fusion to cross-validate")
     return spec
-
-
-def _paired_map(a: np.ndarray, b: np.ndarray, boots) -> tuple[float, float]:
-    """mAP(a) − mAP(b) over the same images (per-image scores, NaN = skipped) and its bootstrap standard error."""
-    d = [np.nanmean(a[i]) - np.nanmean(b[i]) for i in boots]
-    return float(np.nanmean(a) - np.nanmean(b)), float(np.std(d, ddof=1))
 
 
 def compare(args: argparse.Namespace) -> int:

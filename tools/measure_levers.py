@@ -186,6 +186,12 @@ def _map_se(per_image: np.ndarray, boots) -> tuple[float, float]:
     return float(np.nanmean(per_image)), float(np.std([np.nanmean(per_image[b]) for b in boots], ddof=1))
 
 
+def _paired_map(a: np.ndarray, b: np.ndarray, boots) -> tuple[float, float]:
+    """mAP(a) − mAP(b) over the same images (per-image scores, NaN = skipped) and its bootstrap standard error."""
+    d = [np.nanmean(a[i]) - np.nanmean(b[i]) for i in boots]
+    return float(np.nanmean(a) - np.nanmean(b)), float(np.std(d, ddof=1))
+
+
 def _auc_se(y: np.ndarray, p: np.ndarray, boots) -> tuple[float, float]:
     vals = [roc_auc(y[b], p[b]) for b in boots if 0 < y[b].sum() < len(b)]
     return float(roc_auc(y, p)), float(np.std(vals, ddof=1))

@@ -22,8 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pneumoview.metrics import roc_auc  # noqa: E402
-from tools.measure_levers import DATA, _boot  # noqa: E402
+from tools.measure_fusion import _paired  # noqa: E402
+from tools.measure_levers import DATA, _auc_se, _boot, _map_se, _paired_map  # noqa: E402
 
 
 def _read(run: Path) -> tuple[dict[str, float], dict[str, float]]:
@@ -60,23 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     y = np.array([target[k] for k in keys])
     m = {"A": np.array([sa[k] for k in keys]), "B": np.array([sb[k] for k in keys])}
     p = {"A": np.array([pa[k] for k in keys]), "B": np.array([pb[k] for k in keys])}
-    ok = [b for b in boots if 0 < y[b].sum() < len(b)]
     print(
         f"{len(keys)} images, {int(y.sum())} with opacity, {len(set(patient.get(k, k) for k in keys))} patients"
     )
     for name, run in (("A", args.a), ("B", args.b)):
-        se_m = np.std([np.nanmean(m[name][b]) for b in boots], ddof=1)
-        se_a = np.std([roc_auc(y[b], p[name][b]) for b in ok], ddof=1)
-        print(
-            f"{name} {run}: mAP {np.nanmean(m[name]):.4f} ± {se_m:.4f}, "
-            f"P(opacity) AUC {roc_auc(y, p[name]):.4f} ± {se_a:.4f}"
-        )
-    dm = [np.nanmean(m["B"][b]) - np.nanmean(m["A"][b]) for b in boots]
-    da = [roc_auc(y[b], p["B"][b]) - roc_auc(y[b], p["A"][b]) for b in ok]
-    print(
-        f"B − A: mAP {np.nanmean(m['B']) - np.nanmean(m['A']):+.4f} ± {np.std(dm, ddof=1):.4f}, "
-        f"AUC {roc_auc(y, p['B']) - roc_auc(y, p['A']):+.4f} ± {np.std(da, ddof=1):.4f}"
-    )
+        (mp, se_m), (auc, se_a) = _map_se(m[name], boots), _auc_se(y, p[name], boots)
+        print(f"{name} {run}: mAP {mp:.4f} ± {se_m:.4f}, P(opacity) AUC {auc:.4f} ± {se_a:.4f}")
+    (dm, se_dm), (da, se_da) = _paired_map(m["B"], m["A"], boots), _paired(y, p["B"], p["A"], boots)
+    print(f"B − A: mAP {dm:+.4f} ± {se_dm:.4f}, AUC {da:+.4f} ± {se_da:.4f}")
     return 0
 
 
