@@ -1,4 +1,5 @@
-"""Boxes and their geometry: the frozen :class:`BoxSet`, ``xywh``/``xyxy`` conversion, IoU, NMS and shrinking.
+"""Boxes and their geometry: the frozen :class:`BoxSet`, ``xywh``/``xyxy`` conversion, IoU, NMS, weighted box fusion
+and shrinking.
 
 Conventions (see :mod:`pneumoview.types`): every box is in the **original image's pixel frame**; box arrays are
 ``(N, 4)`` float32 ``[x, y, w, h]`` (x, y = top-left corner in pixels, w, h = size in pixels) unless a name says
@@ -7,12 +8,15 @@ Conventions (see :mod:`pneumoview.types`): every box is in the **original image'
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SOURCES", "BoxSet", "iou_matrix", "nms", "shrink_boxes", "xywh_to_xyxy", "xyxy_to_xywh"]
+__all__ = [
+    "SOURCES", "BoxSet", "iou_matrix", "nms", "shrink_boxes", "wbf_clusters", "xywh_to_xyxy", "xyxy_to_xywh",
+]  # fmt: skip
 
 SOURCES = ("detector", "segmentation", "fused")
 
@@ -176,6 +180,54 @@ def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.
         keep.append(i)
         suppressed |= iou[i] > iou_threshold
     return order[np.asarray(keep, dtype=np.int64)]
+
+
+def wbf_clusters(
+    views: Sequence[tuple[np.ndarray, np.ndarray]], iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray, list[frozenset[int]]]:
+    """Weighted box fusion of several views' ``xyxy`` boxes (same pixel frame), each ``(boxes (N, 4), scores (N,))``.
+
+    Boxes of every view, highest score first (ties in view order), join the cluster whose current fused box they
+    overlap most with ``IoU >= iou_threshold``, else start a new cluster. A cluster's box is the score-weighted mean of
+    its members' corners; its confidence is the mean over **all** views of each view's best score in the cluster, so a
+    box that only one of ``k`` views found keeps ``1/k`` of its score (an absent view counts as 0).
+
+    Returns:
+        ``(xyxy (M, 4) float64, scores (M,) float32, views present per cluster)``, in cluster-creation order.
+    """
+    xyxy = np.concatenate(
+        [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b, _ in views] or [np.zeros((0, 4))]
+    )
+    scores = np.concatenate([np.asarray(s, dtype=np.float32).reshape(-1) for _, s in views] or [np.zeros(0)])
+    view_of = np.concatenate(
+        [np.full(len(np.reshape(s, -1)), k) for k, (_, s) in enumerate(views)] or [np.zeros(0)]
+    )
+    order = np.argsort(-scores, kind="stable")
+    members: list[list[int]] = []
+    fused = np.zeros((0, 4), dtype=np.float64)
+    for i in order:
+        if len(members):
+            iou = iou_matrix(xyxy[i : i + 1], fused)[0]
+            j = int(np.argmax(iou))
+            if iou[j] >= iou_threshold:
+                members[j].append(int(i))
+                idx = members[j]
+                w = scores[idx].astype(np.float64)
+                w = w if w.sum() > 0 else np.ones_like(w)
+                fused[j] = (xyxy[idx] * w[:, None]).sum(axis=0) / w.sum()
+                continue
+        members.append([int(i)])
+        fused = np.vstack([fused, xyxy[i]])
+    out_scores: list[float] = []
+    present: list[frozenset[int]] = []
+    for idx in members:
+        best: dict[int, float] = {}
+        for i in idx:
+            k = int(view_of[i])
+            best[k] = max(best.get(k, 0.0), float(scores[i]))
+        out_scores.append(sum(best.values()) / max(1, len(views)))
+        present.append(frozenset(best))
+    return fused, np.asarray(out_scores, dtype=np.float32), present
 
 
 def shrink_boxes(boxes_xywh: Any, shrink: float) -> np.ndarray:

@@ -28,6 +28,7 @@ from pneumoview.boxes import (
     iou_matrix,
     nms,
     shrink_boxes,
+    wbf_clusters,
     xywh_to_xyxy,
     xyxy_to_xywh,
 )
@@ -230,43 +231,16 @@ def filter_detections(
 
 
 def _wbf(det: BoxSet, seg: BoxSet, iou_threshold: float) -> BoxSet:
-    """Weighted box fusion of two sources.
+    """Weighted box fusion of two sources (:func:`pneumoview.boxes.wbf_clusters` with the two as its views).
 
-    Boxes of both sources, highest score first, join the cluster whose current fused box they overlap most
-    with ``IoU >= iou_threshold``, else start a new cluster. A cluster's box is the score-weighted mean of its
-    members' corners; its confidence is the mean over the two sources of each source's best score in the
-    cluster, so a box that only one source found keeps half its score (the absent source counts as 0)."""
-    allb = BoxSet(
-        np.concatenate([det.boxes, seg.boxes]),
-        np.concatenate([det.scores, seg.scores]),
-        det.sources + seg.sources,
-    ).sorted_by_score()
-    xyxy = allb.xyxy().astype(np.float64)
-    members: list[list[int]] = []
-    fused = np.zeros((0, 4), dtype=np.float64)
-    for i in range(len(allb)):
-        if len(members):
-            iou = iou_matrix(xyxy[i : i + 1], fused)[0]
-            j = int(np.argmax(iou))
-            if iou[j] >= iou_threshold:
-                members[j].append(i)
-                idx = members[j]
-                w = allb.scores[idx].astype(np.float64)
-                w = w if w.sum() > 0 else np.ones_like(w)
-                fused[j] = (xyxy[idx] * w[:, None]).sum(axis=0) / w.sum()
-                continue
-        members.append([i])
-        fused = np.vstack([fused, xyxy[i]])
-    scores: list[float] = []
-    sources: list[str] = []
-    for idx in members:
-        per_source: dict[str, float] = {}
-        for i in idx:
-            src = allb.sources[i]
-            per_source[src] = max(per_source.get(src, 0.0), float(allb.scores[i]))
-        scores.append(sum(per_source.values()) / 2.0)
-        sources.append("fused" if len(per_source) == 2 else next(iter(per_source)))
-    return BoxSet(xyxy_to_xywh(fused), np.asarray(scores, dtype=np.float32), tuple(sources)).sorted_by_score()
+    A cluster's confidence is the mean over the two sources of each source's best score in it, so a box that only
+    one source found keeps half its score; a cluster both support is labelled ``"fused"``."""
+    fused, scores, present = wbf_clusters(
+        [(xywh_to_xyxy(det.boxes), det.scores), (xywh_to_xyxy(seg.boxes), seg.scores)], iou_threshold
+    )
+    names = (det.sources[0] if len(det) else "detector", seg.sources[0] if len(seg) else "segmentation")
+    sources = tuple("fused" if len(p) == 2 else names[next(iter(p))] for p in present)
+    return BoxSet(xyxy_to_xywh(fused), scores, sources).sorted_by_score()
 
 
 def fuse(det: BoxSet | None, seg: BoxSet | None, thresholds: Thresholds | None = None) -> BoxSet:

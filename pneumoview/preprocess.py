@@ -161,6 +161,13 @@ def normalise(image_u8: np.ndarray, spec: InputSpec) -> np.ndarray:
     return (x - mean) / std
 
 
+def black(spec: InputSpec) -> tuple[float, ...]:
+    """The value a black pixel (0) has after :func:`normalise`, one per input channel."""
+    mean = np.broadcast_to(np.asarray(spec.mean, dtype=np.float64), (spec.channels,))
+    std = np.broadcast_to(np.asarray(spec.std, dtype=np.float64), (spec.channels,))
+    return tuple(float(v) for v in -mean / std)
+
+
 def prepare(display: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, FrameMap]:
     """Model input ``(C, h, w)`` float32 for one display image, and the map back to the original frame."""
     fitted, frame = fit_to_input(display, spec)

@@ -103,7 +103,7 @@ def collect(args: argparse.Namespace) -> int:
             patient = {r["patientId"]: r["nih_patient"] or r["patientId"] for r in csv.DictReader(f)}
     labels = read_labels(args.labels)
     engine = Engine(
-        device="cpu", runtime=args.runtime, tta=args.tta,
+        device="cpu", runtime=args.runtime, tta=args.tta, tta_zooms=args.tta_zooms,
         selection=StageSelection(classify=args.classifier, segment=args.segmenter, detect=args.detector),
     )  # fmt: skip
     t = Thresholds()
@@ -276,6 +276,10 @@ def main() -> int:
     c.add_argument("--detector", required=True)
     c.add_argument("--runtime", default="auto")
     c.add_argument("--tta", action="store_true", help="flip test-time augmentation, as predict --tta")
+    c.add_argument(
+        "--tta-zooms", type=lambda v: tuple(float(z) for z in v.split(",")), default=(),
+        help="extra zoom factors for the classifier and detector, e.g. 0.9,1.1 (Engine(tta_zooms=...))",
+    )  # fmt: skip
     c.add_argument("--cache", type=Path, required=True)
     c.set_defaults(run=collect)
     r = sub.add_parser("report")

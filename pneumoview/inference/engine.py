@@ -24,8 +24,8 @@ import numpy as np
 from pneumoview.calibration import Calibration
 from pneumoview.errors import ModelError, ModelNotInstalledError
 from pneumoview.inference.manifest import EnsembleSpec, Manifest, ModelSpec, load_manifest, models_dirs
-from pneumoview.inference.runtime import Backend, choose_runtime, make_backend
-from pneumoview.preprocess import FrameMap, prepare
+from pneumoview.inference.runtime import Backend, Detections, choose_runtime, make_backend
+from pneumoview.preprocess import FrameMap, black, prepare
 from pneumoview.types import DEFAULT_SELECTION, STAGES, AnalysisResult, ModelRef, XrayImage
 
 if TYPE_CHECKING:
@@ -62,6 +62,10 @@ class Engine:
         tta: test-time augmentation by horizontal flip for every stage (:mod:`pneumoview.inference.tta`); about
             twice the model compute. Off unless asked; the app (``predict``, ``tune``, the viewer) asks for
             :data:`pneumoview.types.DEFAULT_TTA`.
+        tta_zooms: extra zoom factors for the classifier and the detector (for example ``(0.9, 1.1)``): each model
+            also sees the prepared input zoomed about its centre by each factor (with ``tta``, each zoom with its
+            mirror); probabilities are averaged over the zooms and boxes fused (:func:`pneumoview.inference.tta.zoom`).
+            Empty (the default): one scale. The segmenters never zoom.
         runtime: ``"auto"``, ``"openvino"``, ``"onnx"`` or ``"torch"`` (else ``$PNEUMOVIEW_RUNTIME``; see
             :func:`pneumoview.inference.runtime.choose_runtime`). ``random_weights`` always runs on torch.
 
@@ -83,6 +87,7 @@ class Engine:
         models_dir: str | Path | None = None,
         random_weights: bool = False,
         tta: bool = False,
+        tta_zooms: Sequence[float] = (),
         runtime: str | None = "auto",
     ) -> None:
         self.dirs = models_dirs(models_dir)
@@ -97,6 +102,9 @@ class Engine:
         self.selection = selection or StageSelection()
         self.random_weights = random_weights
         self.tta = tta
+        if any(not 0.5 <= z <= 2.0 for z in tta_zooms):
+            raise ValueError(f"TTA zoom factors must be within 0.5-2.0, got {list(tta_zooms)}")
+        self.tta_zooms = tuple(float(z) for z in tta_zooms if z != 1.0)
         self._notes: list[str] = []
 
     # -- models -------------------------------------------------------------------------------------------------
@@ -301,7 +309,7 @@ class Engine:
         summed: list[np.ndarray | None] = [None] * len(images)
         for member, weight, model in models:  # members share their classes (the manifest checks it)
             for idx, x, _ in self._batches(images, member, batch_size):
-                probs = self.backend.classify(model, x, self.tta)
+                probs = self._classify_zooms(model, x, member)
                 for j, i in enumerate(idx):
                     prev = summed[i]
                     summed[i] = weight * probs[j] if prev is None else prev + weight * probs[j]
@@ -318,6 +326,31 @@ class Engine:
                 gate_classes=spec.gate_names,
             )  # fmt: skip
         return out
+
+    def _classify_zooms(self, model: Any, x: np.ndarray, spec: ModelSpec) -> np.ndarray:
+        """Class probabilities ``(B, K)`` of one prepared batch, averaged over 1.0 and :attr:`tta_zooms`."""
+        from pneumoview.inference import tta  # lazy: scipy; importing the engine stays light
+
+        probs = self.backend.classify(model, x, self.tta)
+        for factor in self.tta_zooms:
+            probs = probs + self.backend.classify(model, tta.zoom(x, factor, black(spec.input)), self.tta)
+        return np.asarray(probs / (1 + len(self.tta_zooms)), dtype=np.float32)
+
+    def _detect_zooms(self, model: Any, x: np.ndarray, spec: ModelSpec) -> Detections:
+        """Per image of one prepared batch, boxes ``xyxy`` in input pixels and scores, fused over 1.0 and
+        :attr:`tta_zooms`."""
+        dets = self.backend.detect(model, x, self.tta)
+        if not self.tta_zooms:
+            return dets
+        from pneumoview.inference import tta  # lazy: scipy
+
+        views: list[list[tuple[np.ndarray, np.ndarray]]] = [[d] for d in dets]
+        shape = (int(x.shape[-2]), int(x.shape[-1]))
+        for factor in self.tta_zooms:
+            zoomed = self.backend.detect(model, tta.zoom(x, factor, black(spec.input)), self.tta)
+            for j, (boxes, scores) in enumerate(zoomed):
+                views[j].append((tta.unzoom_boxes(boxes, factor, shape), scores))
+        return [tta.fuse_many(v) for v in views]
 
     def _fuse(
         self, images: Sequence[XrayImage], partial: list[AnalysisResult], detector: ModelSpec
@@ -360,7 +393,7 @@ class Engine:
         spec, _, model = models[0]
         out = list(partial)
         for idx, x, frames in self._batches(images, spec, batch_size):
-            dets = self.backend.detect(model, x, self.tta)
+            dets = self._detect_zooms(model, x, spec)
             for j, i in enumerate(idx):
                 boxes, scores = dets[j]
                 xyxy = frames[j].boxes_to_original(boxes)
