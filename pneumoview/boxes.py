@@ -195,13 +195,14 @@ def wbf_clusters(
     Returns:
         ``(xyxy (M, 4) float64, scores (M,) float32, views present per cluster)``, in cluster-creation order.
     """
-    xyxy = np.concatenate(
-        [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b, _ in views] or [np.zeros((0, 4))]
-    )
-    scores = np.concatenate([np.asarray(s, dtype=np.float32).reshape(-1) for _, s in views] or [np.zeros(0)])
-    view_of = np.concatenate(
-        [np.full(len(np.reshape(s, -1)), k) for k, (_, s) in enumerate(views)] or [np.zeros(0)]
-    )
+    xyxy = np.zeros((0, 4), dtype=np.float64)
+    scores = np.zeros((0,), dtype=np.float32)
+    view_of = np.zeros((0,), dtype=np.int64)
+    for k, (b, sc) in enumerate(views):
+        sc = np.asarray(sc, dtype=np.float32).reshape(-1)
+        xyxy = np.concatenate([xyxy, np.asarray(b, dtype=np.float64).reshape(-1, 4)])
+        scores = np.concatenate([scores, sc])
+        view_of = np.concatenate([view_of, np.full(len(sc), k, dtype=np.int64)])
     order = np.argsort(-scores, kind="stable")
     members: list[list[int]] = []
     fused = np.zeros((0, 4), dtype=np.float64)
